@@ -1,11 +1,14 @@
 """Preference pairs: one record type, validation, JSONL I/O and the dataset loaders."""
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from . import atomic
 
@@ -113,10 +116,51 @@ def write_pairs(path, pairs: Iterable[Pair]) -> None:
 
 
 def read_pairs(path) -> list[Pair]:
-    """Read critcore's JSONL (also the shared training mix's shape); every record is validated."""
-    path = Path(path)
-    pairs = []
+    """Read critcore's JSONL strictly: every record is validated, nothing is skipped.
+
+    The shared training mix holds a few degenerate pairs (empty or identical responses), which
+    this refuses; `load_jsonl` counts and skips those instead.
+    """
+    return [Pair.from_dict(d, where) for _, where, d in _jsonl_rows(Path(path))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset loaders. Each returns a `Loaded`. A loader skips a record only for one of the reasons
+# below, and counts it; any other bad record raises DataError naming file, record and field.
+#
+#   no_shared_prefix     HH-RLHF: the rejected dialogue does not start with the chosen one's prompt
+#   empty_response       chosen or rejected is empty or whitespace (occurs in HH, PandaLM,
+#                        AlpacaEval, UltraFeedback and the mix; Pair does not allow empty text)
+#   identical_responses  chosen and rejected are the same text: no preference to learn
+#   tie                  the source has no preference (PandaLM majority tie, equal UltraFeedback
+#                        scores, AlpacaEval preference 1.5), unless the loader is asked to keep ties
+#   no_preference        AlpacaEval preference is null (the judge gave no answer)
+#
+# A record with several reasons is counted once, under the first: the source's own label
+# (no_shared_prefix, tie, no_preference) before the content checks (empty, then identical).
+# ---------------------------------------------------------------------------------------------
+
+FORMATS = ("hh-rlhf", "pandalm", "rewardbench", "ultrafeedback", "alpacaeval", "jsonl")
+
+
+@dataclass
+class Loaded:
+    """What a loader read: the pairs, the skipped records counted by reason, and where from."""
+
+    pairs: list[Pair]
+    skipped: dict[str, int]
+    source: str
+    path: str
+    rows: int = 0  # records read; rows == len(pairs) + sum(skipped) unless `load` applied a limit
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(index, 'file:line', record) for each non-blank line of a JSONL file."""
     with path.open(encoding="utf-8") as f:
+        i = 0
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -125,5 +169,419 @@ def read_pairs(path) -> list[Pair]:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(where, None, f"invalid JSON ({e.msg})") from None
-            pairs.append(Pair.from_dict(d, where))
-    return pairs
+            yield i, where, d
+            i += 1
+
+
+def _json_list_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(index, 'file[index]', record) for each element of a JSON list."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}", None, f"invalid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise DataError(str(path), None, f"expected a JSON list, got {type(data).__name__}")
+    for i, d in enumerate(data):
+        yield i, f"{path}[{i}]", d
+
+
+def _is_local(path_or_name) -> bool:
+    p = Path(path_or_name)
+    return p.is_file() or p.suffix in (".json", ".jsonl")
+
+
+def _hub_rows(name: str, split: str, data_dir: str | None) -> Iterator[tuple[int, str, Any]]:
+    try:
+        import datasets  # lazy: heavy, and only needed for the hub
+    except ImportError as e:
+        raise ImportError(f"loading {name!r} from the Hugging Face hub needs the 'datasets' package") from e
+    ds = datasets.load_dataset(name, data_dir=data_dir, split=split)
+    for i, row in enumerate(ds):
+        yield i, f"{name}:{split}[{i}]", row
+
+
+def _rows(path_or_name, split=None, data_dir=None) -> Iterator[tuple[int, str, dict]]:
+    """Records of a local .json (list) / .jsonl file, or of a hub dataset; each must be an object."""
+    if _is_local(path_or_name):
+        p = Path(path_or_name)
+        rows = _json_list_rows(p) if p.suffix == ".json" else _jsonl_rows(p)
+    else:
+        rows = _hub_rows(str(path_or_name), split, data_dir)
+    for i, where, d in rows:
+        if not isinstance(d, dict):
+            raise DataError(where, None, f"expected a JSON object, got {type(d).__name__}")
+        yield i, where, d
+
+
+def _tag(path_or_name, split, data_dir=None) -> str:
+    """The id infix: the file's stem, or the hub split (with its data_dir)."""
+    if _is_local(path_or_name):
+        return Path(path_or_name).stem
+    return f"{data_dir}/{split}" if data_dir else split
+
+
+def _local_only(path, fmt: str, upstream: str) -> Path:
+    if not _is_local(path):
+        raise FileNotFoundError(f"{fmt}: {path!r} is not a local .json/.jsonl file; {fmt} is not on the "
+                                f"Hugging Face hub, download it from {upstream}")
+    return Path(path)
+
+
+def _text(row: dict, key: str, where: str) -> str:
+    if row.get(key) is None:
+        raise DataError(where, key, "missing")
+    if not isinstance(row[key], str):
+        raise DataError(where, key, f"expected a string, got {type(row[key]).__name__}")
+    return row[key]
+
+
+def _number(row: dict, key: str, where: str) -> float:
+    v = row.get(key)
+    if v is None:
+        raise DataError(where, key, "missing")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise DataError(where, key, f"expected a number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise DataError(where, key, f"not a finite number: {v}")
+    return v
+
+
+def _degenerate(chosen: str, rejected: str) -> str | None:
+    """The skip reason for a pair with no usable preference, or None."""
+    if not chosen.strip() or not rejected.strip():
+        return "empty_response"
+    if chosen.strip() == rejected.strip():
+        return "identical_responses"
+    return None
+
+
+def _collect(source: str, path, results: Iterable[tuple[str, Pair | str]]) -> Loaded:
+    """Gather (where, Pair or skip reason) into a Loaded; validate, refuse duplicate ids."""
+    out = Loaded([], {}, source, str(path))
+    first: dict[str, str] = {}
+    for where, r in results:
+        out.rows += 1
+        if isinstance(r, str):
+            out.skipped[r] = out.skipped.get(r, 0) + 1
+            continue
+        r.validate(where)
+        if r.id in first:
+            raise DataError(where, "id", f"duplicate id {r.id!r} (first at {first[r.id]})")
+        first[r.id] = where
+        out.pairs.append(r)
+    return out
+
+
+# --- Anthropic HH-RLHF -------------------------------------------------------------------------
+
+_ASSISTANT = "\n\nAssistant:"
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def _hh_messages(prompt: str, where: str) -> list[dict]:
+    """'\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant:' -> user/assistant messages."""
+    parts = _TURN.split(prompt)  # ['', 'Human', ' a', 'Assistant', ' b', ..., 'Assistant', '']
+    if parts[0].strip() or len(parts) < 5:
+        raise DataError(where, "chosen", "expected a dialogue starting with '\\n\\nHuman:'")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1:-2:2], parts[2:-2:2])]
+
+
+def load_hh_rlhf(path_or_name="Anthropic/hh-rlhf", split="test", data_dir=None) -> Loaded:
+    """Anthropic HH-RLHF: {chosen, rejected} full dialogues, from the hub or a local JSONL.
+
+    The prompt is the chosen dialogue up to its final '\\n\\nAssistant:' (as chat messages); the
+    responses are what follows in each dialogue, stripped. This is the DPO reference code's
+    split; where the rejected dialogue does not start with that prompt (a response that itself
+    contains '\\n\\nAssistant:'), the row is skipped as 'no_shared_prefix' rather than guessed.
+    """
+    tag = _tag(path_or_name, split, data_dir)
+
+    def convert(i, where, row):
+        chosen, rejected = _text(row, "chosen", where), _text(row, "rejected", where)
+        cut = chosen.rfind(_ASSISTANT)
+        if cut < 0:
+            raise DataError(where, "chosen", "no '\\n\\nAssistant:' turn")
+        prompt = chosen[: cut + len(_ASSISTANT)]
+        if not rejected.startswith(prompt):
+            return "no_shared_prefix"
+        c, r = chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
+        return _degenerate(c, r) or Pair(id=f"hh-rlhf/{tag}/{i}", prompt=_hh_messages(prompt, where),
+                                         chosen=c, rejected=r, subset=data_dir, source="hh-rlhf")
+
+    rows = _rows(path_or_name, split, data_dir)
+    return _collect("hh-rlhf", path_or_name, ((w, convert(i, w, d)) for i, w, d in rows))
+
+
+# --- PandaLM human test set --------------------------------------------------------------------
+
+def _pandalm_response(row: dict, key: str, where: str) -> tuple[str, bool]:
+    """A response as text; the 6 JSON booleans (`true`, a model's literal answer 'True' to a
+    'verify this statement' task, parsed as JSON) become the string 'True'/'False'."""
+    v = row.get(key)
+    if isinstance(v, bool):
+        return str(v), True
+    return _text(row, key, where), False
+
+
+def pandalm_majority(votes: list[int]) -> int:
+    """The label (0 tie, 1, 2) that at least two of three annotators gave; else a tie (0)."""
+    return next((v for v in (0, 1, 2) if votes.count(v) >= 2), 0)
+
+
+def load_pandalm(path_or_name, tie_policy: str = "drop") -> Loaded:
+    """PandaLM testset-v1.json (a JSON list; local only, it is a GitHub file).
+
+    The label is the majority of annotator1..3 (0 tie, 1 response1, 2 response2); three different
+    votes are a tie. tie_policy 'drop' skips ties (counted 'tie'); 'wrong' keeps them with
+    tie=True (chosen=response1), to be counted wrong in evaluation.
+    """
+    if tie_policy not in ("drop", "wrong"):
+        raise ValueError(f"tie_policy must be 'drop' or 'wrong', got {tie_policy!r}")
+    path = _local_only(path_or_name, "pandalm", "https://github.com/WeOpenML/PandaLM (data/testset-v1.json)")
+
+    def convert(i, where, row):
+        idx = row.get("idx")
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise DataError(where, "idx", f"expected an integer, got {type(idx).__name__}")
+        votes = []
+        for k in ("annotator1", "annotator2", "annotator3"):
+            v = row.get(k)
+            if isinstance(v, bool) or v not in (0, 1, 2):
+                raise DataError(where, k, f"expected 0, 1 or 2, got {v!r}")
+            votes.append(v)
+        label = pandalm_majority(votes)
+        instruction, inp = _text(row, "instruction", where), row.get("input", "")
+        inp = "" if inp is None else inp
+        if not isinstance(inp, str):
+            raise DataError(where, "input", f"expected a string, got {type(inp).__name__}")
+        r1, b1 = _pandalm_response(row, "response1", where)
+        r2, b2 = _pandalm_response(row, "response2", where)
+        if label == 0 and tie_policy == "drop":
+            return "tie"
+        chosen, rejected = (r2, r1) if label == 2 else (r1, r2)
+        meta = {"votes": votes, "cmp_key": row.get("cmp_key"), "motivation_app": row.get("motivation_app")}
+        if b1 or b2:
+            meta["bool_response"] = [k for k, b in (("response1", b1), ("response2", b2)) if b]
+        return _degenerate(chosen, rejected) or Pair(
+            id=f"pandalm/{idx}", prompt=instruction + (f"\n\n{inp}" if inp.strip() else ""),
+            chosen=chosen, rejected=rejected, subset="pandalm", source="pandalm", tie=label == 0, meta=meta)
+
+    return _collect("pandalm", path, ((w, convert(i, w, d)) for i, w, d in _rows(path)))
+
+
+# --- RewardBench -------------------------------------------------------------------------------
+
+def load_rewardbench(path_or_name="allenai/reward-bench", split="filtered") -> Loaded:
+    """RewardBench (or the local RewardBench-shaped JSONL): prompt, chosen, rejected, chosen_model,
+    rejected_model, subset, id. Ids are 'rewardbench/<id>'; the models go to meta."""
+
+    def convert(i, where, row):
+        rid = row.get("id")
+        if rid is None:
+            raise DataError(where, "id", "missing")
+        c, r = _text(row, "chosen", where), _text(row, "rejected", where)
+        meta = {k: row.get(k) for k in ("chosen_model", "rejected_model")}
+        return _degenerate(c, r) or Pair(id=f"rewardbench/{rid}", prompt=_text(row, "prompt", where),
+                                         chosen=c, rejected=r, subset=_text(row, "subset", where),
+                                         source="rewardbench", meta=meta)
+
+    rows = _rows(path_or_name, split)
+    return _collect("rewardbench", path_or_name, ((w, convert(i, w, d)) for i, w, d in rows))
+
+
+# --- UltraFeedback binarized -------------------------------------------------------------------
+
+def ultrafeedback_rating(gap: float) -> str:
+    """GPT-4 score gap -> rating, as in the shared mix: <=1 slightly, <=3 better, else significantly."""
+    return "slightly better" if gap <= 1 else "better" if gap <= 3 else "significantly better"
+
+
+def _final_turn(row: dict, key: str, where: str) -> tuple[list[dict], str]:
+    """Split a message list into (prompt messages, final assistant text)."""
+    msgs = row.get(key)
+    if msgs is None:
+        raise DataError(where, key, "missing")
+    if not isinstance(msgs, list) or len(msgs) < 2:
+        raise DataError(where, key, "expected a list of at least two chat messages")
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(where, f"{key}[{j}]", "expected a message {role: str, content: str}")
+    if msgs[-1]["role"] != "assistant":
+        raise DataError(where, f"{key}[{len(msgs) - 1}]",
+                        f"last message has role {msgs[-1]['role']!r}, not 'assistant'")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
+
+
+def load_ultrafeedback(path_or_name="HuggingFaceH4/ultrafeedback_binarized", split="test_prefs",
+                       keep_ties: bool = False) -> Loaded:
+    """UltraFeedback binarized: chosen/rejected message lists and GPT-4 scores (1-10).
+
+    The prompt is the messages before the last (assistant) one; margin = score_chosen -
+    score_rejected; rating from `ultrafeedback_rating`. Equal scores are skipped as 'tie', or
+    kept with tie=True (margin 0, no rating) when keep_ties.
+    """
+    tag = _tag(path_or_name, split)
+
+    def convert(i, where, row):
+        prompt, c = _final_turn(row, "chosen", where)
+        prompt_r, r = _final_turn(row, "rejected", where)
+        if prompt_r != prompt:
+            raise DataError(where, "rejected", "its prompt messages differ from those of 'chosen'")
+        sc, sr = _number(row, "score_chosen", where), _number(row, "score_rejected", where)
+        gap = sc - sr
+        if gap < 0:
+            raise DataError(where, "score_chosen", f"{sc} is below score_rejected {sr}")
+        if gap == 0 and not keep_ties:
+            return "tie"
+        return _degenerate(c, r) or Pair(id=f"ultrafeedback/{tag}/{i}", prompt=prompt, chosen=c, rejected=r,
+                            rating=ultrafeedback_rating(gap) if gap else None, margin=float(gap),
+                            source="ultrafeedback", tie=gap == 0,
+                            meta={"score_chosen": sc, "score_rejected": sr})
+
+    rows = _rows(path_or_name, split)
+    return _collect("ultrafeedback", path_or_name, ((w, convert(i, w, d)) for i, w, d in rows))
+
+
+# --- AlpacaEval pairwise annotations ----------------------------------------------------------
+
+def alpacaeval_rating(margin: float) -> str:
+    """margin = 2*|preference-1.5| -> rating, as in the shared mix: <0.5 slightly, <0.9 better."""
+    return "slightly better" if margin < 0.5 else "better" if margin < 0.9 else "significantly better"
+
+
+def load_alpacaeval(path) -> Loaded:
+    """AlpacaEval annotations (JSON list or JSONL; local only): instruction, output_1, output_2,
+    generator_1, generator_2, preference in [1, 2], below 1.5 meaning output_1 is preferred.
+
+    margin = 2*|preference-1.5|; preference 1.5 is skipped as 'tie', null as 'no_preference'.
+    """
+    path = _local_only(path, "alpacaeval", "https://github.com/tatsu-lab/alpaca_eval (results/*/annotations.json)")
+    tag = path.stem
+
+    def convert(i, where, row):
+        o1, o2 = _text(row, "output_1", where), _text(row, "output_2", where)
+        instruction = _text(row, "instruction", where)
+        if "preference" not in row:
+            raise DataError(where, "preference", "missing")
+        if row["preference"] is None:
+            return "no_preference"
+        pref = _number(row, "preference", where)
+        if not 1 <= pref <= 2:
+            raise DataError(where, "preference", f"{pref} is outside [1, 2]")
+        if pref == 1.5:
+            return "tie"
+        first = pref < 1.5
+        c, r = (o1, o2) if first else (o2, o1)
+        g1, g2 = row.get("generator_1"), row.get("generator_2")
+        margin = 2 * abs(pref - 1.5)
+        return _degenerate(c, r) or Pair(
+            id=f"alpacaeval/{tag}/{i}", prompt=instruction, chosen=c, rejected=r,
+            rating=alpacaeval_rating(margin), margin=margin, source="alpacaeval",
+            meta={"preference": pref, "chosen_model": g1 if first else g2, "rejected_model": g2 if first else g1})
+
+    return _collect("alpacaeval", path, ((w, convert(i, w, d)) for i, w, d in _rows(path)))
+
+
+# --- critcore's own JSONL (and the shared mix) -------------------------------------------------
+
+def load_jsonl(path) -> Loaded:
+    """critcore's JSONL (the shape `write_pairs` writes, and the shared mix's). Like `read_pairs`,
+    but pairs with an empty or identical response are counted and skipped, not refused."""
+    path = Path(path)
+
+    def convert(where, d):
+        if isinstance(d, dict) and isinstance(d.get("chosen"), str) and isinstance(d.get("rejected"), str):
+            skip = _degenerate(d["chosen"], d["rejected"])
+            if skip:
+                return skip
+        return Pair.from_dict(d, where)
+
+    return _collect("jsonl", path, ((w, convert(w, d)) for _, w, d in _jsonl_rows(path)))
+
+
+# --- dispatch and sampling ---------------------------------------------------------------------
+
+_LOADERS: dict[str, Callable[..., Loaded]] = {
+    "hh-rlhf": load_hh_rlhf, "pandalm": load_pandalm, "rewardbench": load_rewardbench,
+    "ultrafeedback": load_ultrafeedback, "alpacaeval": load_alpacaeval, "jsonl": load_jsonl,
+}
+
+
+def load(spec: dict | str) -> Loaded:
+    """Load a dataset from a params spec: "format:path", or a dict {format, path, limit, seed,
+    stratify, per_stratum, ...loader keyword arguments}. A limit applies `sample` (stratified by
+    subset unless stratify is null) after loading; skipped counts are those of the full load."""
+    if isinstance(spec, str):
+        fmt, sep, path = spec.partition(":")
+        spec = {"format": fmt, "path": path} if sep else {"format": fmt}
+    if not isinstance(spec, dict):
+        raise DataError("dataset spec", None, f"expected a mapping or 'format:path', got {type(spec).__name__}")
+    spec = dict(spec)
+    fmt = spec.pop("format", None)
+    if fmt not in _LOADERS:
+        raise DataError("dataset spec", "format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    limit, seed = spec.pop("limit", None), spec.pop("seed", 0)
+    stratify, per_stratum = spec.pop("stratify", "subset"), spec.pop("per_stratum", None)
+    loader = _LOADERS[fmt]
+    params = inspect.signature(loader).parameters
+    names = list(params)
+    if spec.get("path") is not None:
+        spec[names[0]] = spec.pop("path")  # the loader's first parameter is its path
+    spec.pop("path", None)
+    unknown = sorted(set(spec) - set(params))
+    if unknown:
+        options = ", ".join(names[1:]) or "none"
+        raise DataError("dataset spec", unknown[0], f"not an option of format {fmt!r}; options: {options}")
+    if names[0] not in spec and params[names[0]].default is inspect.Parameter.empty:
+        raise DataError("dataset spec", "path", f"format {fmt!r} needs a path")
+    loaded = loader(**spec)
+    if limit is not None or per_stratum is not None:
+        loaded.pairs = sample(loaded.pairs, limit, seed, stratify=stratify, per_stratum=per_stratum)
+    return loaded
+
+
+def sample(pairs: list[Pair], n: int | None = None, seed: int = 0,
+           stratify: str | Callable[[Pair], Any] | None = "subset", per_stratum: int | None = None) -> list[Pair]:
+    """A deterministic sample of `pairs`, kept in input order.
+
+    Without stratify: n pairs drawn with `seed`. With stratify (a Pair attribute or a key
+    function): n is shared among strata in proportion to their sizes (largest remainder), and
+    per_stratum is a floor: every stratum gives at least min(per_stratum, its size), so the total
+    may exceed n; with n None each stratum gives exactly min(per_stratum, its size).
+    """
+    if n is not None and n < 0 or per_stratum is not None and per_stratum < 0:
+        raise ValueError("n and per_stratum must be non-negative")
+    rng = random.Random(seed)
+    if stratify is None or (n is None and per_stratum is None):
+        if n is None or n >= len(pairs):
+            return list(pairs)
+        return [pairs[i] for i in sorted(rng.sample(range(len(pairs)), n))]
+    key = stratify if callable(stratify) else (lambda p: getattr(p, stratify))
+    groups: dict[Any, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(key(p), []).append(i)
+    names = sorted(groups, key=str)
+    quota = dict.fromkeys(names, 0)
+    if n is not None:
+        n = min(n, len(pairs))
+        exact = {g: n * len(groups[g]) / len(pairs) for g in names}
+        quota = {g: int(exact[g]) for g in names}
+        for g in sorted(names, key=lambda g: exact[g] - quota[g], reverse=True)[: n - sum(quota.values())]:
+            quota[g] += 1
+    if per_stratum is not None:
+        quota = {g: max(quota[g], min(per_stratum, len(groups[g]))) for g in names}
+    keep = [i for g in names for i in rng.sample(groups[g], quota[g])]
+    return [pairs[i] for i in sorted(keep)]
+
+
+def nested_subsets(pairs: list[Pair], sizes: Iterable[int], seed: int = 0) -> dict[int, list[Pair]]:
+    """Nested subsets for data-scaling studies: prefixes of one seeded permutation, by size."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    out = {}
+    for s in sizes:
+        if not 0 <= s <= len(pairs):
+            raise ValueError(f"subset size {s} is outside [0, {len(pairs)}]")
+        out[s] = [pairs[i] for i in order[:s]]
+    return out
