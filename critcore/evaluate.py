@@ -1,0 +1,82 @@
+"""Scoring pairs with a reward model and writing the evaluation artifacts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import atomic
+from .collate import sorted_batches
+from .data import Pair
+from .format import Formatter
+from .model import RewardModel
+
+
+@torch.inference_mode()
+def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32) -> list[float]:
+    """Rewards for token-id sequences, in fp32. Batches are length-sorted and right-padded, so a
+    score does not depend on the batch size or on what else is in the batch."""
+    rm.eval()
+    device = next(rm.parameters()).device
+    pad = rm.tokenizer.pad_token_id
+    scores = [0.0] * len(sequences)
+    for idx in sorted_batches([len(s) for s in sequences], batch_size):
+        width = max(len(sequences[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, : len(sequences[i])] = 1
+        out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
+        for i, s in zip(idx, out):
+            scores[i] = s
+    return scores
+
+
+def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int = 512, batch_size: int = 32,
+                with_critiques: bool = True) -> pd.DataFrame:
+    """One row per pair: id, subset, source, tie, score_chosen, score_rejected, lengths (characters)
+    and the part trimmed for length, if any."""
+    fmt = Formatter(rm.tokenizer, max_length)
+    features, _ = fmt.encode_pairs(pairs, with_critiques)
+    seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
+    scores = score_texts(rm, seqs, batch_size)
+    n = len(pairs)
+    return pd.DataFrame({
+        "id": [p.id for p in pairs],
+        "subset": [p.subset or p.source or "all" for p in pairs],
+        "source": [p.source for p in pairs],
+        "tie": [p.tie for p in pairs],
+        "score_chosen": scores[:n],
+        "score_rejected": scores[n:],
+        "len_chosen": [len(p.chosen) for p in pairs],
+        "len_rejected": [len(p.rejected) for p in pairs],
+        "critiques": [with_critiques and p.has_critiques for p in pairs],
+    })
+
+
+def score_one(rm: RewardModel, prompt, response: str, critique: str | None = None, max_length: int = 512) -> float:
+    ids, _ = Formatter(rm.tokenizer, max_length).encode(prompt, response, critique)
+    return score_texts(rm, [ids])[0]
+
+
+def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os.PathLike | None = None,
+             sections: dict | None = None, max_length: int = 512, batch_size: int = 32,
+             with_critiques: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir."""
+    from .metrics import summarize
+
+    summary = {}
+    for name, pairs in datasets.items():
+        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques)
+        summary[name] = summarize(df, sections=sections if name != "pandalm" else None, n_boot=n_boot, seed=seed)
+        if out_dir:
+            path = Path(out_dir) / f"{name}_scores.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
+                df.to_csv(f, index=False)
+    if out_dir:
+        atomic.write_json(Path(out_dir) / "summary.json", summary)
+    return summary

@@ -1,0 +1,125 @@
+"""Turn (prompt, completion, critique) into the RM's input text and token ids.
+
+Text: the tokenizer's chat template where it has one (else templates/rm_plain.txt); a critique is
+appended to the completion behind templates/rm_critique.txt. Without a critique the text is exactly
+the No-Critiques baseline.
+
+Over-length policy: the critique and the end of the completion are kept; the prompt is trimmed from
+the left first (earliest turns first), then the completion from the left. Every trim is counted and
+returned; nothing is dropped. Only when the critique alone overflows is it cut from the right (counted).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+
+from .data import Pair, prompt_text
+
+TRIM_MARK = "…"
+
+
+def template(name: str) -> str:
+    return resources.files("critcore").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+@dataclass
+class Formatter:
+    tokenizer: object
+    max_length: int = 512
+    plain_template: str = template("rm_plain.txt")
+    critique_template: str = template("rm_critique.txt")
+
+    @property
+    def chat(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def text(self, prompt: str | list[dict], completion: str, critique: str | None = None) -> str:
+        if critique is not None:
+            completion = self.critique_template.format(completion=completion, critique=critique)
+        if self.chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            return self.tokenizer.apply_chat_template(
+                messages + [{"role": "assistant", "content": completion}], tokenize=False
+            )
+        return self.plain_template.format(prompt=prompt_text(prompt), completion=completion)
+
+    def ids(self, text: str) -> list[int]:
+        # A chat template already carries its special tokens.
+        return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+
+    def encode(self, prompt, completion: str, critique: str | None = None) -> tuple[list[int], str | None]:
+        """Token ids within max_length, and what was trimmed (None, 'prompt', 'completion', 'critique')."""
+        ids = self.ids(self.text(prompt, completion, critique))
+        if len(ids) <= self.max_length:
+            return ids, None
+        trimmed = None
+        for part in ("prompt", "completion", "critique"):
+            while len(ids) > self.max_length:
+                excess = len(ids) - self.max_length
+                if part == "prompt":
+                    new = _trim_prompt(self.tokenizer, prompt, excess)
+                    if new is None:
+                        break
+                    prompt = new
+                elif part == "completion":
+                    new = _trim_left(self.tokenizer, completion, excess)
+                    if new is None:
+                        break
+                    completion = new
+                else:
+                    if not critique:
+                        break
+                    critique = _trim_right(self.tokenizer, critique, excess)
+                trimmed = part
+                ids = self.ids(self.text(prompt, completion, critique))
+        if len(ids) > self.max_length:  # the template alone overflows: keep the end
+            ids, trimmed = ids[-self.max_length:], "template"
+        return ids, trimmed
+
+    def encode_pairs(self, pairs: list[Pair], with_critiques: bool = True) -> tuple[list[dict], Counter]:
+        """Encode both sides of every pair. Returns features and a count of trims by part."""
+        features, trims = [], Counter()
+        for pair in pairs:
+            use = with_critiques and pair.has_critiques
+            chosen, t1 = self.encode(pair.prompt, pair.chosen, pair.chosen_critique if use else None)
+            rejected, t2 = self.encode(pair.prompt, pair.rejected, pair.rejected_critique if use else None)
+            for t in (t1, t2):
+                if t:
+                    trims[t] += 1
+            features.append({"chosen": chosen, "rejected": rejected})
+        return features, trims
+
+
+def _token_count(tok, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _trim_left(tok, text: str, excess: int) -> str | None:
+    """Drop at least `excess` tokens from the left of `text`; None when nothing is left to drop."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= 1:
+        return None
+    keep = ids[min(len(ids) - 1, excess + 1):]
+    new = TRIM_MARK + tok.decode(keep, skip_special_tokens=True).lstrip()
+    return new if _token_count(tok, new) < len(ids) else None
+
+
+def _trim_right(tok, text: str, excess: int) -> str:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return tok.decode(ids[: max(0, len(ids) - excess - 1)], skip_special_tokens=True) + TRIM_MARK
+
+
+def _trim_prompt(tok, prompt, excess: int):
+    """Trim a prompt from the left: whole early turns first (keeping a user turn first), then text."""
+    if isinstance(prompt, str):
+        return _trim_left(tok, prompt, excess)
+    messages = list(prompt)
+    if len(messages) > 2:
+        drop = 2 if messages[0]["role"] == "user" and messages[1]["role"] == "assistant" else 1
+        return messages[drop:]
+    for i, message in enumerate(messages):
+        new = _trim_left(tok, message["content"], excess)
+        if new is not None:
+            return messages[:i] + [{**message, "content": new}] + messages[i + 1:]
+    return None

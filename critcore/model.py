@@ -1,0 +1,115 @@
+"""The reward model: a pretrained backbone with a linear head that gives one scalar.
+
+Decoders (SmolLM2, Gemma 3, Llama, ...) use AutoModelForSequenceClassification's `score` head, read
+at the last real token found from the attention mask, so left or right padding and pad == EOS are
+all read correctly (the peers' bug: transformers#35352, trl#2778). Encoders (MiniLM, BERT) use their
+pooled output. A saved RM is a plain one-label sequence classifier that transformers loads as is.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from . import backbones
+
+PAD_TOKEN = "<|pad|>"
+
+
+class RewardModel(nn.Module):
+    def __init__(self, hf_model: nn.Module, tokenizer, peft_model=None):
+        super().__init__()
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.peft_model = peft_model  # set when LoRA adapters are injected into hf
+        self.is_decoder = hasattr(hf_model, "score")
+
+    @classmethod
+    def load(cls, backbone: str, dropout: bool = False, lora: dict | None = None,
+             trust_remote_code: bool = False) -> "RewardModel":
+        """Load `backbone` (alias, local dir, .gguf file or hub name) with a fresh one-scalar head,
+        or a saved critcore RM with its trained head."""
+        path = backbones.resolve(backbone)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        hf = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
+            dtype=torch.float32,
+        )
+        _set_pad_token(hf, tok)
+        if not dropout:
+            _disable_dropout(hf)
+        peft_model = None
+        if lora:
+            peft_model = _inject_lora(hf, lora)
+        return cls(hf, tok, peft_model)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One reward per row."""
+        if not self.is_decoder:
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+        base = getattr(self.hf, self.hf.base_model_prefix)
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        last = (attention_mask.long() * positions).argmax(-1)  # rightmost real token
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.hf.score(pooled)[:, 0]
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Save as a plain transformers sequence classifier (safetensors) plus tokenizer, atomically.
+        LoRA adapters are merged first, so the head and all weights are always in the checkpoint."""
+        directory = Path(directory)
+        model = self.hf
+        if self.peft_model is not None:
+            model = _merged_copy(self.peft_model)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+
+def _set_pad_token(hf, tok) -> None:
+    """Pad on the right with a pad token distinct from EOS (SmolLM2 pads with its EOS)."""
+    if tok.pad_token is None or (tok.eos_token is not None and tok.pad_token_id == tok.eos_token_id
+                                 and hasattr(hf, "score")):
+        tok.add_special_tokens({"pad_token": PAD_TOKEN})
+        hf.resize_token_embeddings(len(tok), mean_resizing=True)
+    tok.padding_side = "right"
+    hf.config.pad_token_id = tok.pad_token_id
+    text_config = hf.config.get_text_config()
+    text_config.pad_token_id = tok.pad_token_id
+
+
+def _disable_dropout(hf) -> None:
+    for module in hf.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    for key, value in hf.config.to_dict().items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(hf.config, key, 0.0)
+
+
+def _inject_lora(hf, lora: dict):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
+                        lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules", "all-linear"))
+    return get_peft_model(hf, config)  # injects in place into hf; the head stays trainable
+
+
+def _merged_copy(peft_model):
+    import copy
+
+    return copy.deepcopy(peft_model).merge_and_unload()
