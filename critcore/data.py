@@ -526,9 +526,9 @@ def load(spec: dict | str) -> Loaded:
     loader = _LOADERS[fmt]
     params = inspect.signature(loader).parameters
     names = list(params)
-    if spec.get("path") is not None:
-        spec[names[0]] = spec.pop("path")  # the loader's first parameter is its path
-    spec.pop("path", None)
+    path = spec.pop("path", None)
+    if path is not None:
+        spec[names[0]] = path  # the loader's first parameter is its path
     unknown = sorted(set(spec) - set(params))
     if unknown:
         options = ", ".join(names[1:]) or "none"

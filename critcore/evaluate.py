@@ -66,12 +66,16 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
              sections: dict | None = None, max_length: int = 512, batch_size: int = 32,
              with_critiques: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
     """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir."""
-    from .metrics import summarize
+    from .metrics import pandalm_accuracy, summarize
 
+    listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():
         df = score_pairs(rm, pairs, max_length, batch_size, with_critiques)
-        summary[name] = summarize(df, sections=sections if name != "pandalm" else None, n_boot=n_boot, seed=seed)
+        use_sections = sections if listed & set(df["subset"]) else None
+        summary[name] = summarize(df, sections=use_sections, n_boot=n_boot, seed=seed)
+        if df["tie"].any() or "pandalm" in name:  # both tie policies, from one set of scores
+            summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
         if out_dir:
             path = Path(out_dir) / f"{name}_scores.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
