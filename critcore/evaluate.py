@@ -74,7 +74,7 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
         df = score_pairs(rm, pairs, max_length, batch_size, with_critiques)
         use_sections = sections if listed & set(df["subset"]) else None
         summary[name] = summarize(df, sections=use_sections, n_boot=n_boot, seed=seed)
-        if df["tie"].any() or "pandalm" in name:  # both tie policies, from one set of scores
+        if df["tie"].any() or (df["source"] == "pandalm").any():  # both tie policies, one set of scores
             summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
         if out_dir:
             path = Path(out_dir) / f"{name}_scores.csv"

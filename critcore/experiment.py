@@ -106,11 +106,12 @@ def run_from_params(params: dict, progress: bool = True) -> dict:
     for key in ("train_data", "out"):
         if not params.get(key):
             raise ValueError(f"params: '{key}' is required")
+    config = train_config(params)  # bad options fail before any data loads
     train_pairs = load_pairs(params["train_data"])
     val_pairs = load_pairs(params["validation_data"]) if params.get("validation_data") else None
     eval_sets = {name: load_pairs(spec) for name, spec in (params.get("eval_data") or {}).items()}
     sections = load_sections(params["sections"]) if params.get("sections") else None
-    return run_rm(train_config(params), train_pairs, val_pairs, eval_sets, params["out"],
+    return run_rm(config, train_pairs, val_pairs, eval_sets, params["out"],
                   critic=params.get("critic"), critique_cache=params.get("critique_cache"),
                   lrs=params.get("lr_sweep"), sections=sections, progress=progress)
 
