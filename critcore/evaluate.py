@@ -38,7 +38,7 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
 def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int = 512, batch_size: int = 32,
                 with_critiques: bool = True) -> pd.DataFrame:
     """One row per pair: id, subset, source, tie, score_chosen, score_rejected, lengths (characters)
-    and the part trimmed for length, if any."""
+    and whether critiques were used."""
     fmt = Formatter(rm.tokenizer, max_length)
     features, _ = fmt.encode_pairs(pairs, with_critiques)
     seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]

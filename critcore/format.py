@@ -37,23 +37,24 @@ class Formatter:
     def text(self, prompt: str | list[dict], completion: str, critique: str | None = None) -> str:
         if critique is not None:
             completion = self.critique_template.format(completion=completion, critique=critique)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if self.chat:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
             return self.tokenizer.apply_chat_template(
                 messages + [{"role": "assistant", "content": completion}], tokenize=False
             )
-        return self.plain_template.format(prompt=prompt_text(prompt), completion=completion)
+        return self.plain_template.format(prompt=prompt_text(messages), completion=completion)
 
     def ids(self, text: str) -> list[int]:
         # A chat template already carries its special tokens.
         return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
 
-    def encode(self, prompt, completion: str, critique: str | None = None) -> tuple[list[int], str | None]:
-        """Token ids within max_length, and what was trimmed (None, 'prompt', 'completion', 'critique')."""
+    def encode(self, prompt, completion: str, critique: str | None = None) -> tuple[list[int], list[str]]:
+        """Token ids within max_length, and the parts trimmed, in order ('prompt', 'completion',
+        'critique', 'template'); an empty list when the text fits."""
         ids = self.ids(self.text(prompt, completion, critique))
+        trimmed: list[str] = []
         if len(ids) <= self.max_length:
-            return ids, None
-        trimmed = None
+            return ids, trimmed
         for part in ("prompt", "completion", "critique"):
             while len(ids) > self.max_length:
                 excess = len(ids) - self.max_length
@@ -68,25 +69,26 @@ class Formatter:
                         break
                     completion = new
                 else:
-                    if not critique:
+                    new = _trim_right(self.tokenizer, critique, excess) if critique else None
+                    if new is None:  # nothing left to cut: fall through to the template cut
                         break
-                    critique = _trim_right(self.tokenizer, critique, excess)
-                trimmed = part
+                    critique = new
+                if part not in trimmed:
+                    trimmed.append(part)
                 ids = self.ids(self.text(prompt, completion, critique))
         if len(ids) > self.max_length:  # the template alone overflows: keep the end
-            ids, trimmed = ids[-self.max_length:], "template"
+            ids = ids[-self.max_length:]
+            trimmed.append("template")
         return ids, trimmed
 
     def encode_pairs(self, pairs: list[Pair], with_critiques: bool = True) -> tuple[list[dict], Counter]:
-        """Encode both sides of every pair. Returns features and a count of trims by part."""
+        """Encode both sides of every pair. Returns features and how many sides had each part trimmed."""
         features, trims = [], Counter()
         for pair in pairs:
             use = with_critiques and pair.has_critiques
             chosen, t1 = self.encode(pair.prompt, pair.chosen, pair.chosen_critique if use else None)
             rejected, t2 = self.encode(pair.prompt, pair.rejected, pair.rejected_critique if use else None)
-            for t in (t1, t2):
-                if t:
-                    trims[t] += 1
+            trims.update(t1 + t2)
             features.append({"chosen": chosen, "rejected": rejected})
         return features, trims
 
@@ -105,9 +107,13 @@ def _trim_left(tok, text: str, excess: int) -> str | None:
     return new if _token_count(tok, new) < len(ids) else None
 
 
-def _trim_right(tok, text: str, excess: int) -> str:
+def _trim_right(tok, text: str, excess: int) -> str | None:
+    """Drop at least `excess` tokens from the right of `text`; None when nothing is left to drop."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    return tok.decode(ids[: max(0, len(ids) - excess - 1)], skip_special_tokens=True) + TRIM_MARK
+    if len(ids) <= 1:
+        return None
+    new = tok.decode(ids[: max(0, len(ids) - excess - 1)], skip_special_tokens=True) + TRIM_MARK
+    return new if _token_count(tok, new) < len(ids) else None
 
 
 def _trim_prompt(tok, prompt, excess: int):

@@ -127,6 +127,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     ckpt_root = out / "checkpoints" if out else None
     if ckpt_root and ckpt_root.exists():
         done = sorted((int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*")), reverse=True)
+        # Only this run's checkpoints: another config's or data's would resume the wrong training.
+        done = [s for s in done if _checkpoint_key(ckpt_root / f"step-{s}") == run_key]
         if done:
             step = done[0]
             accelerator.load_state(str(ckpt_root / f"step-{step}"))
@@ -160,10 +162,11 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         pairs_seen += n
         if not accelerator.sync_gradients:
             continue
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
         step += 1
         row = {"step": step, "loss": window["loss"] / window["pairs"], "accuracy": window["correct"] / window["pairs"],
-               "lr": scheduler.get_last_lr()[0], "pairs_per_s": pairs_seen * accelerator.num_processes / (time.perf_counter() - started)}
+               "lr": lr, "pairs_per_s": pairs_seen * accelerator.num_processes / (time.perf_counter() - started)}
         window = {"loss": 0.0, "correct": 0, "pairs": 0}
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
@@ -171,7 +174,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         if ckpt_root and config.save_every and step % config.save_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, ckpt_root, step)
+            _save_checkpoint(accelerator, ckpt_root, step, run_key)
     bar.close()
     train_seconds = time.perf_counter() - started
 
@@ -194,8 +197,9 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     return TrainResult(rm, summary)
 
 
-def _save_checkpoint(accelerator, root: Path, step: int) -> None:
-    """Write the checkpoint under a temporary name, then rename: a kill never leaves a partial one."""
+def _save_checkpoint(accelerator, root: Path, step: int, run_key: dict) -> None:
+    """Write the checkpoint under a temporary name, then rename: a kill never leaves a partial one.
+    It records the run key, so that only the same config and data resume from it."""
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -203,10 +207,18 @@ def _save_checkpoint(accelerator, root: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        atomic.write_json(tmp / "run_key.json", run_key)
         os.replace(tmp, final)
         for old in root.glob("step-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_key(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "run_key.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
