@@ -1,0 +1,97 @@
+"""A persistent critique store: SQLite in WAL mode, one row per critique, keyed by a sha256.
+
+The key covers everything that decides a critique: the critic's identity, the template's hash,
+the generation parameters, the prompt, the completion (and, for critics that see the pair label,
+the label). Each `put_many` is one transaction, so a process killed at any moment leaves every
+committed batch intact and nothing half-written; the primary key makes duplicates impossible."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS critiques (
+    key TEXT PRIMARY KEY,
+    critique TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    critic TEXT NOT NULL,
+    created REAL NOT NULL DEFAULT (julianday('now'))
+)"""
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_key(critic: str, template_sha: str, params: dict, prompt: str, completion: str, label=None) -> str:
+    """The cache key of one critique. Dict order in `params` does not matter."""
+    blob = json.dumps(
+        {"critic": critic, "template": template_sha, "params": params, "prompt": prompt,
+         "completion": completion, "label": label},
+        sort_keys=True, ensure_ascii=False,
+    )
+    return sha256_text(blob)
+
+
+class CritiqueCache:
+    """Critiques by key. `path=":memory:"` keeps them for this process only.
+
+    `stats` counts, since this object was opened: hits and misses (unique keys looked up),
+    duplicates (repeats of an item within one run, generated once), generated and tokens_generated."""
+
+    def __init__(self, path: str | Path = ":memory:"):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+        self.stats = {"hits": 0, "misses": 0, "duplicates": 0, "generated": 0, "tokens_generated": 0}
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        """The stored critiques among `keys`; counts hits and misses."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 500):  # stay under SQLite's bound-variable limit
+            chunk = keys[i : i + 500]
+            q = f"SELECT key, critique FROM critiques WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, critique in self._db.execute(q, chunk):
+                if isinstance(critique, str):
+                    found[key] = critique
+        self.stats["hits"] += len(found)
+        self.stats["misses"] += len(keys) - len(found)
+        return found
+
+    def put_many(self, critic: str, rows: list[tuple[str, str, int]]) -> None:
+        """Store (key, critique, tokens) rows in one transaction; a key already there is kept."""
+        for key, critique, tokens in rows:
+            if not isinstance(critique, str):
+                raise TypeError(f"critique for {key[:12]} is {type(critique).__name__}, not str")
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO critiques (key, critique, tokens, critic) VALUES (?, ?, ?, ?)",
+                [(k, c, int(t), critic) for k, c, t in rows],
+            )
+        self.stats["generated"] += len(rows)
+        self.stats["tokens_generated"] += sum(int(t) for _, _, t in rows)
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM critiques").fetchone()[0]
+
+    def report(self) -> dict:
+        """`stats` plus the hit rate and the number of stored records."""
+        looked_up = self.stats["hits"] + self.stats["misses"]
+        return {**self.stats, "hit_rate": round(self.stats["hits"] / looked_up, 4) if looked_up else None,
+                "records": len(self), "path": self.path}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "CritiqueCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,244 @@
+"""Critics, cache keys, augment, the train/test critic check and the CLI, on real data."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import sqlite3
+
+import pytest
+
+from critcore import critique
+from critcore.cache import CritiqueCache, make_key
+from critcore.critique import (CriticMismatchError, LocalCritic, OpenAICritic, SimulatedCritic, augment,
+                               check_same_critic, load_template, make_critic, render)
+from critcore.data import prompt_text, read_pairs, write_pairs
+
+from critic_servers import MIX_VALIDATION, SHARED_DATA, modest_threads, short_real_pairs
+
+needs_data = pytest.mark.skipif(not MIX_VALIDATION.exists(), reason=f"shared data not found at {SHARED_DATA}")
+ECHO = "Please provide a critique"
+
+
+@pytest.fixture(scope="module")
+def val_pairs():
+    if not MIX_VALIDATION.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return read_pairs(MIX_VALIDATION)
+
+
+# ---------------------------------------------------------------- templates
+
+
+def test_paper_template_is_default_and_renders_once():
+    t = load_template()
+    assert t.startswith("User: {prompt}\nChatbot: {response}")
+    assert "(2) Correctness. A good response should be honest and factually correct." in t
+    # braces in the texts are not placeholders; over-long prompts keep their end
+    text = render(t, "say {response} " + "x" * 50 + "END", "a {prompt} b", max_chars=20)
+    assert "a {prompt} b" in text and "xEND" in text and "say {response}" not in text
+
+
+def test_user_template_file(tmp_path):
+    f = tmp_path / "mine.txt"
+    f.write_text("Q: {prompt}\nA: {response}\nCritique it.")
+    assert load_template(str(f)).startswith("Q: {prompt}")
+    (tmp_path / "bad.txt").write_text("no placeholders")
+    with pytest.raises(ValueError, match="must contain"):
+        load_template(str(tmp_path / "bad.txt"))
+    with pytest.raises(FileNotFoundError, match="paper"):
+        load_template("no-such-template")
+
+
+# ---------------------------------------------------------------- cache keys
+
+
+def test_cache_key_changes_with_template_and_params_only():
+    a = LocalCritic("smollm2", max_new_tokens=48)  # the model loads lazily: nothing loads here
+    same = LocalCritic("smollm2", max_new_tokens=48)
+    other_t = LocalCritic("smollm2", max_new_tokens=48, template="Q: {prompt} A: {response} Critique:")
+    other_p = LocalCritic("smollm2", max_new_tokens=64)
+    k = a.key("prompt", "response")
+    assert k == same.key("prompt", "response")
+    assert len({k, other_t.key("prompt", "response"), other_p.key("prompt", "response")}) == 3
+    assert k != a.key("prompt", "response!")
+    assert make_key("c", "t", {"a": 1, "b": 2}, "p", "r") == make_key("c", "t", {"b": 2, "a": 1}, "p", "r")
+
+
+def test_cache_hits_regardless_of_order_and_misses_on_change(tmp_path, val_pairs):
+    db = tmp_path / "c.sqlite"
+    pairs = val_pairs[:30]  # real data: some AlpacaEval responses recur across pairs
+    n = len(_unique_items(pairs))
+    assert 40 < n < 60
+    with CritiqueCache(db) as cache:
+        first = augment(pairs, "simulated:0.7", cache=cache, progress=False)
+        assert cache.stats["misses"] == n and cache.stats["hits"] == 0 and cache.stats["duplicates"] == 60 - n
+    shuffled = random.Random(1).sample(pairs, len(pairs))
+    with CritiqueCache(db) as cache:  # reopened: persistent
+        again = augment(shuffled, "simulated:0.7", cache=cache, progress=False)
+        assert cache.stats["hits"] == n and cache.stats["misses"] == 0 and cache.stats["generated"] == 0
+    by_id = {p.id: p for p in again}
+    assert all(by_id[p.id].chosen_critique == p.chosen_critique for p in first)
+    with CritiqueCache(db) as cache:
+        augment(pairs, SimulatedCritic(0.7, template="Q: {prompt} A: {response}"), cache=cache, progress=False)
+        assert cache.stats["hits"] == 0 and cache.stats["misses"] == n  # template change
+        augment(pairs, "simulated:0.7,seed=1", cache=cache, progress=False)
+        assert cache.stats["hits"] == 0 and len(cache) == 3 * n  # identity change
+
+
+def _unique_items(pairs):
+    return {(prompt_text(p.prompt), r, lab) for p in pairs for r, lab in ((p.chosen, 1), (p.rejected, 0))}
+
+
+def test_identical_items_generated_once(val_pairs):
+    p = val_pairs[0]
+    dup = [p, dataclasses.replace(p, id="copy")]  # same prompt and completions
+    cache = CritiqueCache()
+    out = augment(dup, "simulated:0.5", cache=cache, progress=False)
+    assert cache.stats["generated"] == 2 and cache.stats["duplicates"] == 2
+    assert out[0].chosen_critique == out[1].chosen_critique
+
+
+# ---------------------------------------------------------------- simulated critic
+
+
+def test_simulated_accuracy_and_determinism(val_pairs):
+    items = [(prompt_text(p.prompt), r) for p in val_pairs for r in (p.chosen, p.rejected)]
+    labels = [True, False] * len(val_pairs)
+    for p in (0.0, 0.7, 1.0):
+        c = SimulatedCritic(p)
+        good = [t.startswith(("The response answers", "The response addresses", "The response is helpful",
+                              "The response follows")) for t in c.generate(items, labels)]
+        correct = sum(g == lab for g, lab in zip(good, labels)) / len(items)
+        assert abs(correct - p) < 0.06, (p, correct)
+    c = SimulatedCritic(0.7, seed=0)
+    assert c.identity == "simulated(p=0.7,seed=0)" and "simulated" in repr(c)
+    out = c.generate(items, labels)
+    order = random.Random(0).sample(range(len(items)), len(items))
+    shuffled = c.generate([items[i] for i in order], [labels[i] for i in order])
+    assert [out[i] for i in order] == shuffled  # per item, not per call order
+    assert out != SimulatedCritic(0.7, seed=1).generate(items, labels)
+    assert len(set(out)) >= 4  # several phrasings
+    with pytest.raises(ValueError, match="label"):
+        c.generate(items[:2])
+
+
+# ---------------------------------------------------------------- augment and the critic check
+
+
+def test_augment_fills_critiques_and_roundtrips(tmp_path, val_pairs):
+    pairs = val_pairs[:10]
+    out = augment(pairs, "simulated:0.8", progress=False)
+    assert [p.id for p in out] == [p.id for p in pairs]
+    assert all(p.chosen_critique is None for p in pairs)  # inputs untouched
+    assert all(p.has_critiques and p.meta["critic"] == "simulated(p=0.8,seed=0)" for p in out)
+    write_pairs(tmp_path / "a.jsonl", out)
+    back = read_pairs(tmp_path / "a.jsonl")
+    assert back == out
+    assert check_same_critic(back, out) == "simulated(p=0.8,seed=0)"
+    cleared = augment(out, "none", progress=False)
+    assert not any(p.has_critiques for p in cleared) and cleared[0].meta["critic"] == "none"
+
+
+def test_check_same_critic_refuses_mismatches(val_pairs):
+    train, test = val_pairs[:20], val_pairs[20:30]
+    a = augment(train, "simulated:0.7", progress=False)
+    assert check_same_critic(train, test) is None
+    with pytest.raises(CriticMismatchError, match="train has critic 'simulated.*test has no critiques"):
+        check_same_critic(a, test)
+    with pytest.raises(CriticMismatchError, match="same critic"):
+        check_same_critic(a, augment(test, "simulated:0.9", progress=False))
+    with pytest.raises(CriticMismatchError, match="same critic"):  # same model, other template
+        check_same_critic(a, augment(test, SimulatedCritic(0.7, template="{prompt}|{response}"), progress=False))
+    with pytest.raises(CriticMismatchError, match="only 20 of 21"):
+        check_same_critic(a + [train[0]], a)
+    with pytest.raises(CriticMismatchError, match="mixes critics"):
+        check_same_critic(a + augment(test, "simulated:0.9", progress=False), a)
+
+
+def test_make_critic_specs(monkeypatch):
+    assert make_critic("none") is None and make_critic(None) is None
+    s = make_critic("simulated:0.7,seed=3")
+    assert isinstance(s, SimulatedCritic) and s.identity == "simulated(p=0.7,seed=3)"
+    assert make_critic("smollm2").identity == "local:smollm2"
+    assert make_critic("local:HuggingFaceTB/SmolLM2-360M-Instruct").model_name == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert make_critic("gemma3-270m", max_new_tokens=8).params["max_new_tokens"] == 8
+    monkeypatch.setenv("CRITCORE_TEST_KEY", "sk-secret-123")
+    o = make_critic(json.dumps({"backend": "openai", "base_url": "http://h:1/v1", "model": "m",
+                                "api_key_env": "CRITCORE_TEST_KEY", "max_concurrency": 8}))
+    assert isinstance(o, OpenAICritic) and o.url == "http://h:1/v1/chat/completions" and o.identity == "openai:m"
+    assert "sk-secret-123" not in repr(o) + o.identity + json.dumps(o.params)
+    with pytest.raises(ValueError, match="unknown critic backend"):
+        make_critic({"backend": "magic"})
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_main_and_add_cli(tmp_path, val_pairs, capsys):
+    data = tmp_path / "in.jsonl"
+    write_pairs(data, val_pairs[:12])
+    n = len(_unique_items(val_pairs[:5]))
+    argv = ["--critic", "simulated:0.6", "--data", str(data), "--out", str(tmp_path / "out.jsonl"),
+            "--cache", str(tmp_path / "c.sqlite"), "--limit", "5", "--quiet"]
+    assert critique.main(argv) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["pairs"] == 5 and stats["misses"] == n and stats["records"] == n
+    out = read_pairs(tmp_path / "out.jsonl")
+    assert len(out) == 5 and all(p.has_critiques for p in out)
+    critique.main([*argv[:2], "--data", f"jsonl:{data}", *argv[4:]])  # format:path through data.load
+    assert json.loads(capsys.readouterr().out)["hit_rate"] == 1.0
+    parser = argparse.ArgumentParser()
+    critique.add_cli(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["critique", *argv[:-1]])
+    assert args.func is critique.run_cli and args.critic == "simulated:0.6" and args.limit == 5
+
+
+# ---------------------------------------------------------------- the local SmolLM2 critic
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if not MIX_VALIDATION.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    with modest_threads():
+        yield LocalCritic("smollm2", max_new_tokens=48, batch_size=4)
+
+
+@needs_data
+def test_local_critic_batched_equals_alone_and_is_deterministic(smollm2):
+    items = [(prompt_text(p.prompt), p.chosen) for p in short_real_pairs(3)]
+    batched = smollm2.generate(items)
+    alone = [smollm2.generate([it])[0] for it in items]
+    assert batched == alone  # left padding does not change greedy output
+    assert smollm2.generate(items[::-1]) == batched[::-1]  # same again, in another order
+    for text in batched:
+        assert text.strip() and ECHO not in text
+        assert "<|im_end|>" not in text and "<|im_start|>" not in text and not text.startswith("assistant")
+
+
+@needs_data
+def test_augment_with_local_critic_uses_cache(tmp_path, smollm2):
+    pairs = short_real_pairs(2)
+    with CritiqueCache(tmp_path / "c.sqlite") as cache:
+        out = augment(pairs, smollm2, cache=cache, progress=False)
+        assert cache.stats["generated"] == 4 and cache.stats["tokens_generated"] > 4
+    with CritiqueCache(tmp_path / "c.sqlite") as cache:
+        again = augment(pairs, smollm2, cache=cache, progress=False)
+        assert cache.stats["hits"] == 4 and cache.stats["generated"] == 0
+    assert again == out and all(p.meta["critic"] == "local:smollm2" for p in out)
+    assert all(p.chosen_critique and ECHO not in p.chosen_critique for p in out)
+    rows = sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT critique FROM critiques").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(c for p in out for c in (p.chosen_critique, p.rejected_critique))
+
+
+@pytest.mark.slow
+@needs_data
+def test_gemma3_base_critic():
+    c = LocalCritic("gemma3-270m", max_new_tokens=16)
+    (p,) = short_real_pairs(1)
+    with modest_threads():
+        text = c.generate([(prompt_text(p.prompt), p.chosen)])[0]
+    assert isinstance(text, str) and text and ECHO not in text and "\n\n" not in text
+    assert c.identity == "local:gemma3-270m"

