@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from . import atomic
 from . import data as data_mod
 from .critique import augment, check_same_critic, make_critic
 from .data import Pair
@@ -97,6 +98,7 @@ def run_rm(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] |
     summary["train"] = result.summary
     summary["sweep"] = sweep
     summary["critic"] = critic.identity if critic else "none"
+    atomic.write_json(out / "eval" / "summary.json", summary)
     return summary
 
 

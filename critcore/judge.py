@@ -1,0 +1,456 @@
+"""Generative judges (Ye et al. 2024, §5.3, Table 2 bottom): an LLM reads one (prompt, response)
+and writes a 0-10 score; a pair is right when the chosen response scores strictly higher.
+
+Two modes:
+
+- "direct" ("Gen"): the judge prompt (critcore/prompts/judge_direct.txt) asks for a score.
+- "critique" ("Gen + Critiques"): a critique of the response is written first, by `augment` with
+  the critic (by default the judge's own model, with the paper's critique template, so the
+  critiques are the very ones the critique cache holds for RM training), and placed in the judge
+  prompt (judge_with_critique.txt), which then asks for the score.
+
+Scoring rules (as the paper's): equal scores are a judge tie and count wrong; an output with no
+readable score in 0..10 is "unparseable" (never read as 0), and a pair with an unparseable side
+counts wrong. Both are counted and reported beside the accuracy.
+
+Backends are the critique backends of critcore.critique: a `LocalCritic` (transformers) or an
+`OpenAICritic` (any OpenAI-compatible server). A judge prompt goes through the backend's own
+generate path (`as_prompter`), so retries, batching and concurrency are the critics'. A local
+model's answer is prefilled with `answer_prefix` ("Score (0-10):"): a chat model gets it at the
+start of its assistant turn, a base model without a chat template (Gemma 3 270M) after the prompt
+(instead of the critic's "\\n\\nCritique:"); the prefix is kept in the returned output. Tiny models
+then answer with a number at once; an OpenAI-compatible server gets no prefill.
+
+Outputs are stored in the critique cache (`CritiqueCache`), keyed by the backend's identity and
+generation parameters, the prompt template's sha256, the task name and the full rendered prompt,
+so a changed template, prompt, response, critique or parameter is a miss, reordering is not, and
+an interrupted run resumes from its last committed batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cache import CritiqueCache, make_key, sha256_text
+from .critique import Critic, LocalCritic, OpenAICritic, augment, make_critic
+from .data import Pair, prompt_text
+
+PROMPTS = Path(__file__).parent / "prompts"
+DEFAULT_MAX_CHARS = 4000  # per filled-in text, as for critiques
+MODES = {"direct": "Gen", "critique": "Gen + Critiques"}
+JUDGE_TEMPLATES = {"direct": "judge_direct", "critique": "judge_with_critique"}
+SCORE_PREFIX = "\n\nScore (0-10):"
+SCORE_RANGE = (0.0, 10.0)
+
+
+# ---------------------------------------------------------------- prompt templates
+
+
+def load_prompt(spec: str | os.PathLike | None, default: str, required: tuple[str, ...] = ()) -> str:
+    """Prompt template text from None (the `default` name), a name in critcore/prompts
+    ("judge_direct" or "judge_direct.txt"), a file path, or the template text itself (anything
+    containing "{"). Every name in `required` must appear in it as {name}."""
+    spec = default if spec is None else str(spec)
+    if "{" in spec:
+        text = spec
+    elif Path(spec).is_file():
+        text = Path(spec).read_text(encoding="utf-8")
+    elif (PROMPTS / f"{spec.removesuffix('.txt')}.txt").is_file():
+        text = (PROMPTS / f"{spec.removesuffix('.txt')}.txt").read_text(encoding="utf-8")
+    else:
+        names = sorted(p.stem for p in PROMPTS.glob("*.txt"))
+        raise FileNotFoundError(f"no prompt template {spec!r}: give a file path or one of {names}")
+    missing = [f"{{{name}}}" for name in required if f"{{{name}}}" not in text]
+    if missing:
+        raise ValueError(f"prompt template {spec[:60]!r} lacks {', '.join(missing)}")
+    return text
+
+
+def fill(template: str, values: dict[str, str], max_chars: int | None = DEFAULT_MAX_CHARS) -> str:
+    """Fill {name} fields in one pass (braces inside the values are left alone). Texts over
+    `max_chars` are cut as critcore.critique.render cuts them: "prompt" keeps its end (the latest
+    turn), every other field its start."""
+    cut = {}
+    for name, text in values.items():
+        text = (text or "").strip()
+        if max_chars and len(text) > max_chars:
+            text = "…" + text[-max_chars:] if name == "prompt" else text[:max_chars] + "…"
+        cut[name] = text
+    pattern = r"\{(" + "|".join(re.escape(k) for k in cut) + r")\}"
+    return re.sub(pattern, lambda m: cut[m.group(1)], template).strip()
+
+
+# ---------------------------------------------------------------- serving prompts through a critic
+
+_RAW = "{prompt}{response}"  # a critic template that passes an already-rendered prompt through
+
+
+class _LocalPrompter(LocalCritic):
+    """A LocalCritic that sends rendered prompts as they are and borrows the model of `base`
+    (loaded once, on first use, and shared with it)."""
+
+    def __init__(self, base: LocalCritic, answer_prefix: str, max_new_tokens: int | None):
+        self.__dict__.update({k: v for k, v in base.__dict__.items() if k not in ("_tok", "_model")})
+        self._base, self._tok, self._model = base, None, None
+        self.template, self.max_chars, self.answer_prefix = _RAW, None, answer_prefix
+        if max_new_tokens is not None:
+            self.max_new_tokens = int(max_new_tokens)
+        self.params = {**base.params, "max_new_tokens": self.max_new_tokens, "answer_prefix": answer_prefix}
+
+    def _load(self) -> None:
+        self._base._load()
+        self._tok, self._model = self._base._tok, self._base._model
+
+    def _input_ids(self, text: str) -> list[int]:
+        if self._tok.chat_template:  # the prefix opens the assistant's turn
+            text = self._tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+            return self._tok(text + self.answer_prefix.lstrip(), add_special_tokens=False).input_ids
+        return self._tok(text + self.answer_prefix).input_ids
+
+    def complete(self, texts, max_new_tokens=None):
+        # The reply is returned after the prefix ("Score: 7"), so it reads the same as a full answer.
+        head = self.answer_prefix.lstrip()
+        return [((head + " " + text).strip() if head else text, n)
+                for text, n in super().complete(texts, max_new_tokens)]
+
+
+def as_prompter(backend, answer_prefix: str = "", max_new_tokens: int | None = None) -> Critic:
+    """A critic whose `generate_counted([(rendered_prompt, "")])` sends each rendered prompt to
+    `backend` (a LocalCritic, an OpenAICritic, or a spec for make_critic) and returns its reply.
+    For a local model, `answer_prefix` prefills the answer (after the chat template's assistant
+    turn, or after the text for a base model) and the reply comes back with it in front; for
+    HTTP it is not used. `max_new_tokens` overrides the backend's. `params` (part of every cache
+    key) include both. A local prompter shares the backend's model (one load)."""
+    backend = make_critic(backend)
+    if isinstance(backend, LocalCritic):
+        return _LocalPrompter(backend, answer_prefix, max_new_tokens)
+    if isinstance(backend, OpenAICritic):
+        runner = object.__new__(OpenAICritic)
+        runner.__dict__.update(backend.__dict__)
+        runner.template, runner.max_chars = _RAW, None
+        if max_new_tokens is not None:
+            runner.max_new_tokens = int(max_new_tokens)
+        runner.params = {**backend.params, "max_new_tokens": runner.max_new_tokens}
+        return runner
+    raise TypeError(f"a judge needs a local or OpenAI-compatible model, not {backend!r}")
+
+
+def open_cache(cache) -> tuple[CritiqueCache, bool]:
+    """(the cache, whether this call opened it and must close it)."""
+    if isinstance(cache, CritiqueCache):
+        return cache, False
+    return CritiqueCache(cache or ":memory:"), True
+
+
+def complete_cached(runner: Critic, texts: list[str], cache: CritiqueCache, task: str, template_sha: str,
+                    progress: bool = True) -> list[str]:
+    """Replies of `runner` (see as_prompter) to rendered prompts, through the critique cache.
+
+    The key is make_key(runner identity, template sha256, runner params + {"task": task},
+    rendered prompt, ""). Identical prompts are generated once; missing ones go to the runner
+    longest first, in batches of runner.batch_size, each committed as soon as it is done."""
+    params = {**runner.params, "task": task}
+    keys = [make_key(runner.identity, template_sha, params, text, "") for text in texts]
+    todo = dict(zip(keys, texts))
+    cache.stats["duplicates"] += len(keys) - len(todo)
+    found = cache.get_many(list(todo))
+    missing = sorted((k for k in todo if k not in found), key=lambda k: -len(todo[k]))
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(missing), desc=f"{task} ({runner.identity})", unit="item", disable=not progress) as bar:
+        for i in range(0, len(missing), runner.batch_size):
+            chunk = missing[i : i + runner.batch_size]
+            results = runner.generate_counted([(todo[k], "") for k in chunk])
+            cache.put_many(f"{runner.identity}#{task}", [(k, text, n) for k, (text, n) in zip(chunk, results)])
+            found.update((k, text) for k, (text, _) in zip(chunk, results))
+            bar.update(len(chunk))
+    return [found[k] for k in keys]
+
+
+# ---------------------------------------------------------------- score parsing
+
+_WORDS = {w: float(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten".split())}
+_NUM = r"(?P<v>[-+]?\d+(?:\.\d+)?)"
+_NUM_W = r"(?P<v>[-+]?\d+(?:\.\d+)?|(?:" + "|".join(_WORDS) + r")\b)"
+_SCALE = r"(?:\s*(?:/|out\s+of)\s*(?P<s>\d+(?:\.\d+)?|ten))?"
+_LABEL = (r"\b(?:overall\s+|final\s+|total\s+)?(?:score|rating|grade)\b"
+          r"[\s*_\"'`]*(?:\((?P<p>[^()\n]{0,20})\))?[\s*_\"'`]*"   # "Score (0-10):", "**Score**:"
+          r"(?:is\s*:?|of|would\s+be|=|:|-|–|—)?[\s*_\[\(\"'`]*")
+_RANGE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)")
+_PATTERNS = [  # (name, regex); the first kind that matches decides, using its last match
+    ("labeled", re.compile(_LABEL + _NUM_W + r"(?!\w)(?!\s*[-–]\s*\d)" + _SCALE, re.I)),  # not a range "(10-20)"
+    ("fraction", re.compile(r"(?<![\w.])" + _NUM_W + r"\s*(?:/|out\s+of)\s*(?P<s>\d+(?:\.\d+)?|ten)\b", re.I)),
+    ("phrase", re.compile(r"\b(?:give|giving|gave|rate|rated|assign|assigning|award|deserves?|earns?|merits?)"
+                          r"\s+(?:it|this|this\s+response|the\s+response)?\s*(?:an?\s+|a\s+score\s+of\s+|a\s+rating\s+of\s+)?"
+                          + _NUM + r"(?![\w%])" + _SCALE, re.I)),
+    ("bold", re.compile(r"\*\*\s*" + _NUM + _SCALE + r"\s*\*\*")),
+    ("leading", re.compile(r"^[\s\[\(\*\"'`]*" + _NUM + r"(?![\w%])(?![.)]\s*\S)" + _SCALE)),
+]
+
+
+def _number(text: str) -> float:
+    t = text.lower()
+    return _WORDS[t] if t in _WORDS else float(t)
+
+
+def _other_scale(m: re.Match, high: float) -> bool:
+    """A label that declares another scale: "Rating (10-100): 10", "Score (1-5): 4"."""
+    paren = m.groupdict().get("p")
+    r = _RANGE.search(paren) if paren else None
+    return bool(r) and float(r.group(2)) != high
+
+
+def parse_score(text: str | None, low: float = SCORE_RANGE[0], high: float = SCORE_RANGE[1]) -> float | None:
+    """The 0-10 score in a judge's output, or None when there is none.
+
+    Reads, in this order of preference (the first kind found decides, and its last occurrence
+    counts, as a final verdict comes last): a labeled score ("Score: 7", "**Rating:** 7.5",
+    "Overall score (0-10): [[8]]", "rating is seven"; a label declaring another scale, as in
+    "Rating (10-100): 10", is passed over), a fraction ("7/10", "an 8 out of 10"), a verb phrase
+    ("I'd rate it 6"), a bold number ("**7**"), and a number opening the output ("7",
+    "8 - clear and correct", but not a list item "1. The response ..."). A number out of
+    [low, high], signed, or on another scale ("4/5") makes the output unparseable: None."""
+    if not text:
+        return None
+    for _, pattern in _PATTERNS:
+        matches = [m for m in pattern.finditer(text) if not _other_scale(m, high)]
+        if not matches:
+            continue
+        m = matches[-1]
+        value, scale = m.group("v"), m.groupdict().get("s")
+        if scale is not None and _number(scale) != high:
+            return None
+        if value.startswith(("-", "+")):
+            return None
+        score = _number(value)
+        return score if low <= score <= high and math.isfinite(score) else None
+    return None
+
+
+# ---------------------------------------------------------------- the judge
+
+
+class Judge:
+    """A point-wise generative judge.
+
+    `backend`: the scoring model (a critic spec such as "smollm2", "gemma3-270m", a dict with
+    backend "openai", or a Critic). `mode`: "direct" or "critique". `template`: judge prompt
+    (name in critcore/prompts, path or text; default judge_direct / judge_with_critique).
+    `max_new_tokens`: for the score reply. `critic`: who writes the critiques in "critique" mode
+    (a spec or Critic; default the backend itself, with its own template and max_new_tokens).
+    `name`: the table label (default "<model> Gen" / "<model> Gen + Critiques")."""
+
+    def __init__(self, backend="smollm2", mode: str = "direct", *, template=None, max_new_tokens: int = 32,
+                 critic=None, answer_prefix: str = SCORE_PREFIX, max_chars: int | None = DEFAULT_MAX_CHARS,
+                 name: str | None = None):
+        if mode not in MODES:
+            raise ValueError(f"judge mode must be one of {sorted(MODES)}, got {mode!r}")
+        self.mode, self.max_chars = mode, max_chars
+        self.backend = make_critic(backend)
+        self.runner = as_prompter(self.backend, answer_prefix, max_new_tokens)
+        required = ("prompt", "response") + (("critique",) if mode == "critique" else ())
+        self.template = load_prompt(template, JUDGE_TEMPLATES[mode], required)
+        self.critic = None
+        if mode == "critique":
+            self.critic = self.backend if critic is None else make_critic(critic)
+            if self.critic is None:
+                raise ValueError("a 'critique' judge needs a critic (got 'none')")
+        model = self.backend.identity.split(":", 1)[-1]
+        self.name = name or f"{model} {MODES[mode]}"
+
+    @property
+    def template_sha(self) -> str:
+        return sha256_text(self.template)
+
+    def render(self, prompt: str, response: str, critique: str | None = None) -> str:
+        values = {"prompt": prompt, "response": response}
+        if self.mode == "critique":
+            values["critique"] = critique or ""
+        return fill(self.template, values, self.max_chars)
+
+    def __repr__(self) -> str:
+        return f"Judge({self.name!r}, mode={self.mode!r}, backend={self.backend!r})"
+
+
+def make_judge(spec) -> Judge:
+    """A Judge from a Judge or a dict of Judge arguments (backend, mode, template, ...)."""
+    if isinstance(spec, Judge):
+        return spec
+    if isinstance(spec, str):
+        return Judge(spec)
+    if not isinstance(spec, dict):
+        raise TypeError(f"judge spec must be a dict, got {type(spec).__name__}")
+    return Judge(**spec)
+
+
+def judge_pairs(pairs: list[Pair], judge, cache=None, progress: bool = True) -> pd.DataFrame:
+    """Score both responses of every pair with `judge` (a Judge or its spec).
+
+    One row per pair: id, subset, source, tie (annotator), score_chosen, score_rejected (NaN when
+    unparseable), parsed_chosen, parsed_rejected, judge_tie (both parsed and equal), correct,
+    output_chosen, output_rejected, critique_chosen, critique_rejected, len_chosen, len_rejected.
+    `cache` is a CritiqueCache, a path to one, or None (in memory); critiques ("critique" mode)
+    go through `augment` and the same cache."""
+    from .metrics import correct
+
+    judge = make_judge(judge)
+    store, owned = open_cache(cache)
+    try:
+        if judge.mode == "critique":
+            pairs = augment(pairs, judge.critic, store, progress=progress)
+        texts = []
+        for p in pairs:
+            q = prompt_text(p.prompt)
+            texts.append(judge.render(q, p.chosen, p.chosen_critique))
+            texts.append(judge.render(q, p.rejected, p.rejected_critique))
+        outputs = complete_cached(judge.runner, texts, store, f"judge-{judge.mode}", judge.template_sha, progress)
+    finally:
+        if owned:
+            store.close()
+    scores = [parse_score(o) for o in outputs]
+    sc = np.array([np.nan if s is None else s for s in scores[0::2]], dtype=float)
+    sr = np.array([np.nan if s is None else s for s in scores[1::2]], dtype=float)
+    df = pd.DataFrame({
+        "id": [p.id for p in pairs],
+        "subset": [p.subset or p.source or "all" for p in pairs],
+        "source": [p.source for p in pairs],
+        "tie": [p.tie for p in pairs],
+        "score_chosen": sc,
+        "score_rejected": sr,
+        "parsed_chosen": ~np.isnan(sc),
+        "parsed_rejected": ~np.isnan(sr),
+        "judge_tie": sc == sr,  # NaN == NaN is False: a tie needs two readable scores
+        "output_chosen": outputs[0::2],
+        "output_rejected": outputs[1::2],
+        "critique_chosen": [p.chosen_critique if judge.mode == "critique" else None for p in pairs],
+        "critique_rejected": [p.rejected_critique if judge.mode == "critique" else None for p in pairs],
+        "len_chosen": [len(p.chosen) for p in pairs],
+        "len_rejected": [len(p.rejected) for p in pairs],
+    })
+    df["correct"] = correct(df)
+    return df
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def judge_stats(df: pd.DataFrame) -> dict:
+    """Counts beside the accuracy: judge ties, unparseable outputs and pairs (and their rates)."""
+    n = len(df)
+    unparsed_pairs = int((~(df["parsed_chosen"] & df["parsed_rejected"])).sum())
+    unparsed_outputs = int((~df["parsed_chosen"]).sum() + (~df["parsed_rejected"]).sum())
+    ties = int(df["judge_tie"].sum())
+    rate = lambda k, d: k / d if d else None  # noqa: E731
+    return {"n": n, "judge_ties": ties, "tie_rate": rate(ties, n),
+            "unparseable_outputs": unparsed_outputs, "unparseable_pairs": unparsed_pairs,
+            "unparseable_rate": rate(unparsed_pairs, n)}
+
+
+def summarize_judge(df: pd.DataFrame, sections: dict | None = None, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> dict:
+    """metrics.summarize of the judge's scores (ties and unparseable pairs count wrong), with
+    "judge" = judge_stats overall and "judge_sections" = judge_stats per section present."""
+    from .metrics import _subsets_of, summarize
+
+    summary = summarize(df, sections=sections, n_boot=n_boot, seed=seed, level=level)
+    summary["judge"] = judge_stats(df)
+    per = {}
+    for section, members in (sections or {}).items():
+        part = df[df["subset"].isin(_subsets_of(members))]
+        if len(part):
+            per[section] = judge_stats(part)
+    summary["judge_sections"] = per
+    return summary
+
+
+def table_row(name: str, summary: dict, kind: str = "judge") -> dict:
+    """One table row: model, kind, the results_row columns (section %, lo, hi), and for judges
+    Ties % and Unparseable % (pairs) overall and per section ("Chat ties %", ...)."""
+    from .experiment import SECTION_NAMES, results_row
+
+    row = {"model": name, "kind": kind, **results_row({"rewardbench": summary})}
+    row.pop("PandaLM", None), row.pop("PandaLM lo", None), row.pop("PandaLM hi", None)
+    stats = summary.get("judge")
+    pct = lambda x: None if x is None else round(100 * x, 1)  # noqa: E731
+    row["n"] = summary.get("n")
+    row["Ties %"] = pct(stats["tie_rate"]) if stats else None
+    row["Unparseable %"] = pct(stats["unparseable_rate"]) if stats else None
+    for key, label in SECTION_NAMES.items():
+        s = (summary.get("judge_sections") or {}).get(key)
+        if key != "score":
+            row[f"{label} ties %"] = pct(s["tie_rate"]) if s else None
+    return row
+
+
+def rewardbench_set(summary: dict) -> dict:
+    """The evaluation set of an RM summary that has section scores ("rewardbench" if present)."""
+    if isinstance(summary.get("rewardbench"), dict):
+        return summary["rewardbench"]
+    return next((v for v in summary.values() if isinstance(v, dict) and v.get("sections")), {})
+
+
+def find_rm_summaries(run_dirs) -> list[dict]:
+    """Classifier RMs of RQ1 runs: every <run dir>/rms/<name>/eval/summary.json, as dicts
+    {run, name, backbone, critic, critic_id, summary, path}. Missing directories or unreadable
+    files are skipped with a printed note, never an error.
+
+    The backbone and critic come from <name>/result.json's "row" (what critcore.studies writes:
+    backbone, critic name, critic_id = the critic's identity), else from the summary's "critic",
+    else from the folder name "<backbone>__<critic>[__n<size>]"."""
+    out = []
+    for run in [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs or []):
+        run = Path(run)
+        paths = sorted(run.glob("rms/*/eval/summary.json"))
+        if not paths:
+            print(f"note: no RM summaries under {run}/rms/*/eval/summary.json; skipped")
+            continue
+        for path in paths:
+            try:
+                summary = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"note: unreadable {path} ({e}); skipped")
+                continue
+            rm_dir = path.parent.parent
+            row = {}
+            try:
+                row = json.loads((rm_dir / "result.json").read_text(encoding="utf-8")).get("row") or {}
+            except (OSError, json.JSONDecodeError, AttributeError):
+                pass
+            parts = rm_dir.name.split("__")
+            out.append({"run": run.name, "name": rm_dir.name, "path": str(path), "summary": summary,
+                        "backbone": row.get("backbone") or (parts[0] if len(parts) > 1 else None),
+                        "critic": row.get("critic") or (parts[1] if len(parts) > 1 else None),
+                        "critic_id": row.get("critic_id") or summary.get("critic")})
+    return out
+
+
+def rm_rows(run_dirs) -> list[dict]:
+    """table_row for every classifier RM found by find_rm_summaries (kind "classifier RM")."""
+    rows = []
+    for rm in find_rm_summaries(run_dirs):
+        row = table_row(f"RM {rm['run']}/{rm['name']}", {"n": None, **rewardbench_set(rm["summary"])},
+                        kind="classifier RM")
+        row["critic"] = rm["critic_id"] or rm["critic"]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], columns=("Chat", "Chat Hard", "Safety", "Reasoning", "Score")) -> pd.DataFrame:
+    """Rows as display strings "acc [lo, hi]" (percent), with the judge columns kept."""
+    shown = []
+    for r in rows:
+        d = {"model": r["model"], "kind": r["kind"], "n": r.get("n")}
+        for c in columns:
+            d[c] = "—" if r.get(c) is None else f"{r[c]:.1f} [{r[f'{c} lo']:.1f}, {r[f'{c} hi']:.1f}]"
+        for c in ("Ties %", "Unparseable %"):
+            d[c] = "—" if r.get(c) is None else f"{r[c]:.1f}"
+        shown.append(d)
+    return pd.DataFrame(shown)

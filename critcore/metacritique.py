@@ -1,0 +1,412 @@
+"""Metacritique (the paper's Appendix E, after Sun et al. 2024, "The critique of critique"):
+how good are a critic's critiques, measured against reference critiques.
+
+For each item (a question, a response, the critique under test and a reference critique):
+
+1. AIUs: an LLM splits each critique into atomic information units (prompt
+   critcore/prompts/metacritique_aiu.txt; `parse_aius` reads a numbered or bulleted list, or
+   one claim per line).
+2. Precision: every AIU of the critique under test is checked true/false given the question,
+   the response and the reference critique (metacritique_precision.txt).
+3. Recall: every AIU of the reference critique is checked for whether the critique under test
+   covers it (metacritique_recall.txt).
+4. Per item P = true AIUs / AIUs of the critique, R = covered reference AIUs / reference AIUs,
+   F1 = their harmonic mean (0 when P or R is 0); Meta-P, Meta-R and Meta-F1 are the plain means
+   over items, as MetaCritique computes them, with bootstrap CIs over items.
+
+Conventions (MetaCritique divides by zero in both cases):
+
+- A critique under test with zero AIUs (empty, or nothing extractable) gets P = 0, so R = 0 and
+  F1 = 0 unless the reference is empty too: saying nothing earns no credit. Counted as
+  `empty_critiques`.
+- A reference critique with zero AIUs leaves nothing to recall: R and F1 are undefined (NaN) for
+  that item, which is left out of the Meta-R and Meta-F1 means and counted as
+  `empty_references`; its P still counts. The n of each mean is reported.
+- A verdict that cannot be read (no "true"/"false" or equivalent) counts as false (an AIU not
+  shown true, a reference AIU not shown covered) and is counted as `unparseable_verdicts`.
+
+The prompts follow MetaCritique's (critcore/prompts/metacritique_*.txt) without its few-shot
+examples, which the small local models copy verbatim. A local model's answer is prefilled
+("Claims:\n1." for AIUs, "Verdict:" for checks), so it answers at once; an OpenAI-compatible
+model gets no prefill and may reason first, as the prompts allow.
+
+Every LLM output is stored in the critique cache, keyed by content (backend identity and
+parameters, prompt template sha256, task and the full rendered prompt), never by list position
+as MetaCritique does, so reordering or extending the data reuses it, and a stopped run resumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .cache import sha256_text
+from .critique import augment, make_critic
+from .data import Pair, prompt_text
+from .judge import as_prompter, complete_cached, fill, load_prompt, open_cache
+
+AIU_PREFIX = "\n\nClaims:\n1."
+VERDICT_PREFIX = "\n\nVerdict:"
+SIDES = ("chosen", "rejected")
+
+
+# ---------------------------------------------------------------- parsing
+
+_MARKER = re.compile(r"^\s*(?:[-*•+▪◦]|\d{1,3}\s*[.):]|\(\d{1,3}\)|\[\d{1,3}\]|[a-z][.)]|"
+                     r"(?:claim|aiu|unit)\s*#?\d*\s*[:.)-])\s*(.*\S)?\s*$", re.I)
+_HEADER = re.compile(r"^\s*(?:here\s+(?:are|is)\b.*|(?:the\s+)?(?:atomic\s+information\s+units?|aius?|claims?|"
+                     r"list|answer|output)\s*:?)\s*$", re.I)
+_NONE = re.compile(r"^\W*(?:none|no\s+claims?|n/?a|nothing|no\s+(?:atomic\s+)?information(?:\s+units?)?)\W*$", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+
+
+def _clean(item: str) -> str:
+    item = re.sub(r"[*_`]{1,3}", "", item).strip()
+    return item.strip(" \t\"'")
+
+
+def parse_aius(text: str | None, max_aius: int | None = None) -> list[str]:
+    """The atomic information units in an extraction output.
+
+    A numbered ("1.", "2)", "(3)") or bulleted ("-", "*", "•") list gives its items (other lines,
+    such as "Here are the claims:", are dropped). Without list markers every non-empty line is a
+    unit, and a single line is split into sentences. Header lines ("Claims:"), "None", items of
+    fewer than two words (a reply cut off at "2. The"), and repeats (case-insensitive) are
+    dropped; at most `max_aius` are kept."""
+    if not text or _NONE.match(text.strip()):
+        return []
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    marked = [m.group(1) or "" for m in map(_MARKER.match, lines) if m]
+    if marked:
+        items = marked
+    else:
+        items = [ln for ln in lines if not _HEADER.match(ln)]
+        if len(items) == 1:
+            items = _SENTENCE.split(items[0].strip())
+    out, seen = [], set()
+    for item in map(_clean, items):
+        key = item.lower().rstrip(".")
+        if len(re.findall(r"[A-Za-z]+", item)) < 2 or _HEADER.match(item) or _NONE.match(item) or key in seen:
+            continue
+        seen.add(key)
+        out.append(item)
+    return out[:max_aius] if max_aius else out
+
+
+# Verdict words; every one not in _TRUE (false, no, incorrect, not covered, ...) means false.
+_TRUE = {"true", "yes", "correct", "covered", "supported", "entailed", "accurate", "right", "valid"}
+_WORD = r"(not\s+(?:true|correct|covered|supported|entailed|accurate)|true|false|yes|no|incorrect|correct|" \
+        r"uncovered|covered|unsupported|supported|entailed|inaccurate|accurate|wrong|right|invalid|valid)"
+_VERDICT_LABEL = re.compile(r"\b(?:verdict|answer|judgement|judgment|conclusion|label|result)\s*[:=\-]\s*[\s*_\"'`\[(]*"
+                            + _WORD + r"\b", re.I)
+_CLAIM_IS = re.compile(r"\bthe\s+claim\s+is\s+(?:therefore\s+|thus\s+|hence\s+)?[\s*_\"'`]*" + _WORD + r"\b", re.I)
+_FIRST = re.compile(r"^[\s*_\"'`\[(#]*" + _WORD + r"\b(?!\s+(?:of|that|to|in)\b)", re.I)
+
+
+def parse_verdict(text: str | None) -> bool | None:
+    """True / False from a verification output, or None when it has no readable verdict.
+
+    Reads the last "Verdict: X" (or Answer/Conclusion/Label: X), else the last "the claim is X",
+    else a verdict word opening the output ("True.", "No, the critique ..."), where X is
+    true/false, yes/no, correct/incorrect, covered/not covered, supported/not supported, ..."""
+    if not text:
+        return None
+    for pattern in (_VERDICT_LABEL, _CLAIM_IS, _FIRST):
+        matches = list(pattern.finditer(text))
+        if matches:
+            word = re.sub(r"\s+", " ", matches[-1].group(1).lower())
+            return word in _TRUE
+    return None
+
+
+# ---------------------------------------------------------------- scores
+
+
+def example_scores(precision_verdicts: list, recall_verdicts: list) -> dict:
+    """P, R, F1 of one item from its verdicts (True / False / None = unparseable, counted false).
+
+    `precision_verdicts`: one per AIU of the critique under test; `recall_verdicts`: one per AIU
+    of the reference. No AIUs in the critique: P = 0. No AIUs in the reference: R = F1 = NaN.
+    F1 = 0 when P or R is 0 (as MetaCritique)."""
+    n_p, n_r = len(precision_verdicts), len(recall_verdicts)
+    true_p = sum(v is True for v in precision_verdicts)
+    true_r = sum(v is True for v in recall_verdicts)
+    p = true_p / n_p if n_p else 0.0
+    r = true_r / n_r if n_r else math.nan
+    if math.isnan(r):
+        f1 = math.nan
+    else:
+        f1 = 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
+    return {"precision": p, "recall": r, "f1": f1, "n_aius": n_p, "n_ref_aius": n_r,
+            "true_aius": true_p, "covered_ref_aius": true_r,
+            "unparseable": sum(v is None for v in precision_verdicts) + sum(v is None for v in recall_verdicts)}
+
+
+def mean_with_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of the finite values with a bootstrap percentile CI: {mean, lo, hi, n} (NaN when n = 0)."""
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    if n == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+    rng = np.random.default_rng(seed)
+    boots = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return {"mean": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": n}
+
+
+def summarize(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Meta-P, Meta-R, Meta-F1 ({mean, lo, hi, n}) of a per-item frame (from `metacritique`) and
+    the counts: items, empty_critiques, empty_references, aius, ref_aius, verdicts, unparseable_verdicts."""
+    verdicts = int(df["n_aius"].sum() + df["n_ref_aius"].sum()) if len(df) else 0
+    return {
+        "meta_p": mean_with_ci(df["precision"], n_boot, seed, level),
+        "meta_r": mean_with_ci(df["recall"], n_boot, seed, level),
+        "meta_f1": mean_with_ci(df["f1"], n_boot, seed, level),
+        "items": len(df),
+        "empty_critiques": int((df["n_aius"] == 0).sum()),
+        "empty_references": int((df["n_ref_aius"] == 0).sum()),
+        "aius": int(df["n_aius"].sum()),
+        "ref_aius": int(df["n_ref_aius"].sum()),
+        "verdicts": verdicts,
+        "unparseable_verdicts": int(df["unparseable"].sum()),
+    }
+
+
+# ---------------------------------------------------------------- items and references
+
+
+@dataclass
+class Item:
+    """One critiqued response: `id` is "<pair id>#chosen" or "<pair id>#rejected"."""
+
+    id: str
+    prompt: str
+    response: str
+    critique: str | None = None
+    reference: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def items_from_pairs(pairs: list[Pair], sides=SIDES) -> list[Item]:
+    """The responses of `pairs` as items (critiques taken from the pairs where present)."""
+    out = []
+    for p in pairs:
+        for side in sides:
+            out.append(Item(f"{p.id}#{side}", prompt_text(p.prompt), getattr(p, side),
+                            getattr(p, f"{side}_critique"), meta={"pair": p.id, "side": side, "subset": p.subset}))
+    return out
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def load_references(path: str | os.PathLike) -> dict[str, str]:
+    """Reference critiques from a JSONL file. Each line is {"id": ..., "critique": ...} where id
+    names an item ("<pair id>#chosen"; or a pair id with "side": "chosen"), or
+    {"prompt": ..., "response": ..., "critique": ...} (prompt as text or chat messages).
+    Returns a lookup {key: critique} for `match_references`."""
+    refs: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+            if not isinstance(d, dict) or not isinstance(d.get("critique"), str):
+                raise ValueError(f"{where}: expected an object with a string 'critique'")
+            if d.get("id") is not None:
+                key = str(d["id"]) + (f"#{d['side']}" if d.get("side") else "")
+                refs["id:" + key] = d["critique"]
+            elif isinstance(d.get("response"), str) and d.get("prompt") is not None:
+                refs["text:" + sha256_text(_norm(prompt_text(d["prompt"])) + "\0" + _norm(d["response"]))] = d["critique"]
+            else:
+                raise ValueError(f"{where}: give 'id' (and optionally 'side'), or 'prompt' and 'response'")
+    return refs
+
+
+def match_references(items: list[Item], refs: dict[str, str]) -> list[str | None]:
+    """Each item's reference critique from a `load_references` lookup, by id, else by content."""
+    out = []
+    for it in items:
+        text_key = "text:" + sha256_text(_norm(it.prompt) + "\0" + _norm(it.response))
+        out.append(refs.get("id:" + it.id, refs.get(text_key)))
+    return out
+
+
+def critique_items(pairs: list[Pair], critic, cache, sides=SIDES, progress: bool = True) -> list[Item]:
+    """Items with `critique` written by `critic` (a spec or Critic) through `augment` and the
+    critique cache: the same critiques, and cache entries, as RM training with that critic."""
+    return items_from_pairs(augment(pairs, critic, cache, progress=progress), sides)
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+class MetaCritic:
+    """The LLM that extracts AIUs and checks them (GPT-4 in the paper; any local or
+    OpenAI-compatible backend here). Templates are names in critcore/prompts, paths or texts;
+    `max_aius` caps the AIUs kept per critique (None: no cap)."""
+
+    def __init__(self, backend="smollm2", *, aiu_template=None, precision_template=None, recall_template=None,
+                 aiu_max_new_tokens: int = 128, verdict_max_new_tokens: int = 48, max_aius: int | None = 8,
+                 max_chars: int | None = 4000):
+        self.backend = make_critic(backend)
+        self.aiu_template = load_prompt(aiu_template, "metacritique_aiu", ("critique",))
+        self.precision_template = load_prompt(precision_template, "metacritique_precision",
+                                              ("prompt", "response", "reference", "aiu"))
+        self.recall_template = load_prompt(recall_template, "metacritique_recall", ("prompt", "response", "critique", "aiu"))
+        self.aiu_runner = as_prompter(self.backend, AIU_PREFIX, aiu_max_new_tokens)
+        self.verdict_runner = as_prompter(self.backend, VERDICT_PREFIX, verdict_max_new_tokens)
+        self.max_aius, self.max_chars = max_aius, max_chars
+
+    @property
+    def identity(self) -> str:
+        return self.backend.identity
+
+    def extract(self, critiques: list[str], cache, progress: bool = True) -> list[list[str]]:
+        """AIUs of each critique (an empty or blank critique has none, without a model call)."""
+        todo = [i for i, c in enumerate(critiques) if c and c.strip()]
+        texts = [fill(self.aiu_template, {"critique": critiques[i]}, self.max_chars) for i in todo]
+        outs = complete_cached(self.aiu_runner, texts, cache, "metacritique-aiu", sha256_text(self.aiu_template), progress)
+        aius: list[list[str]] = [[] for _ in critiques]
+        for i, out in zip(todo, outs):
+            aius[i] = parse_aius(out, self.max_aius)
+        return aius
+
+    def verify(self, template: str, task: str, rows: list[dict], cache, progress: bool = True) -> tuple[list, list[str]]:
+        texts = [fill(template, r, self.max_chars) for r in rows]
+        outs = complete_cached(self.verdict_runner, texts, cache, task, sha256_text(template), progress)
+        return [parse_verdict(o) for o in outs], outs
+
+    def __repr__(self) -> str:
+        return f"MetaCritic({self.backend!r}, max_aius={self.max_aius})"
+
+
+def metacritique(items: list[Item], evaluator, cache=None, progress: bool = True) -> pd.DataFrame:
+    """Meta-scores of each item's `critique` against its `reference` (both must be set).
+
+    `evaluator` is a MetaCritic or a backend spec for one. One row per item: id, precision,
+    recall, f1, n_aius, n_ref_aius, true_aius, covered_ref_aius, unparseable, and the AIUs,
+    verdicts and raw verdict outputs as JSON strings (aius, ref_aius, p_verdicts, r_verdicts,
+    p_outputs, r_outputs)."""
+    ev = evaluator if isinstance(evaluator, MetaCritic) else MetaCritic(evaluator)
+    for it in items:
+        if it.critique is None or it.reference is None:
+            raise ValueError(f"item {it.id}: needs both a critique and a reference critique")
+    store, owned = open_cache(cache)
+    try:
+        both = ev.extract([it.critique for it in items] + [it.reference for it in items], store, progress)
+        aius, ref_aius = both[: len(items)], both[len(items):]
+        p_rows = [(k, {"prompt": it.prompt, "response": it.response, "reference": it.reference, "aiu": a})
+                  for k, it in enumerate(items) for a in aius[k]]
+        r_rows = [(k, {"prompt": it.prompt, "response": it.response, "critique": it.critique, "aiu": a})
+                  for k, it in enumerate(items) for a in ref_aius[k]]
+        p_verdicts, p_outs = ev.verify(ev.precision_template, "metacritique-precision", [r for _, r in p_rows], store, progress)
+        r_verdicts, r_outs = ev.verify(ev.recall_template, "metacritique-recall", [r for _, r in r_rows], store, progress)
+    finally:
+        if owned:
+            store.close()
+    per_p = [([], []) for _ in items]
+    per_r = [([], []) for _ in items]
+    for per, rows_, verdicts, outs in ((per_p, p_rows, p_verdicts, p_outs), (per_r, r_rows, r_verdicts, r_outs)):
+        for (k, _), v, o in zip(rows_, verdicts, outs):
+            per[k][0].append(v)
+            per[k][1].append(o)
+    rows = []
+    for k, it in enumerate(items):
+        scores = example_scores(per_p[k][0], per_r[k][0])
+        rows.append({"id": it.id, **scores, "critique": it.critique, "reference": it.reference,
+                     "aius": json.dumps(aius[k], ensure_ascii=False), "ref_aius": json.dumps(ref_aius[k], ensure_ascii=False),
+                     "p_verdicts": json.dumps(per_p[k][0]), "r_verdicts": json.dumps(per_r[k][0]),
+                     "p_outputs": json.dumps(per_p[k][1], ensure_ascii=False),
+                     "r_outputs": json.dumps(per_r[k][1], ensure_ascii=False)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables and the RQ1 link
+
+
+def table_row(critic: str, summary: dict) -> dict:
+    """A Table 4-like row, in percent: critic, items, Meta-P/R/F1 with lo and hi, and counts."""
+    pct = lambda x: None if x is None or (isinstance(x, float) and math.isnan(x)) else round(100 * x, 1)  # noqa: E731
+    row = {"critic": critic, "items": summary["items"]}
+    for key, name in (("meta_p", "Meta-P"), ("meta_r", "Meta-R"), ("meta_f1", "Meta-F1")):
+        s = summary[key]
+        row.update({name: pct(s["mean"]), f"{name} lo": pct(s["lo"]), f"{name} hi": pct(s["hi"]), f"{name} n": s["n"]})
+    for k in ("aius", "ref_aius", "empty_critiques", "empty_references", "verdicts", "unparseable_verdicts"):
+        row[k] = summary[k]
+    return row
+
+
+def format_table(rows: list[dict]) -> pd.DataFrame:
+    """Rows as display strings "mean [lo, hi]"."""
+    shown = []
+    for r in rows:
+        d = {"critic": r["critic"], "items": r["items"]}
+        for c in ("Meta-P", "Meta-R", "Meta-F1"):
+            d[c] = "—" if r.get(c) is None else f"{r[c]:.1f} [{r[f'{c} lo']:.1f}, {r[f'{c} hi']:.1f}]"
+        d["AIUs/critique"] = round(r["aius"] / r["items"], 2) if r["items"] else None
+        d["empty critiques"] = r["empty_critiques"]
+        d["empty refs"] = r["empty_references"]
+        d["unparseable verdicts"] = f"{r['unparseable_verdicts']}/{r['verdicts']}"
+        shown.append(d)
+    return pd.DataFrame(shown)
+
+
+_BASELINE = {"none", "nocritiques", "nocritique", "baseline"}
+
+
+def _key(text) -> str:
+    return re.sub(r"[^a-z0-9.]+", "", str(text).lower())
+
+
+def rm_gains(run_dirs, critics: dict[str, list[str]] | None = None, rm_critics: dict[str, str] | None = None) -> pd.DataFrame:
+    """RM score gains from RQ1 runs: each RM's Score minus the Score of the No-Critiques RM of
+    the same run and backbone (critic "none"; in critcore.studies runs the folders are
+    rms/<backbone>__<critic>).
+
+    An RM's critic is rm_critics[folder name] if given, else what judge.find_rm_summaries reads
+    (critic name and identity). `critics` maps a critic label (of the metacritique table) to the
+    names that identify it (label, identity, spec); an RM gets the first label one of whose
+    names equals (ignoring case and punctuation) its critic name, identity or folder name.
+    Returns columns run, backbone, rm, rm_critic, critic_label, score, baseline_score, gain
+    (Score points); empty when nothing is found."""
+    from .judge import find_rm_summaries, rewardbench_set
+
+    columns = ["run", "backbone", "rm", "rm_critic", "critic_label", "score", "baseline_score", "gain"]
+    found = find_rm_summaries(run_dirs)
+    for f in found:
+        f["names"] = {_key(n) for n in ((rm_critics or {}).get(f["name"]), f["critic"], f["critic_id"]) if n}
+        if not f["names"]:
+            f["names"] = {_key(f["name"])}
+        score = ((rewardbench_set(f["summary"]).get("sections") or {}).get("score") or {}).get("acc")
+        f["score"] = None if score is None else 100 * score
+    rows = []
+    for group in sorted({(f["run"], f["backbone"]) for f in found}, key=str):
+        rms = [f for f in found if (f["run"], f["backbone"]) == group]
+        base = [f for f in rms if f["names"] & _BASELINE]
+        if not base or base[0]["score"] is None:
+            print(f"note: run {group[0]}, backbone {group[1]}: no No-Critiques RM (critic 'none'); gains skipped")
+            continue
+        b = base[0]["score"]
+        for f in rms:
+            if f is base[0] or f["score"] is None:
+                continue
+            tag = next((label for label, names in (critics or {}).items()
+                        if {_key(n) for n in [label, *names]} & (f["names"] | {_key(f["name"])})), None)
+            rows.append({"run": group[0], "backbone": group[1], "rm": f["name"],
+                         "rm_critic": (rm_critics or {}).get(f["name"]) or f["critic_id"] or f["critic"] or f["name"],
+                         "critic_label": tag, "score": round(f["score"], 2), "baseline_score": round(b, 2),
+                         "gain": round(f["score"] - b, 2)})
+    return pd.DataFrame(rows, columns=columns)
