@@ -1,0 +1,194 @@
+"""Data-scaling math for RQ2: "one critique-augmented pair is worth N plain pairs".
+
+Given the No-Critiques learning curve (accuracy at increasing training sizes) and a Critique RM's
+accuracy at size s, the *equivalent size* is the training size at which the No-Critiques curve
+reaches that accuracy, found by linear interpolation in log(size) between measured points; the
+ratio is equivalent size / s. With a bootstrap over the evaluation pairs the ratio gets a CI.
+
+Conventions (also in the docstrings below):
+
+- The curve is read as measured: the *first* crossing counts (the smallest size at which the
+  piecewise-linear-in-log-size curve reaches the target), so a noisy, non-monotone curve is not
+  smoothed.
+- Nothing is extrapolated. A target above every measured point is `not_reached`: the size is
+  `math.inf` (the ratio is at least max(sizes) / s, reported as inf). A target at or below the
+  first point is `at_or_below_min`: the size is sizes[0], an upper bound (the ratio is at most
+  sizes[0] / s). NaN inputs give `undefined` with NaN size and ratio.
+- Percentile intervals use numpy's "inverted_cdf" quantiles (actual replicate values), so a
+  replicate ratio of inf is carried into the interval instead of producing NaN.
+
+Pure functions on numbers and numpy arrays; no torch, no files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+INTERPOLATED, AT_OR_BELOW_MIN, NOT_REACHED, UNDEFINED = "interpolated", "at_or_below_min", "not_reached", "undefined"
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """Where a No-Critiques curve reaches a target accuracy."""
+
+    size: float  # interpolated size; sizes[0] for at_or_below_min; inf for not_reached; nan if undefined
+    status: str  # interpolated | at_or_below_min | not_reached | undefined
+
+
+def _curve(sizes: Sequence[float], accs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(sizes, dtype=float).ravel()
+    a = np.asarray(accs, dtype=float).ravel()
+    if s.shape != a.shape:
+        raise ValueError(f"sizes and accuracies differ in length: {s.size} vs {a.size}")
+    if s.size == 0:
+        raise ValueError("empty curve")
+    if not np.all(s > 0):
+        raise ValueError(f"sizes must be positive, got {s.tolist()}")
+    order = np.argsort(s, kind="stable")
+    s, a = s[order], a[order]
+    if np.any(np.diff(s) == 0):
+        raise ValueError(f"duplicate sizes in {s.tolist()}")
+    return s, a
+
+
+def equivalent_size(sizes: Sequence[float], accs: Sequence[float], target: float) -> Equivalent:
+    """The smallest training size at which the curve (sizes, accs) reaches `target`, linearly
+    interpolated in log(size) inside the first segment [s_i, s_i+1] with acc_i < target <= acc_i+1.
+
+    `sizes` need not be sorted (they are sorted with their accuracies). See the module docstring
+    for the statuses; e.g. acc = a + b*log2(size) gives the exact inverse of that line."""
+    s, a = _curve(sizes, accs)
+    if math.isnan(float(target)) or np.isnan(a).any():
+        return Equivalent(math.nan, UNDEFINED)
+    if target <= a[0]:
+        return Equivalent(float(s[0]), AT_OR_BELOW_MIN)
+    for i in range(len(s) - 1):
+        a0, a1 = a[i], a[i + 1]
+        if a0 < target <= a1:
+            t = (target - a0) / (a1 - a0)
+            size = math.exp(math.log(s[i]) + t * (math.log(s[i + 1]) - math.log(s[i])))
+            # exp(log(x)) can miss x by an ulp; land exactly on a measured point when t is 0 or 1
+            size = float(s[i + 1]) if t == 1 else size
+            return Equivalent(size, INTERPOLATED)
+    return Equivalent(math.inf, NOT_REACHED)
+
+
+def worth_n(base_sizes: Sequence[float], base_accs: Sequence[float], size: float, acc: float) -> dict:
+    """How many No-Critiques pairs one critique-augmented pair is worth, at training size `size`
+    where the Critique RM has accuracy `acc`: {ratio, equivalent_size, status}.
+
+    ratio = equivalent_size / size: inf when the baseline never reaches `acc` (not_reached), an
+    upper bound sizes[0] / size when even its smallest run does (at_or_below_min), NaN if undefined."""
+    if not size > 0:
+        raise ValueError(f"size must be positive, got {size}")
+    eq = equivalent_size(base_sizes, base_accs, acc)
+    return {"ratio": eq.size / size, "equivalent_size": eq.size, "status": eq.status}
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of replicate values that may contain inf; NaN replicates are dropped
+    (all NaN gives (nan, nan))."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(v, [alpha, 1 - alpha], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------- metrics on subset accuracies
+
+SubsetMetric = Callable[[Mapping[str, "float | np.ndarray"], Mapping[str, int]], "float | np.ndarray"]
+
+
+def pooled_accuracy(subset_acc: Mapping, counts: Mapping[str, int]):
+    """Accuracy over all pairs: the count-weighted mean of the subset accuracies."""
+    total = sum(counts[s] for s in subset_acc)
+    return sum(counts[s] * subset_acc[s] for s in subset_acc) / total
+
+
+def section_score(sections: Mapping) -> SubsetMetric:
+    """The RewardBench Score (mean of section scores, metrics.section_scores) as a SubsetMetric."""
+    from .metrics import section_scores
+
+    def metric(subset_acc, counts):
+        scores = section_scores(dict(subset_acc), dict(counts), dict(sections))
+        if "score" not in scores:
+            raise ValueError("no subset of the sections is present in the evaluation pairs")
+        return scores["score"]
+
+    return metric
+
+
+def _strata(n: int, strata) -> dict[str, np.ndarray]:
+    if strata is None:
+        return {"all": np.arange(n)}
+    labels = np.asarray(strata, dtype=object).ravel()
+    if labels.size != n:
+        raise ValueError(f"strata has {labels.size} labels for {n} pairs")
+    return {str(k): np.flatnonzero(labels == k) for k in sorted(set(labels.tolist()), key=str)}
+
+
+def bootstrap_metric(correct: Mapping, strata=None, metric: SubsetMetric = pooled_accuracy, n_boot: int = 1000,
+                     seed: int = 0) -> tuple[dict, dict]:
+    """Point values and bootstrap replicates of `metric` for several models scored on the SAME pairs.
+
+    `correct` maps a model key to its boolean per-pair outcomes (aligned: position i is the same
+    pair for every model). Each replicate resamples the pairs with replacement within every
+    stratum (`strata`: a label per pair, e.g. the RewardBench subset; None = one stratum), and the
+    one resample is shared by all models, as they were scored on the same pairs.
+    Returns ({key: point value}, {key: array of n_boot replicate values})."""
+    keys = list(correct)
+    if not keys:
+        return {}, {}
+    arrays = {k: np.asarray(correct[k], dtype=bool).ravel() for k in keys}
+    n = arrays[keys[0]].size
+    for k, v in arrays.items():
+        if v.size != n:
+            raise ValueError(f"model {k!r} has {v.size} outcomes, expected {n} (models must share the pairs)")
+    groups = {s: idx for s, idx in _strata(n, strata).items() if idx.size}
+    counts = {s: int(idx.size) for s, idx in groups.items()}
+    rng = np.random.default_rng(seed)
+    draws = {s: idx[rng.integers(0, idx.size, size=(n_boot, idx.size))] for s, idx in groups.items()}
+    points, reps = {}, {}
+    for k, v in arrays.items():
+        points[k] = float(metric({s: float(v[idx].mean()) for s, idx in groups.items()}, counts))
+        reps[k] = np.asarray(metric({s: v[d].mean(axis=1) for s, d in draws.items()}, counts), dtype=float)
+    return points, reps
+
+
+def worth_n_table(base: Mapping[int, "np.ndarray"], critique: Mapping[int, "np.ndarray"], strata=None,
+                  metric: SubsetMetric = pooled_accuracy, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> list[dict]:
+    """Worth-N at every size of the Critique curve, with a bootstrap CI.
+
+    `base` and `critique` map training size -> per-pair outcomes on the same evaluation pairs.
+    Each replicate resamples the evaluation pairs (shared by all models, stratified by `strata`),
+    recomputes every point of both curves and the ratio at every size. One row per critique size:
+    size, acc (Critique RM), base_acc (No-Critiques at the same size), equivalent_size, ratio,
+    status, lo, hi (percentile interval of the replicate ratios; inf where replicates do not
+    reach), share_not_reached (replicates whose ratio is inf), n_boot."""
+    models = {("base", s): v for s, v in base.items()} | {("critique", s): v for s, v in critique.items()}
+    points, reps = bootstrap_metric(models, strata, metric, n_boot, seed)
+    base_sizes = sorted(base)
+    rows = []
+    for size in sorted(critique):
+        p = worth_n(base_sizes, [points[("base", s)] for s in base_sizes], size, points[("critique", size)])
+        boot = np.array([
+            worth_n(base_sizes, [reps[("base", s)][b] for s in base_sizes], size, reps[("critique", size)][b])["ratio"]
+            for b in range(n_boot)])
+        lo, hi = percentile_interval(boot, level)
+        rows.append({"size": int(size), "acc": points[("critique", size)],
+                     "base_acc": points.get(("base", size), math.nan), **p, "lo": lo, "hi": hi,
+                     "share_not_reached": float(np.isinf(boot).mean()) if n_boot else math.nan, "n_boot": n_boot})
+    return rows
+
+
+__all__ = ["Equivalent", "equivalent_size", "worth_n", "percentile_interval", "pooled_accuracy", "section_score",
+           "bootstrap_metric", "worth_n_table", "INTERPOLATED", "AT_OR_BELOW_MIN", "NOT_REACHED", "UNDEFINED"]

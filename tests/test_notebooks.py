@@ -1,0 +1,161 @@
+"""Every study notebook runs through papermill on tiny parameters and leaves its artifacts:
+the executed notebook, table CSVs with the promised columns, charts as non-empty HTML and PNG,
+and run.json. The quickstart runs through `critcore run` (run_study) with the real SmolLM2
+critic on a few generated pairs; RQ1 through run_study and RQ2 through the papermill command
+line (-f YAML -p out_dir), both on slices of the shared data with simulated critics."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from critcore import studies
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+OURS = {"quickstart": "quickstart.ipynb", "rq1": "rq1_critic_quality.ipynb", "rq2": "rq2_scaling.ipynb"}
+TINY_TRAIN = {"max_length": 64, "lr": 1.0e-4, "batch_size": 8, "micro_batch_size": 8, "epochs": 1}
+METRICS = ["Chat", "Chat Hard", "Safety", "Reasoning", "Score", "PandaLM"]
+
+
+def _parameters_cell(nb):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_notebook_has_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert _parameters_cell(nb).cell_type == "code"
+
+
+@pytest.mark.parametrize("study", sorted(OURS))
+def test_study_notebooks_declare_the_schema_and_stay_thin(study):
+    path = ROOT / "notebooks" / OURS[study]
+    declared = studies.notebook_parameters(path)
+    assert set(declared) == set(studies.SCHEMAS[study])
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue
+        assert "def " not in cell.source and "class " not in cell.source and "import " not in cell.source.replace(
+            "from critcore import studies", "")
+        assert len(cell.source.splitlines()) <= 8
+        assert not cell.get("outputs"), "commit notebooks without outputs"
+
+
+def _check_run(out: Path, study: str, notebook: str, tables: dict, charts: list[str], runner: bool):
+    executed = out / notebook
+    assert executed.is_file()
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    frames = {}
+    for name, columns in tables.items():
+        df = pd.read_csv(out / f"{name}.csv")
+        assert len(df) > 0
+        missing = [c for c in columns if c not in df.columns]
+        assert not missing, f"{name}.csv lacks {missing}"
+        frames[name] = df
+    for name in charts:
+        html, png = out / f"{name}.html", out / f"{name}.png"
+        assert html.stat().st_size > 500 and "vega" in html.read_text()
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((out / "run.json").read_text())
+    for key in ("study", "run_id", "status", "params", "resolved_params", "git", "versions", "wall", "critique_cache",
+                "rms", "artifacts"):
+        assert key in record, key
+    assert record["study"] == study and record["status"] == "completed"
+    for pkg in ("torch", "transformers", "critcore", "papermill"):
+        assert record["versions"][pkg]
+    assert record["wall"]["total_s"] > 0 and record["wall"]["steps"]
+    assert "by_critic" in record["critique_cache"] and record["critique_cache"]["records"] > 0
+    assert ("runner" in record) == runner
+    if runner:
+        assert record["runner"]["wall_s"] >= record["wall"]["total_s"]
+    return frames, record
+
+
+def _write(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_quickstart_runs_with_the_real_smollm2_critic(tmp_path):
+    params = _write(tmp_path / "qs.yaml", {
+        "study": "quickstart", "notebook": "notebooks/quickstart.ipynb", "data": "generated", "n_train": 2, "n_eval": 2,
+        "critic": "smollm2", "critic_options": {"max_new_tokens": 12, "batch_size": 8, "max_chars": 200},
+        "train": TINY_TRAIN, "threads": 1, "n_boot": 100})
+    out = studies.run_study(params, run_id="tiny", out_root=tmp_path / "outputs", progress=False)
+    assert out == (tmp_path / "outputs" / "quickstart" / "tiny").resolve()
+    frames, record = _check_run(out, "quickstart", "quickstart.ipynb",
+                                {"results": ["backbone", "critic", "metric", "acc", "lo", "hi"]}, ["accuracy"], runner=True)
+    assert set(frames["results"]["critic"]) == {"none", "smollm2"}
+    assert "Score" in set(frames["results"]["metric"])
+    smol = record["critique_cache"]["by_critic"]["smollm2"]
+    assert smol["critic"] == "local:smollm2" and smol["generated"] == 8 and smol["tokens_generated"] > 0
+    assert (tmp_path / "outputs" / "critiques.sqlite").is_file()  # the default cache beside the studies
+    assert sorted(p.name for p in (out / "rms").iterdir()) == ["minilm__none", "minilm__smollm2"]
+
+
+def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
+    params = _write(tmp_path / "rq1.yaml", {
+        "study": "rq1", "notebook": "notebooks/rq1_critic_quality.ipynb", "backbones": ["minilm"],
+        "critics": {"none": "none", "simulated-0.9": "simulated:0.9"},
+        "train_data": {"format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 16, "seed": 0, "stratify": None},
+        "eval_data": {"rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl",
+                                      "per_stratum": 1, "seed": 0},
+                      "pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 8, "seed": 0}},
+        "sections": "${data}/reward-bench-local/sections.json", "train": TINY_TRAIN, "threads": 1})
+    out = studies.run_study(params, out_root=tmp_path / "outputs", progress=False)
+    assert out.name == "rq1"  # run id: the params file's stem
+    columns = ["backbone", "critic"] + [f"{m}{s}" for m in METRICS for s in ("", " lo", " hi")] + \
+        ["Score change", "PandaLM change", "p RewardBench", "p PandaLM"]
+    frames, _ = _check_run(out, "rq1", "rq1_critic_quality.ipynb", {"rq1_table": columns},
+                           ["rq1_score", "rq1_pandalm", "rq1_dose_response"], runner=True)
+    t = frames["rq1_table"].set_index("critic")
+    assert t.loc["none", "Score"] > 0 and pd.isna(t.loc["none", "p RewardBench"])
+    assert 0 < t.loc["simulated-0.9", "p RewardBench"] <= 1 and 0 < t.loc["simulated-0.9", "p PandaLM"] <= 1
+    assert t.loc["simulated-0.9", "critic_p"] == 0.9
+    assert (t["Score lo"] <= t["Score"]).all() and (t["Score"] <= t["Score hi"]).all()
+
+
+def test_rq2_notebook_through_the_papermill_cli(tmp_path, shared_data):
+    params = _write(tmp_path / "rq2.yaml", {
+        "study": "rq2", "notebook": "notebooks/rq2_scaling.ipynb", "backbone": "minilm",
+        "critics": {"none": "none", "simulated-1.0": "simulated:1.0"}, "sizes": [8, 16],
+        "train_data": {"format": "jsonl", "path": "${data}/mix/train.jsonl"},
+        "eval_data": {"rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl",
+                                      "per_stratum": 1, "seed": 0},
+                      "pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 8, "seed": 0}},
+        "sections": "${data}/reward-bench-local/sections.json", "train": TINY_TRAIN, "threads": 1, "n_boot": 100,
+        "progress": False})
+    out = tmp_path / "out"
+    out.mkdir()  # papermill writes the executed notebook into an existing folder
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "rq2_scaling.ipynb"),
+                           str(out / "rq2_scaling.ipynb"), "-f", str(params), "-p", "out_dir", str(out),
+                           "-p", "critique_cache", str(tmp_path / "c.sqlite"), "--no-progress-bar"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frames, record = _check_run(out, "rq2", "rq2_scaling.ipynb", {
+        "rq2_table": ["critic", "size", "n_train"] + METRICS,
+        "rq2_curves": ["critic", "size", "metric", "acc", "lo", "hi"],
+        "rq2_worth_n": ["critic", "metric", "size", "acc", "base_acc", "equivalent_size", "ratio", "lo", "hi", "status"],
+    }, ["rq2_score", "rq2_sections", "rq2_worth_n"], runner=False)
+    table = frames["rq2_table"]
+    assert sorted(zip(table["critic"], table["size"])) == [("none", 8), ("none", 16), ("simulated-1.0", 8), ("simulated-1.0", 16)]
+    assert (table["n_train"] == table["size"]).all()
+    assert set(frames["rq2_curves"]["metric"]) >= set(METRICS)
+    worth = frames["rq2_worth_n"]
+    assert set(worth["metric"]) == {"Score", "PandaLM"} and set(worth["size"]) == {8, 16}
+    assert set(worth["status"]) <= {"interpolated", "at_or_below_min", "not_reached", "undefined"}
+    assert record["run_id"].startswith("nb-")  # no run id given: a hash of the parameters
+    assert sorted(p.name for p in (out / "rms").iterdir()) == [
+        "minilm__none__n16", "minilm__none__n8", "minilm__simulated-1.0__n16", "minilm__simulated-1.0__n8"]

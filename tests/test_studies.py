@@ -1,0 +1,359 @@
+"""critcore.scaling (worth-N on curves with known answers), critcore.studies: the generated
+preference set, parameter validation / dry runs of every params file, paired tests, secrets, and
+a rerun that reuses critiques and trained models."""
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from critcore import scaling, studies
+from critcore.data import Pair
+from critcore.metrics import mcnemar_exact, section_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = sorted((ROOT / "params").glob("*.yaml"))
+
+
+# ---------------------------------------------------------------- worth-N math on known curves
+
+SIZES = [100, 200, 400, 800, 1600]
+
+
+def loglinear(size, a=0.5, b=0.05):
+    """acc = a + b * log2(size / 100): a curve whose inverse is known exactly."""
+    return a + b * math.log2(size / 100)
+
+
+def test_equivalent_size_inverts_a_loglinear_curve():
+    accs = [loglinear(s) for s in SIZES]
+    for true_size in (100, 150, 283, 400, 1000, 1600):
+        eq = scaling.equivalent_size(SIZES, accs, loglinear(true_size))
+        assert eq.status in (scaling.INTERPOLATED, scaling.AT_OR_BELOW_MIN)
+        assert eq.size == pytest.approx(true_size, rel=1e-9)
+
+
+def test_worth_n_exact_ratios():
+    accs = [loglinear(s) for s in SIZES]
+    # the Critique RM at 200 pairs is as good as No-Critiques at 800: worth 4
+    assert scaling.worth_n(SIZES, accs, 200, loglinear(800)) == {"ratio": pytest.approx(4.0), "equivalent_size": pytest.approx(800),
+                                                                  "status": "interpolated"}
+    # between measured points: log-linear interpolation is exact on a log-linear curve
+    assert scaling.worth_n(SIZES, accs, 200, loglinear(300))["ratio"] == pytest.approx(1.5, rel=1e-12)
+    # no gain
+    assert scaling.worth_n(SIZES, accs, 400, loglinear(400))["ratio"] == pytest.approx(1.0)
+
+
+def test_not_reached_is_inf_and_below_range_is_an_upper_bound():
+    accs = [loglinear(s) for s in SIZES]
+    r = scaling.worth_n(SIZES, accs, 400, 0.9)  # above every No-Critiques point
+    assert r["status"] == "not_reached" and math.isinf(r["ratio"]) and math.isinf(r["equivalent_size"])
+    r = scaling.worth_n(SIZES, accs, 400, 0.3)  # below the smallest No-Critiques RM
+    assert r["status"] == "at_or_below_min" and r["equivalent_size"] == 100 and r["ratio"] == 0.25
+    r = scaling.worth_n(SIZES, [0.5, math.nan, 0.6, 0.7, 0.8], 400, 0.65)
+    assert r["status"] == "undefined" and math.isnan(r["ratio"])
+
+
+def test_first_crossing_of_a_non_monotone_curve_and_unsorted_input():
+    sizes, accs = [400, 100, 200, 800], [0.55, 0.50, 0.70, 0.80]  # unsorted; dips at 400
+    eq = scaling.equivalent_size(sizes, accs, 0.60)
+    assert eq.status == "interpolated"
+    assert eq.size == pytest.approx(100 * 2 ** 0.5)  # halfway from 100 to 200 in log size, not near 400..800
+    with pytest.raises(ValueError, match="duplicate"):
+        scaling.equivalent_size([100, 100], [0.5, 0.6], 0.55)
+    with pytest.raises(ValueError, match="positive"):
+        scaling.equivalent_size([0, 100], [0.5, 0.6], 0.55)
+
+
+def test_percentile_interval_keeps_inf():
+    lo, hi = scaling.percentile_interval([1.0] * 90 + [math.inf] * 10, 0.95)
+    assert lo == 1.0 and math.isinf(hi)
+    assert scaling.percentile_interval(np.arange(1, 101), 0.9) == (5.0, 95.0)
+
+
+def _nested(n, ks, rng):
+    """Per-pair outcomes for models whose correct sets are nested: model i gets the first ks[i] of a permutation right."""
+    order = rng.permutation(n)
+    out = []
+    for k in ks:
+        v = np.zeros(n, dtype=bool)
+        v[order[:k]] = True
+        out.append(v)
+    return out
+
+
+def test_worth_n_table_bootstrap_has_a_known_answer():
+    rng = np.random.default_rng(0)
+    n = 2000
+    base_k = {100: 1000, 200: 1100, 400: 1200, 800: 1300}
+    base_arr = dict(zip(base_k, _nested(n, list(base_k.values()), rng)))
+    # the Critique RM at size s is exactly the No-Critiques RM at 2s (the same pairs right): worth 2 in every replicate
+    crit = {100: base_arr[200], 200: base_arr[400], 400: base_arr[800]}
+    rows = scaling.worth_n_table(base_arr, crit, n_boot=200, seed=1)
+    assert [r["size"] for r in rows] == [100, 200, 400]
+    for r in rows:
+        assert r["ratio"] == pytest.approx(2.0) and r["status"] == "interpolated"
+        assert r["lo"] == pytest.approx(2.0) and r["hi"] == pytest.approx(2.0)
+        assert r["share_not_reached"] == 0.0
+    assert rows[0]["acc"] == pytest.approx(1100 / n) and rows[0]["base_acc"] == pytest.approx(1000 / n)
+
+
+def test_worth_n_table_ci_widens_with_noise_and_contains_the_point():
+    rng = np.random.default_rng(3)
+    n = 400
+    base = {s: rng.random(n) < p for s, p in {64: 0.55, 128: 0.60, 256: 0.65, 512: 0.70}.items()}
+    crit = {s: rng.random(n) < p for s, p in {64: 0.62, 128: 0.66, 256: 0.69, 512: 0.80}.items()}
+    rows = scaling.worth_n_table(base, crit, n_boot=300, seed=0)
+    finite = [r for r in rows if r["status"] == "interpolated"]
+    assert finite, rows
+    for r in finite:
+        assert r["lo"] <= r["ratio"] <= r["hi"] and r["lo"] < r["hi"]
+    assert rows[-1]["status"] == "not_reached" and math.isinf(rows[-1]["ratio"])
+
+
+def test_bootstrap_metric_is_stratified_and_shared():
+    strata = np.array(["a"] * 50 + ["b"] * 50)
+    all_a = np.r_[np.ones(50, bool), np.zeros(50, bool)]  # right on every "a" pair, wrong on every "b"
+    points, reps = scaling.bootstrap_metric({"m": all_a}, strata, n_boot=100, seed=0)
+    assert points["m"] == 0.5 and np.all(reps["m"] == 0.5)  # within-stratum resampling keeps 50/50
+    points, reps = scaling.bootstrap_metric({"m": all_a}, None, n_boot=100, seed=0)
+    assert reps["m"].std() > 0  # unstratified resampling moves it
+    sections = {"x": {"a": 1}, "y": {"b": 1, "c": 1}}
+    strata3 = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 20)
+    v = np.r_[np.ones(10, bool), np.zeros(10, bool), np.ones(20, bool)]
+    pts, _ = scaling.bootstrap_metric({"m": v}, strata3, scaling.section_score(sections), n_boot=10)
+    assert pts["m"] == pytest.approx(section_scores({"a": 1.0, "b": 0.0, "c": 1.0}, {"a": 10, "b": 10, "c": 20}, sections)["score"])
+    assert pts["m"] == pytest.approx((1.0 + 20 / 30) / 2)
+    with pytest.raises(ValueError, match="share the pairs"):
+        scaling.bootstrap_metric({"a": np.ones(3, bool), "b": np.ones(4, bool)})
+
+
+# ---------------------------------------------------------------- the generated preference set
+
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+        "plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
+
+
+def _answer_from_prompt(prompt: str):
+    """Ground truth recomputed from the question text alone (independent of the pair's meta)."""
+    m = re.search(r"(\d+) (\+|-|\*|plus|minus|times) (\d+)", prompt)
+    if m:
+        return _OPS[m.group(2)](int(m.group(1)), int(m.group(3)))
+    country = re.search(r"capital (?:city )?of (.+?)[?.]$", prompt).group(1)
+    return dict(studies.CAPITALS)[country]
+
+
+def test_generated_pairs_have_a_ground_truth():
+    pairs = studies.generated_pairs(200, seed=0, split="train")
+    assert len(pairs) == 200 and len({p.id for p in pairs}) == 200
+    assert {p.subset for p in pairs} == set(studies.GENERATED_KINDS)
+    for p in pairs:
+        truth = _answer_from_prompt(p.prompt)
+        if isinstance(truth, int):
+            assert int(re.findall(r"\d+", p.chosen)[-1]) == truth
+            assert int(re.findall(r"\d+", p.rejected)[-1]) != truth
+        else:
+            assert truth in p.chosen and truth not in p.rejected
+        assert studies.generated_truth(p)
+        swapped = Pair(**{**p.to_dict(), "chosen": p.rejected, "rejected": p.chosen})
+        assert not studies.generated_truth(swapped)
+
+
+def test_generated_pairs_are_deterministic_nested_and_split_by_question():
+    a = [p.to_dict() for p in studies.generated_pairs(60, seed=3, split="train")]
+    assert a == [p.to_dict() for p in studies.generated_pairs(60, seed=3, split="train")]
+    assert a[:20] == [p.to_dict() for p in studies.generated_pairs(20, seed=3, split="train")]
+    assert a != [p.to_dict() for p in studies.generated_pairs(60, seed=4, split="train")]
+    test = studies.generated_pairs(60, seed=3, split="test")
+    q = lambda p: p.meta.get("country") or (p.meta["kind"], p.meta["a"], p.meta["b"])  # noqa: E731
+    assert not {q(p) for p in test} & {q(Pair(**d)) for d in a}
+    with pytest.raises(ValueError, match="split"):
+        studies.generated_pairs(5, split="dev")
+    with pytest.raises(ValueError, match="kind"):
+        studies.generated_pairs(5, kinds=["algebra"])
+    only = studies.generated_pairs(10, kinds=["multiplication"])
+    assert {p.subset for p in only} == {"multiplication"} and all("*" in p.chosen or "times" in p.chosen or
+                                                                  "answer" in p.chosen for p in only)
+
+
+def test_generated_data_spec_loads_through_load_spec():
+    pairs = studies.load_spec({"format": "generated", "n": 12, "split": "test", "seed": 1})
+    assert len(pairs) == 12 and all(p.id.startswith("generated/test/1/") for p in pairs)
+    assert studies.check_spec({"format": "generated", "n": 4}) == "generated train: 4 pairs"
+    with pytest.raises(ValueError, match="unknown option"):
+        studies.check_spec({"format": "generated", "size": 4})
+
+
+# ---------------------------------------------------------------- params: dry runs and validation
+
+
+@pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])
+def test_every_params_file_validates(path, tmp_path, capsys):
+    raw = yaml.safe_load(path.read_text())
+    if "notebook" not in raw:  # a `critcore train` params file
+        from critcore.experiment import expand, train_config
+
+        p = expand(raw)
+        train_config(p)
+        for key in ("train_data", "validation_data"):
+            if p.get(key):
+                assert "pairs" in studies.check_spec(p[key])
+        for spec in (p.get("eval_data") or {}).values():
+            assert "pairs" in studies.check_spec(spec)
+        return
+    out = studies.run_study(path, dry_run=True, out_root=tmp_path)
+    assert out == tmp_path / raw["study"] / path.stem
+    assert not out.exists()  # a dry run writes nothing
+    assert ": OK" in capsys.readouterr().out
+
+
+def test_paper_params_are_paper_shaped():
+    for name in ("rq1_paper.yaml", "rq2_paper.yaml"):
+        raw = yaml.safe_load((ROOT / "params" / name).read_text())
+        assert raw["lr_sweep"] == [5e-5, 8e-5, 1.6e-4] and raw["train"]["bf16"] is True
+        critics = [c for c in raw["critics"].values() if isinstance(c, dict)]
+        assert critics and all(c["backend"] == "openai" and c["base_url"].startswith("http") for c in critics)
+        assert not any("api_key" in c for c in critics)  # only api_key_env, never a key
+    rq2 = yaml.safe_load((ROOT / "params" / "rq2_paper.yaml").read_text())
+    assert rq2["sizes"][0] == 5000 and rq2["sizes"][-1] == 200000
+
+
+def test_dose_response_params():
+    raw = yaml.safe_load((ROOT / "params" / "dose_response.yaml").read_text())
+    assert raw["study"] == "rq1" and raw["backbones"] == ["minilm"]
+    assert sorted(studies._simulated_p(s) for s in raw["critics"].values() if studies._simulated_p(s)) == [0.5, 0.7, 0.9, 1.0]
+    assert "none" in raw["critics"].values() and raw["train_data"]["limit"] == 1000
+    assert set(raw["eval_data"]) == {"rewardbench", "pandalm"}
+
+
+def _problems(raw, **kw):
+    report, _ = studies.validate(raw, check_data=kw.pop("check_data", False))
+    return " | ".join(report.errors)
+
+
+def test_validation_catches_mistakes(tmp_path):
+    base = {"study": "rq1", "train_data": {"format": "generated", "n": 8}, "eval_data": {"g": {"format": "generated", "n": 4, "split": "test"}},
+            "critics": {"none": "none", "sim": "simulated:0.9"}, "sections": "generated"}
+    assert _problems(base, check_data=True) == ""
+    assert "unknown parameter(s) ['epochs']" in _problems({**base, "epochs": 3})
+    assert "critic bad" in _problems({**base, "critics": {"none": "none", "bad": "simulated:1.5"}})
+    assert "unknown training option" in _problems({**base, "train": {"learning_rate": 1e-4}})
+    assert "not a multiple" in _problems({**base, "train": {"batch_size": 30, "micro_batch_size": 8}})
+    assert "no such file" in _problems({**base, "train_data": {"format": "jsonl", "path": str(tmp_path / "missing.jsonl")}})
+    assert "unknown format" in _problems({**base, "train_data": {"format": "csv", "path": "x.csv"}})
+    assert "local only" in _problems({**base, "eval_data": {"p": {"format": "pandalm", "path": "WeOpenML/PandaLM"}}})
+    assert "backbone" in _problems({**base, "backbones": ["not a model name"]})
+    assert "lr_sweep needs validation_data" in _problems({**base, "lr_sweep": [1e-4]})
+    assert "exactly one No-Critiques" in _problems({**base, "study": "rq2", "critics": {"sim": "simulated:0.9"}, "sizes": [4, 8]})
+    assert "exceeds" in _problems({**base, "study": "rq2", "sizes": [4, 80]}, check_data=True)
+    assert "strictly increasing" in _problems({**base, "study": "rq2", "sizes": [8, 4]})
+    assert "unknown study" in _problems({**base, "study": "rq9"})
+    # hub names pass on shape alone (no network): a GPU user's paper params
+    hub = {**base, "backbones": ["meta-llama/Llama-2-7b-hf"],
+           "train_data": {"format": "ultrafeedback", "path": "HuggingFaceH4/ultrafeedback_binarized", "split": "train_prefs"}}
+    assert _problems(hub, check_data=True) == ""
+
+
+def test_run_study_refuses_bad_params_before_running(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"study": "quickstart", "notebook": "notebooks/quickstart.ipynb", "n_train": 0,
+                                   "data": "generated", "critic": "simulated:0.9"}))
+    with pytest.raises(ValueError, match="n_train"):
+        studies.run_study(bad, out_root=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    generic = tmp_path / "other.yaml"
+    generic.write_text(yaml.safe_dump({"study": "judge", "notebook": "notebooks/quickstart.ipynb", "not_a_param": 1}))
+    with pytest.raises(ValueError, match="not_a_param"):
+        studies.run_study(generic, dry_run=True, out_root=tmp_path / "out")
+
+
+def test_cli_dry_run(tmp_path, monkeypatch, capsys):
+    from critcore.cli import main
+
+    monkeypatch.setenv("CRITCORE_OUTPUTS", str(tmp_path))
+    assert main(["run", str(ROOT / "params" / "rq2_paper.yaml"), "--dry-run", "--run-id", "x"]) == 0
+    out = capsys.readouterr().out
+    assert "hub dataset" in out and out.strip().endswith(str(tmp_path / "rq2" / "x"))
+    assert not (tmp_path / "rq2").exists()
+
+
+# ---------------------------------------------------------------- pieces of a run
+
+
+def test_secrets_never_reach_run_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_CRITIC_KEY", "sk-very-secret-value")
+    params = {"critics": {"gpt": {"backend": "openai", "base_url": "http://x/v1", "model": "m", "api_key_env": "MY_CRITIC_KEY"}},
+              "note": "key sk-very-secret-value leaked", "api_key": "sk-other"}
+    run = studies.StudyRun(study="rq1", params=params, raw_params=params, run_id="r", out_dir=tmp_path, cache=None)
+    run.finish()
+    text = (tmp_path / "run.json").read_text()
+    assert "sk-very-secret-value" not in text and "sk-other" not in text
+    assert "MY_CRITIC_KEY" in text  # the variable's name is fine
+    record = json.loads(text)
+    for key in ("params", "git", "versions", "wall", "critique_cache", "status"):
+        assert key in record
+    assert record["versions"]["torch"] and record["versions"]["critcore"]
+
+
+def test_git_info_reads_the_commit():
+    info = studies.git_info()
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}", info["commit"] or "")
+
+
+def test_paired_tests_match_mcnemar(tmp_path):
+    ids = [f"p{i}" for i in range(12)]
+    a_ok = [1, 1, 1, 1, 0, 0, 0, 1, 1, 0, 1, 0]
+    b_ok = [1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+    tie = [False] * 11 + [True]
+    for name, ok in (("a", a_ok), ("b", b_ok)):
+        d = tmp_path / name / "eval"
+        d.mkdir(parents=True)
+        pd.DataFrame({"id": ids, "subset": ["s"] * 12, "tie": tie, "score_chosen": [1.0 if o else -1.0 for o in ok],
+                      "score_rejected": [0.0] * 12}).to_csv(d / "pandalm_scores.csv", index=False)
+    t = studies.paired_tests(tmp_path / "a", tmp_path / "b")["pandalm"]
+    expect = mcnemar_exact(np.array(a_ok[:11], bool), np.array(b_ok[:11], bool))
+    assert t == {**expect, "n": 11} and (t["b"], t["c"]) == (2, 4)
+
+
+def test_result_row_keeps_other_sections():
+    ci = {"acc": 0.75, "lo": 0.5, "hi": 1.0, "n": 4}
+    summary = {"generated": {"overall": ci, "sections": {"arithmetic": ci, "facts": {**ci, "acc": 0.5}, "score": ci}}}
+    row = studies.result_row(summary)
+    assert row["Score"] == 75.0 and row["Arithmetic"] == 75.0 and row["Facts"] == 50.0 and row["Chat"] is None
+
+
+# ---------------------------------------------------------------- a rerun reuses critiques and RMs
+
+
+def _tiny_quickstart(tmp_path, run_id):
+    return studies.setup("quickstart", None, data="generated", n_train=8, n_eval=8, critic="simulated:0.9",
+                         train={"max_length": 48, "batch_size": 8, "micro_batch_size": 8, "epochs": 1},
+                         out_dir=str(tmp_path / "qs"), run_id=run_id, critique_cache=str(tmp_path / "c.sqlite"),
+                         progress=False, threads=1)
+
+
+def test_rerun_reuses_critiques_and_trained_models(tmp_path):
+    tables = []
+    for attempt in range(2):
+        run = _tiny_quickstart(tmp_path, "r")
+        splits = studies.load_splits(run)
+        critiqued = studies.critique_all(run, splits)
+        results = studies.quickstart_train_all(run, critiqued)
+        tables.append(studies.quickstart_table(run, results))
+        stats = run.critique_stats["simulated-0.9"]
+        run.finish()
+        if attempt == 0:
+            assert stats["generated"] == 32 and not any(r["reused"] for r in results)
+        else:
+            assert stats["generated"] == 0 and stats["hits"] == 32
+            assert all(r["reused"] for r in results)
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert sorted(p.name for p in (tmp_path / "qs" / "rms").iterdir()) == ["minilm__none", "minilm__simulated-0.9"]
+    record = json.loads((tmp_path / "qs" / "run.json").read_text())
+    assert all(r["reused"] for r in record["rms"]) and record["critique_cache"]["by_critic"]["simulated-0.9"]["generated"] == 0
