@@ -188,6 +188,11 @@ def main(argv=None) -> int:
         print(f"critcore {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from .critique import CriticError
+
+        if isinstance(e, CriticError):
+            print(f"critcore {args.command}: critic failed: {e}", file=sys.stderr)
+            return 1
         if type(e).__name__ != "PapermillExecutionError":
             raise
         print(f"critcore {args.command}: the notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}",
