@@ -8,15 +8,13 @@ pooled output. A saved RM is a plain one-label sequence classifier that transfor
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from . import backbones
+from . import atomic, backbones
 
 PAD_TOKEN = "<|pad|>"
 
@@ -66,17 +64,9 @@ class RewardModel(nn.Module):
         model = self.hf
         if self.peft_model is not None:
             model = _merged_copy(self.peft_model)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
+        with atomic.atomic_dir(directory) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
 

@@ -2,9 +2,7 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 CLI = [sys.executable, "-m", "critcore.cli"]
 

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
-from critcore import backbones
 from critcore.data import Pair
 from critcore.evaluate import score_pairs, score_texts
 from critcore.format import Formatter
