@@ -1,0 +1,408 @@
+"""Training throughput: critcore's trainer against TRL's RewardTrainer, in the same process run.
+
+Both sides get the same backbone, the same pairs, the same token ids (critcore's Formatter, trimmed
+to --max-length), the same effective batch (micro-batch x accumulation = 32), learning rate,
+warmup + cosine-to-10% schedule, grad clipping, seed, 1 epoch, fp32 on CPU with 2 threads and no
+dropout. Each side's wall time covers its training loop only (model load, tokenization, optimizer
+and dataloader set-up are timed separately). Both trained models then score the same validation
+pairs; accuracies are compared with an exact McNemar test on the paired outcomes.
+
+    python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256
+    python bench/train_throughput.py --backbone smollm2 --pairs 32 --max-length 256
+
+Writes outputs/bench/train_throughput-<backbone>.json. TRL is a bench-only extra:
+pip install 'critcore[bench]' (or pip install trl, keeping torch as installed).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "mix"
+DEFAULT_PAIRS = {"minilm": 256, "smollm2": 32}
+DEFAULT_VAL_PAIRS = {"minilm": None, "smollm2": 64}  # None: all 207
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbone", default="minilm", help="critcore alias or path (minilm, smollm2, ...)")
+    ap.add_argument("--pairs", type=int, default=None, help="training pairs (default: 256 for minilm, 32 for smollm2)")
+    ap.add_argument("--val-pairs", type=int, default=-1,
+                    help="validation pairs (default: all 207 of mix/validation.jsonl for minilm, 64 for smollm2)")
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--batch-size", type=int, default=32, help="effective pairs per optimizer step")
+    ap.add_argument("--micro-batch-size", type=int, default=8, help="pairs per forward (both sides)")
+    ap.add_argument("--warmup-ratio", type=float, default=0.05)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="train each side this many times, alternating which goes first (ABBA...)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the untimed warm-up forward/backward (the first trainer in a process then runs slower)")
+    ap.add_argument("--only", choices=["critcore", "trl"], default=None, help="run one side only (profiling)")
+    ap.add_argument("--trl-gradient-checkpointing", action="store_true",
+                    help="keep TRL's own default (gradient checkpointing on); off by default to match critcore")
+    ap.add_argument("--no-group-by-length", action="store_true", help="critcore: random batches instead of length-grouped")
+    ap.add_argument("--train", default=str(DATA / "train.jsonl"))
+    ap.add_argument("--validation", default=str(DATA / "validation.jsonl"))
+    ap.add_argument("--out", default=None, help="JSON path (default outputs/bench/train_throughput-<backbone>.json)")
+    args = ap.parse_args(argv)
+    if args.pairs is None:
+        args.pairs = DEFAULT_PAIRS.get(args.backbone, 64)
+    if args.val_pairs == -1:
+        args.val_pairs = DEFAULT_VAL_PAIRS.get(args.backbone, 64)
+    if args.batch_size % args.micro_batch_size:
+        ap.error("--batch-size must be a multiple of --micro-batch-size")
+    return args
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _df(pairs, chosen, rejected):
+    import pandas as pd
+
+    return pd.DataFrame({"subset": [p.subset or p.source or "all" for p in pairs], "tie": [p.tie for p in pairs],
+                         "score_chosen": chosen, "score_rejected": rejected})
+
+
+def _validation(pairs, chosen, rejected) -> tuple[dict, list[bool]]:
+    from critcore.metrics import accuracy_with_ci, correct
+
+    ok = correct(_df(pairs, chosen, rejected))
+    return accuracy_with_ci(ok), [bool(x) for x in ok]
+
+
+def _lengths(features, max_length: int) -> dict:
+    """Sequence lengths, and the share of tokens a pair's two sides have in common as a prefix
+    (an upper bound on what computing the shared prompt once per pair could save in a decoder)."""
+    lens = [len(f["chosen"]) for f in features] + [len(f["rejected"]) for f in features]
+    shared = 0
+    for f in features:
+        k = 0
+        for x, y in zip(f["chosen"], f["rejected"]):
+            if x != y:
+                break
+            k += 1
+        shared += k
+    return {"sequences": len(lens), "mean_tokens": round(statistics.fmean(lens), 1), "max_tokens": max(lens),
+            "at_max_length": sum(1 for n in lens if n >= max_length),
+            "shared_prefix_share": round(shared / sum(lens), 3)}
+
+
+def _padded(batches: list[list[int]], features) -> dict:
+    """Token slots a pair collator computes on (rows x width, chosen and rejected stacked) vs real tokens."""
+    slots = real = 0
+    for idx in batches:
+        seqs = [features[i]["chosen"] for i in idx] + [features[i]["rejected"] for i in idx]
+        slots += len(seqs) * max(len(s) for s in seqs)
+        real += sum(len(s) for s in seqs)
+    return {"token_slots": slots, "real_tokens": real, "padding_share": round(1 - real / slots, 3)}
+
+
+def score_plain(model, sequences: list[list[int]], pad_id: int, batch_size: int = 32) -> list[float]:
+    """Rewards from a plain transformers sequence classifier: right-padded batches, logits[:, 0]."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        return _score_plain(model, sequences, pad_id, batch_size)
+
+
+def _score_plain(model, sequences, pad_id, batch_size):
+    import torch
+
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    out = [0.0] * len(sequences)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(sequences[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, : len(sequences[i])] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
+        for i, s in zip(idx, logits):
+            out[i] = s
+    return out
+
+
+def warmup(args, train_pairs) -> float:
+    """One untimed forward + backward of the backbone on a full micro-batch, before either side.
+
+    Without it, whichever trainer runs first in the process pays the process's warm-up inside its
+    timed loop (measured: SmolLM2, 16 pairs, critcore first: 79 s vs 39 s for the same loop later;
+    TRL behaves the same when it goes first). Most of it is the allocator: glibc serves big tensors
+    with fresh mmap pages (page faults, zeroing) until its mmap threshold has adapted upward."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from critcore import backbones
+    from critcore.collate import PairCollator
+    from critcore.format import Formatter
+
+    t0 = time.perf_counter()
+    path = backbones.resolve(args.backbone)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.config.get_text_config().pad_token_id = tok.pad_token_id
+    features, _ = Formatter(tok, args.max_length).encode_pairs(train_pairs[: args.micro_batch_size])
+    batch = PairCollator(tok.pad_token_id)(features)
+    model.train()
+    for _ in range(2):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out.float().sum().backward()
+        model.zero_grad(set_to_none=True)
+    del model, out
+    gc.collect()
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------ the two sides
+
+
+def run_critcore(args, train_pairs, val_pairs, score: bool = True) -> dict:
+    import torch
+
+    from critcore.collate import length_grouped_batches
+    from critcore.evaluate import score_pairs
+    from critcore.format import Formatter
+    from critcore.train import TrainConfig, train
+
+    config = TrainConfig(backbone=args.backbone, lr=args.lr, batch_size=args.batch_size,
+                         micro_batch_size=args.micro_batch_size, epochs=1, warmup_ratio=args.warmup_ratio,
+                         min_lr_ratio=0.1, max_grad_norm=1.0, max_length=args.max_length, margin="none",
+                         dropout=False, bf16=False, gradient_checkpointing=False,
+                         group_by_length=not args.no_group_by_length, seed=args.seed, threads=args.threads)
+    t0 = time.perf_counter()
+    result = train(config, train_pairs, None, None, progress=False)
+    total = time.perf_counter() - t0
+    rm = result.model
+    loop = result.summary["train_seconds"]
+    # Separate the set-up inside train(): model load and tokenization (timed again here, same calls).
+    t1 = time.perf_counter()
+    features, _ = Formatter(rm.tokenizer, args.max_length).encode_pairs(train_pairs)
+    tokenize_s = time.perf_counter() - t1
+    if config.group_by_length:  # the batch plan train() builds (1 epoch)
+        lengths = [len(f["chosen"]) + len(f["rejected"]) for f in features]
+        batches = length_grouped_batches(lengths, config.micro_batch_size, config.seed)
+    else:
+        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed)).tolist()
+        batches = [order[i:i + config.micro_batch_size] for i in range(0, len(order), config.micro_batch_size)]
+    val, ok, score_s = None, None, None
+    if score:
+        t2 = time.perf_counter()
+        scores = score_pairs(rm, val_pairs, max_length=args.max_length, batch_size=32)
+        score_s = round(time.perf_counter() - t2, 2)
+        val, ok = _validation(val_pairs, scores["score_chosen"].tolist(), scores["score_rejected"].tolist())
+    row = {"side": "critcore", "train_loop_s": round(loop, 2), "pairs": len(train_pairs),
+           "pairs_per_s": round(len(train_pairs) / loop, 3), "steps": result.summary["steps"],
+           "train_call_s": round(total, 2), "tokenize_s": round(tokenize_s, 2),
+           "setup_s_other": round(total - loop - tokenize_s, 2), "score_val_s": score_s,
+           "padding": _padded(batches, features),
+           "threads": torch.get_num_threads(), "validation": val, "_correct": ok, "_features": features,
+           "truncated": result.summary.get("truncated", {})}
+    del rm, result
+    gc.collect()
+    return row
+
+
+def run_trl(args, train_pairs, val_pairs, score: bool = True) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback, set_seed
+    from trl import RewardConfig, RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    from critcore import backbones
+    from critcore.format import Formatter
+
+    path = backbones.resolve(args.backbone)
+    set_seed(args.seed)
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    load_s = time.perf_counter() - t0
+    # TRL's own fallback when the tokenizer has no pad token (RewardTrainer does the same).
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+    # Same token ids as critcore: its Formatter (chat template or plain template, trimmed to max_length).
+    # TRL would otherwise *drop* pairs longer than max_length instead of trimming them, and its
+    # text path appends eos_token, which a BERT tokenizer (MiniLM) does not have.
+    t1 = time.perf_counter()
+    features, _ = Formatter(tok, args.max_length).encode_pairs(train_pairs)
+    val_features, _ = Formatter(tok, args.max_length).encode_pairs(val_pairs)
+    tokenize_s = time.perf_counter() - t1
+    ds = Dataset.from_dict({"chosen_ids": [f["chosen"] for f in features],
+                            "rejected_ids": [f["rejected"] for f in features]})
+
+    timer, slots = {}, {"token_slots": 0, "real_tokens": 0}
+
+    class CountingCollator(DataCollatorForPreference):  # TRL's own collator; only counts padding
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            slots["token_slots"] += batch["input_ids"].numel()
+            slots["real_tokens"] += int(batch["attention_mask"].sum())
+            return batch
+
+    class LoopTimer(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            timer["begin"] = time.perf_counter()
+            timer["threads"] = torch.get_num_threads()
+
+        def on_train_end(self, a, state, control, **kw):
+            timer["end"] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="trl-bench-") as tmp:
+        config = RewardConfig(
+            output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=args.micro_batch_size,
+            gradient_accumulation_steps=args.batch_size // args.micro_batch_size, learning_rate=args.lr,
+            lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
+            warmup_steps=args.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length,
+            activation_checkpointing=args.trl_gradient_checkpointing, disable_dropout=True, bf16=False,
+            use_cpu=True, eval_strategy="no", save_strategy="no", report_to="none",
+            dataloader_num_workers=0, seed=args.seed, logging_steps=10, disable_tqdm=True,
+        )
+        t2 = time.perf_counter()
+        collator = CountingCollator(pad_token_id=tok.pad_token_id, pad_to_multiple_of=config.pad_to_multiple_of)
+        trainer = RewardTrainer(model=model, args=config, train_dataset=ds, processing_class=tok,
+                                data_collator=collator, callbacks=[LoopTimer()])
+        init_s = time.perf_counter() - t2
+        torch.set_num_threads(args.threads)
+        t3 = time.perf_counter()
+        out = trainer.train()
+        train_call = time.perf_counter() - t3
+    loop = timer["end"] - timer["begin"]
+    n = len(trainer.train_dataset)
+    model = trainer.model
+    checkpointing = bool(getattr(model, "is_activation_checkpointing", None)
+                         if hasattr(type(model), "is_activation_checkpointing")
+                         else getattr(model, "is_gradient_checkpointing", False))
+    val, ok, score_s = None, None, None
+    if score:
+        t4 = time.perf_counter()
+        seqs = [f["chosen"] for f in val_features] + [f["rejected"] for f in val_features]
+        scores = score_plain(model, seqs, tok.pad_token_id, batch_size=32)
+        score_s = round(time.perf_counter() - t4, 2)
+        m = len(val_pairs)
+        val, ok = _validation(val_pairs, scores[:m], scores[m:])
+    row = {"side": "trl", "train_loop_s": round(loop, 2), "pairs": n, "pairs_per_s": round(n / loop, 3),
+           "steps": out.global_step, "train_call_s": round(train_call, 2), "model_load_s": round(load_s, 2),
+           "tokenize_s": round(tokenize_s, 2), "trainer_init_s": round(init_s, 2),
+           "score_val_s": score_s, "threads": timer.get("threads"), "optim": str(config.optim),
+           "padding": {**slots, "padding_share": round(1 - slots["real_tokens"] / max(1, slots["token_slots"]), 3)},
+           "gradient_checkpointing": checkpointing,
+           "dropout_p": sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}), "validation": val, "_correct": ok,
+           "_features": features, "train_loss": round(out.training_loss, 4)}
+    del trainer, model
+    gc.collect()
+    return row
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    from critcore import data
+    from critcore.metrics import mcnemar_exact
+
+    transformers.logging.set_verbosity_error()
+    train_pairs = data.load({"format": "jsonl", "path": args.train, "limit": args.pairs, "stratify": None,
+                             "seed": args.seed}).pairs
+    val_pairs = data.load({"format": "jsonl", "path": args.validation, "limit": args.val_pairs,
+                           "stratify": None, "seed": args.seed}).pairs
+
+    warmup_s = None
+    if not args.no_warmup:
+        print("warm-up (untimed) ...", file=sys.stderr, flush=True)
+        warmup_s = round(warmup(args, train_pairs), 2)
+    sides = [args.only] if args.only else ["critcore", "trl"]
+    runners = {"critcore": run_critcore, "trl": run_trl}
+    runs: list[dict] = []
+    for r in range(args.repeats):
+        order = sides if r % 2 == 0 else sides[::-1]
+        for side in order:
+            print(f"[repeat {r + 1}/{args.repeats}] training {side} ...", file=sys.stderr, flush=True)
+            row = runners[side](args, train_pairs, val_pairs, score=(r == 0))  # models are deterministic
+            row["repeat"] = r + 1
+            runs.append(row)
+            acc = f", val acc {row['validation']['acc']:.3f}" if row["validation"] else ""
+            print(f"  {side}: {row['pairs_per_s']:.2f} pairs/s, loop {row['train_loop_s']:.1f}s{acc}",
+                  file=sys.stderr, flush=True)
+
+    by_side = {s: [x for x in runs if x["side"] == s] for s in sides}
+    same_tokens = None
+    if len(sides) == 2:
+        a, b = by_side["critcore"][0]["_features"], by_side["trl"][0]["_features"]
+        same_tokens = a == b
+    summary = {}
+    for s, rows in by_side.items():
+        pps = [x["pairs_per_s"] for x in rows]
+        summary[s] = {"pairs_per_s_median": round(statistics.median(pps), 3), "pairs_per_s_runs": pps,
+                      "val_acc": rows[0]["validation"]["acc"], "val_ci": [rows[0]["validation"]["lo"], rows[0]["validation"]["hi"]],
+                      "padding_share": rows[0]["padding"]["padding_share"]}
+    result = {"backbone": args.backbone, "pairs": args.pairs, "val_pairs": len(val_pairs), "max_length": args.max_length,
+              "lr": args.lr, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
+              "threads": args.threads, "repeats": args.repeats, "warmup_s": warmup_s, "group_by_length": not args.no_group_by_length,
+              "trl_gradient_checkpointing": args.trl_gradient_checkpointing, "summary": summary}
+    if len(sides) == 2:
+        ratios = [round(c["pairs_per_s"] / t["pairs_per_s"], 3) for c, t in zip(by_side["critcore"], by_side["trl"])]
+        result["ratio_runs"] = ratios
+        result["ratio_median"] = round(statistics.median(ratios), 3)
+        result["same_token_ids"] = same_tokens
+        result["mcnemar"] = mcnemar_exact(by_side["critcore"][0]["_correct"], by_side["trl"][0]["_correct"])
+    lens = _lengths(runs[0]["_features"], args.max_length)
+    result["train_lengths"] = lens
+    result["runs"] = [{k: v for k, v in x.items() if not k.startswith("_")} for x in runs]
+    import accelerate
+    import trl
+
+    result["env"] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
+                     "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+                     "accelerate": accelerate.__version__, "cpus": os.cpu_count(),
+                     "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.machine()}
+
+    # table
+    print()
+    print(f"backbone={args.backbone} pairs={args.pairs} val_pairs={len(val_pairs)} max_length={args.max_length} "
+          f"batch={args.batch_size} (micro {args.micro_batch_size}) lr={args.lr:g} threads={args.threads}")
+    print(f"{'side':<10}{'pairs/s':>10}{'loop s':>9}{'padding':>9}{'val acc':>9}  95% CI")
+    for s in sides:
+        rows = by_side[s]
+        v = rows[0]["validation"]
+        print(f"{s:<10}{summary[s]['pairs_per_s_median']:>10.2f}{statistics.median(x['train_loop_s'] for x in rows):>9.1f}"
+              f"{summary[s]['padding_share']:>9.1%}"
+              f"{v['acc']:>9.3f}  [{v['lo']:.3f}, {v['hi']:.3f}]")
+    if len(sides) == 2:
+        print(f"ratio critcore/trl pairs/s: {result['ratio_median']:.2f}x (runs: {result['ratio_runs']}); "
+              f"McNemar p={result['mcnemar']['p_value']:.3g}; same token ids: {same_tokens}")
+    out = Path(args.out) if args.out else ROOT / "outputs" / "bench" / f"train_throughput-{Path(args.backbone).name}{'-trl-gc' if args.trl_gradient_checkpointing else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
