@@ -121,7 +121,7 @@ def read_pairs(path) -> list[Pair]:
     The shared training mix holds a few degenerate pairs (empty or identical responses), which
     this refuses; `load_jsonl` counts and skips those instead.
     """
-    return [Pair.from_dict(d, where) for _, where, d in _jsonl_rows(Path(path))]
+    return [Pair.from_dict(d, where) for _, where, d in jsonl_records(Path(path))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class Loaded:
         return len(self.pairs)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+def jsonl_records(path: Path) -> Iterator[tuple[int, str, Any]]:
     """(index, 'file:line', record) for each non-blank line of a JSONL file."""
     with path.open(encoding="utf-8") as f:
         i = 0
@@ -204,7 +204,7 @@ def _rows(path_or_name, split=None, data_dir=None) -> Iterator[tuple[int, str, d
     """Records of a local .json (list) / .jsonl file, or of a hub dataset; each must be an object."""
     if _is_local(path_or_name):
         p = Path(path_or_name)
-        rows = _json_list_rows(p) if p.suffix == ".json" else _jsonl_rows(p)
+        rows = _json_list_rows(p) if p.suffix == ".json" else jsonl_records(p)
     else:
         rows = _hub_rows(str(path_or_name), split, data_dir)
     for i, where, d in rows:
@@ -497,7 +497,7 @@ def load_jsonl(path) -> Loaded:
                 return skip
         return Pair.from_dict(d, where)
 
-    return _collect("jsonl", path, ((w, convert(w, d)) for _, w, d in _jsonl_rows(path)))
+    return _collect("jsonl", path, ((w, convert(w, d)) for _, w, d in jsonl_records(path)))
 
 
 # --- dispatch and sampling ---------------------------------------------------------------------

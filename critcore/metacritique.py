@@ -41,13 +41,14 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .cache import sha256_text
 from .critique import augment, make_critic
-from .data import Pair, prompt_text
+from .data import Pair, jsonl_records, prompt_text
 from .judge import as_prompter, complete_cached, fill, load_prompt, open_cache
 
 AIU_PREFIX = "\n\nClaims:\n1."
@@ -214,24 +215,16 @@ def load_references(path: str | os.PathLike) -> dict[str, str]:
     {"prompt": ..., "response": ..., "critique": ...} (prompt as text or chat messages).
     Returns a lookup {key: critique} for `match_references`."""
     refs: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(d, dict) or not isinstance(d.get("critique"), str):
-                raise ValueError(f"{where}: expected an object with a string 'critique'")
-            if d.get("id") is not None:
-                key = str(d["id"]) + (f"#{d['side']}" if d.get("side") else "")
-                refs["id:" + key] = d["critique"]
-            elif isinstance(d.get("response"), str) and d.get("prompt") is not None:
-                refs["text:" + sha256_text(_norm(prompt_text(d["prompt"])) + "\0" + _norm(d["response"]))] = d["critique"]
-            else:
-                raise ValueError(f"{where}: give 'id' (and optionally 'side'), or 'prompt' and 'response'")
+    for _, where, d in jsonl_records(Path(path)):
+        if not isinstance(d, dict) or not isinstance(d.get("critique"), str):
+            raise ValueError(f"{where}: expected an object with a string 'critique'")
+        if d.get("id") is not None:
+            key = str(d["id"]) + (f"#{d['side']}" if d.get("side") else "")
+            refs["id:" + key] = d["critique"]
+        elif isinstance(d.get("response"), str) and d.get("prompt") is not None:
+            refs["text:" + sha256_text(_norm(prompt_text(d["prompt"])) + "\0" + _norm(d["response"]))] = d["critique"]
+        else:
+            raise ValueError(f"{where}: give 'id' (and optionally 'side'), or 'prompt' and 'response'")
     return refs
 
 
