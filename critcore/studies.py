@@ -1226,6 +1226,35 @@ def rq1_table(run: StudyRun, results: list[dict]):
     return df[[c for c in first + middle + tests + last if c in df]]
 
 
+def rq1_length_table(results: list[dict], n_boot: int = 1000):
+    """Length bias of every RM, per eval set: Spearman correlation of reward with response length
+    (characters, chosen and rejected pooled), accuracy on the pairs whose rejected answer is the
+    longer one, and (where the set has it) accuracy on the alpacaeval-length subset, whose
+    rejected answers are long. Accuracies in %, with 95% bootstrap CIs; annotator ties dropped."""
+    import pandas as pd
+
+    from .metrics import accuracy_with_ci, correct, length_bias
+
+    rows = []
+    for r in results:
+        for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
+            df = pd.read_csv(path)
+            df = df[~df["tie"].astype(bool)]
+            ok = correct(df)
+            lb = length_bias(df)
+            row = {"backbone": r["row"]["backbone"], "critic": r["row"]["critic"],
+                   "eval": path.name.removesuffix("_scores.csv"), "n": len(df),
+                   "reward-length rho": round(lb["spearman_rho"], 3), "rho p": lb["spearman_p"]}
+            masks = {"rejected longer": (df["len_rejected"] > df["len_chosen"]).to_numpy(),
+                     "alpacaeval-length": (df["subset"] == "alpacaeval-length").to_numpy()}
+            for label, mask in masks.items():
+                ci = accuracy_with_ci(ok[mask], n_boot=n_boot) if mask.any() else None
+                row.update({label: _pct(ci and ci["acc"]), f"{label} lo": _pct(ci and ci["lo"]),
+                            f"{label} hi": _pct(ci and ci["hi"]), f"{label} n": int(mask.sum())})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _simulated_p(spec) -> float | None:
     if isinstance(spec, str) and spec.startswith("simulated:"):
         return float(spec.removeprefix("simulated:").split(",")[0])

@@ -118,13 +118,20 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert out.name == "rq1"  # run id: the params file's stem
     columns = ["backbone", "critic"] + [f"{m}{s}" for m in METRICS for s in ("", " lo", " hi")] + \
         ["Score change", "PandaLM change", "p RewardBench", "p PandaLM"]
-    frames, _ = _check_run(out, "rq1", "rq1_critic_quality.ipynb", {"rq1_table": columns},
+    lengths = ["backbone", "critic", "eval", "n", "reward-length rho", "rejected longer", "rejected longer lo",
+               "rejected longer hi", "rejected longer n", "alpacaeval-length", "alpacaeval-length n"]
+    frames, _ = _check_run(out, "rq1", "rq1_critic_quality.ipynb", {"rq1_table": columns, "length_bias": lengths},
                            ["rq1_score", "rq1_pandalm", "rq1_dose_response"], runner=True)
     t = frames["rq1_table"].set_index("critic")
     assert t.loc["none", "Score"] > 0 and pd.isna(t.loc["none", "p RewardBench"])
     assert 0 < t.loc["simulated-0.9", "p RewardBench"] <= 1 and 0 < t.loc["simulated-0.9", "p PandaLM"] <= 1
     assert t.loc["simulated-0.9", "critic_p"] == 0.9
     assert (t["Score lo"] <= t["Score"]).all() and (t["Score"] <= t["Score hi"]).all()
+    lb = frames["length_bias"].set_index(["critic", "eval"])
+    assert len(lb) == 4 and (lb["reward-length rho"].abs() <= 1).all()
+    assert lb.loc[("none", "rewardbench"), "alpacaeval-length n"] == 1  # per_stratum 1
+    assert lb.loc[("none", "pandalm"), "alpacaeval-length n"] == 0 and pd.isna(lb.loc[("none", "pandalm"), "alpacaeval-length"])
+    assert (lb["rejected longer n"] > 0).all() and lb["rejected longer"].between(0, 100).all()
 
 
 def test_rq2_notebook_through_the_papermill_cli(tmp_path, shared_data):
