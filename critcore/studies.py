@@ -33,6 +33,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -1189,14 +1190,23 @@ def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: d
     return out
 
 
-def rq1_table(run: StudyRun, results: list[dict]):
+def load_results(run_dir: str | os.PathLike) -> list[dict]:
+    """The finished RMs of a run folder, as rq1_train_all returns them ({row, summary, dir, reused}),
+    read from rms/*/result.json: tabulate an interrupted run, or one made elsewhere, without
+    retraining."""
+    found = sorted(Path(run_dir).glob("rms/*/result.json"))
+    return [{**json.loads(f.read_text()), "dir": str(f.parent)} for f in found]
+
+
+def rq1_table(run: StudyRun | Mapping, results: list[dict]):
     """Rows backbone x critic: Chat, Chat Hard, Safety, Reasoning, Score, PandaLM (%, with `lo`/`hi`
     95% CI columns), then for each critic against its backbone's No-Critiques RM the change in
     Score and PandaLM (points) and exact McNemar p-values on the pooled RewardBench pairs
     (`p RewardBench`) and on PandaLM (`p PandaLM`)."""
     import pandas as pd
 
-    critics = critics_of(run.params)
+    params = run.params if isinstance(run, StudyRun) else run  # a run, or its (resolved) params
+    critics = critics_of(params)
     base_names = [n for n, s in critics.items() if is_baseline(s)]
     rows = []
     by_key = {(r["row"]["backbone"], r["row"]["critic"]): r for r in results}
@@ -1209,13 +1219,15 @@ def rq1_table(run: StudyRun, results: list[dict]):
             for col in ("Score", "PandaLM"):
                 a, b = base["row"].get(col), row.get(col)
                 row[f"{col} change"] = None if a is None or b is None else round(b - a, 1)
-            tests = paired_tests(base["dir"], r["dir"], run.params.get("sections") and resolve_sections(run.params["sections"]))
+            tests = paired_tests(base["dir"], r["dir"], params.get("sections") and resolve_sections(params["sections"]))
             rb, pl = eval_names(r["summary"])
             for name, t in tests.items():
                 label = "RewardBench" if name == rb else "PandaLM" if name == pl else name
                 row[f"p {label}"] = t["p_value"]
                 row[f"discordant {label}"] = f"{t['b']}/{t['c']}"
         rows.append(row)
+    order = [b.name for b in backbones_of(params)], list(critics)
+    rows.sort(key=lambda x: tuple(o.index(v) if v in o else len(o) for o, v in zip(order, (x["backbone"], x["critic"]))))
     df = pd.DataFrame(rows)
     first = ["backbone", "critic", "critic_id", "critic_p", "n_train"]
     tests = [c for c in df if c.endswith(" change")] + sorted(
@@ -1655,7 +1667,7 @@ def _runner_record(out_dir: Path, params_path: Path, notebook: Path, executed: P
         record["status"] = "failed"
         record["error"] = f"{type(error).__name__}: {str(error)[-2000:]}"
     record["runner"] = {"params_file": str(params_path), "notebook": str(notebook), "executed_notebook": executed.name,
-                        "started": _iso(started), "wall_s": round(seconds, 3), "command": " ".join(sys.argv[:4])}
+                        "started": _iso(started), "wall_s": round(seconds, 3), "command": shlex.join(sys.argv)}
     atomic.write_json(path, _redact(record, _secret_values(raw)))
 
 

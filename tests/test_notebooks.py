@@ -127,6 +127,11 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert 0 < t.loc["simulated-0.9", "p RewardBench"] <= 1 and 0 < t.loc["simulated-0.9", "p PandaLM"] <= 1
     assert t.loc["simulated-0.9", "critic_p"] == 0.9
     assert (t["Score lo"] <= t["Score"]).all() and (t["Score"] <= t["Score hi"]).all()
+    # The same table again from the run folder alone (load_results), as for an interrupted run.
+    resolved = json.loads((out / "run.json").read_text())["resolved_params"]
+    again = studies.rq1_table(resolved, studies.load_results(out)).set_index("critic")
+    for col in ("Score", "PandaLM", "Score change", "p RewardBench", "p PandaLM"):
+        pd.testing.assert_series_equal(again[col], t[col], check_dtype=False, rtol=1e-9)
     lb = frames["length_bias"].set_index(["critic", "eval"])
     assert len(lb) == 4 and (lb["reward-length rho"].abs() <= 1).all()
     assert lb.loc[("none", "rewardbench"), "alpacaeval-length n"] == 1  # per_stratum 1
