@@ -158,18 +158,21 @@ class LocalCritic(Critic):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), trust_remote_code=False)
         self._tok, self._model = tok, model.to(self.device).eval()
 
-    def _input_ids(self, text: str) -> list[int]:
+    def _input_ids(self, text: str, answer_prefix: str | None) -> list[int]:
         if self._tok.chat_template:
             text = self._tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                  add_generation_prompt=True)
-            return self._tok(text, add_special_tokens=False).input_ids
-        return self._tok(text + "\n\nCritique:").input_ids
+            return self._tok(text + (answer_prefix or "").lstrip(), add_special_tokens=False).input_ids
+        return self._tok(text + ("\n\nCritique:" if answer_prefix is None else answer_prefix)).input_ids
 
     def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
         return self.complete([render(self.template, p, r, self.max_chars) for p, r in items])
 
-    def complete(self, texts: list[str], max_new_tokens: int | None = None) -> list[tuple[str, int]]:
-        """(reply, tokens generated) for already-templated user messages (also used to serve HTTP)."""
+    def complete(self, texts: list[str], max_new_tokens: int | None = None,
+                 answer_prefix: str | None = None) -> list[tuple[str, int]]:
+        """(reply, tokens generated) for already-templated user messages (also used to serve HTTP).
+        `answer_prefix` prefills the answer: after the chat template's assistant turn, or after the
+        text for a base model (None: a base model gets "\n\nCritique:"). The reply excludes it."""
         import torch
         from transformers import GenerationConfig
 
@@ -183,7 +186,7 @@ class LocalCritic(Critic):
                                   do_sample=self.temperature > 0,
                                   temperature=self.temperature if self.temperature > 0 else None,
                                   pad_token_id=tok.pad_token_id, eos_token_id=eos)
-        encoded = [self._input_ids(t) for t in texts]
+        encoded = [self._input_ids(t, answer_prefix) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))  # length-sort: less padding
         out: list = [None] * len(texts)
         with torch.inference_mode():
@@ -290,9 +293,9 @@ class OpenAICritic(Critic):
         except Exception as e:  # noqa: BLE001 - any shape problem is a malformed body
             raise _Retryable(f"malformed response ({type(e).__name__}: {e})", None) from None
 
-    def _request(self, text: str) -> tuple[str, int]:
+    def _request(self, text: str, max_new_tokens: int) -> tuple[str, int]:
         body = {"model": self.model, "messages": [{"role": "user", "content": text}],
-                "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+                "max_tokens": max_new_tokens, "temperature": self.temperature}
         if self.seed is not None:
             body["seed"] = self.seed
         body = json.dumps(body).encode()
@@ -314,12 +317,16 @@ class OpenAICritic(Critic):
             f"{self.identity}: {self.url} failed {self.max_retries + 1} times; last error: {last}"))
 
     def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
-        texts = [render(self.template, p, r, self.max_chars) for p, r in items]
+        return self.complete([render(self.template, p, r, self.max_chars) for p, r in items])
+
+    def complete(self, texts: list[str], max_new_tokens: int | None = None) -> list[tuple[str, int]]:
+        """(reply, completion tokens) for already-templated user messages, `max_concurrency` at once."""
         if not texts:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts)))
         try:
-            return [f.result() for f in [pool.submit(self._request, t) for t in texts]]
+            n = max_new_tokens or self.max_new_tokens
+            return [f.result() for f in [pool.submit(self._request, t, n) for t in texts]]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -15,7 +15,7 @@ counts wrong. Both are counted and reported beside the accuracy.
 
 Backends are the critique backends of critcore.critique: a `LocalCritic` (transformers) or an
 `OpenAICritic` (any OpenAI-compatible server). A judge prompt goes through the backend's own
-generate path (`as_prompter`), so retries, batching and concurrency are the critics'. A local
+generate path (`Prompter`), so retries, batching and concurrency are the critics'. A local
 model's answer is prefilled with `answer_prefix` ("Score (0-10):"): a chat model gets it at the
 start of its assistant turn, a base model without a chat template (Gemma 3 270M) after the prompt
 (instead of the critic's "\\n\\nCritique:"); the prefix is kept in the returned output. Tiny models
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .cache import CritiqueCache, make_key, sha256_text
-from .critique import Critic, LocalCritic, OpenAICritic, augment, make_critic
+from .critique import Critic, LocalCritic, OpenAICritic, augment, make_critic, render
 from .data import Pair, prompt_text
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -91,55 +91,34 @@ def fill(template: str, values: dict[str, str], max_chars: int | None = DEFAULT_
 _RAW = "{prompt}{response}"  # a critic template that passes an already-rendered prompt through
 
 
-class _LocalPrompter(LocalCritic):
-    """A LocalCritic that sends rendered prompts as they are and borrows the model of `base`
-    (loaded once, on first use, and shared with it)."""
+class Prompter(Critic):
+    """Sends rendered prompts, as they are, to `backend` (a LocalCritic, an OpenAICritic, or a spec
+    for make_critic): `generate_counted([(rendered_prompt, "")])` returns the replies. For a local
+    model, `answer_prefix` prefills the answer (after the chat template's assistant turn, or after
+    the text for a base model) and the reply comes back with it in front, so "Score:" + " 7" reads
+    "Score: 7"; over HTTP it is not used. `max_new_tokens` overrides the backend's. `params` (part
+    of every cache key) include both. Prompters over one backend share its model (one load)."""
 
-    def __init__(self, base: LocalCritic, answer_prefix: str, max_new_tokens: int | None):
-        self.__dict__.update({k: v for k, v in base.__dict__.items() if k not in ("_tok", "_model")})
-        self._base, self._tok, self._model = base, None, None
-        self.template, self.max_chars, self.answer_prefix = _RAW, None, answer_prefix
-        if max_new_tokens is not None:
-            self.max_new_tokens = int(max_new_tokens)
-        self.params = {**base.params, "max_new_tokens": self.max_new_tokens, "answer_prefix": answer_prefix}
+    def __init__(self, backend, answer_prefix: str = "", max_new_tokens: int | None = None):
+        backend = make_critic(backend)
+        if not isinstance(backend, (LocalCritic, OpenAICritic)):
+            raise TypeError(f"a judge needs a local or OpenAI-compatible model, not {backend!r}")
+        self.backend, self.identity, self.template = backend, backend.identity, _RAW
+        self.batch_size = backend.batch_size
+        self.max_new_tokens = int(max_new_tokens) if max_new_tokens is not None else backend.max_new_tokens
+        self.local = isinstance(backend, LocalCritic)
+        self.answer_prefix = answer_prefix if self.local else ""
+        self.params = {**backend.params, "max_new_tokens": self.max_new_tokens}
+        if self.local:
+            self.params["answer_prefix"] = answer_prefix
 
-    def _load(self) -> None:
-        self._base._load()
-        self._tok, self._model = self._base._tok, self._base._model
-
-    def _input_ids(self, text: str) -> list[int]:
-        if self._tok.chat_template:  # the prefix opens the assistant's turn
-            text = self._tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                 add_generation_prompt=True)
-            return self._tok(text + self.answer_prefix.lstrip(), add_special_tokens=False).input_ids
-        return self._tok(text + self.answer_prefix).input_ids
-
-    def complete(self, texts, max_new_tokens=None):
-        # The reply is returned after the prefix ("Score: 7"), so it reads the same as a full answer.
+    def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
+        texts = [render(_RAW, p, r, None) for p, r in items]
+        if not self.local:
+            return self.backend.complete(texts, self.max_new_tokens)
         head = self.answer_prefix.lstrip()
         return [((head + " " + text).strip() if head else text, n)
-                for text, n in super().complete(texts, max_new_tokens)]
-
-
-def as_prompter(backend, answer_prefix: str = "", max_new_tokens: int | None = None) -> Critic:
-    """A critic whose `generate_counted([(rendered_prompt, "")])` sends each rendered prompt to
-    `backend` (a LocalCritic, an OpenAICritic, or a spec for make_critic) and returns its reply.
-    For a local model, `answer_prefix` prefills the answer (after the chat template's assistant
-    turn, or after the text for a base model) and the reply comes back with it in front; for
-    HTTP it is not used. `max_new_tokens` overrides the backend's. `params` (part of every cache
-    key) include both. A local prompter shares the backend's model (one load)."""
-    backend = make_critic(backend)
-    if isinstance(backend, LocalCritic):
-        return _LocalPrompter(backend, answer_prefix, max_new_tokens)
-    if isinstance(backend, OpenAICritic):
-        runner = object.__new__(OpenAICritic)
-        runner.__dict__.update(backend.__dict__)
-        runner.template, runner.max_chars = _RAW, None
-        if max_new_tokens is not None:
-            runner.max_new_tokens = int(max_new_tokens)
-        runner.params = {**backend.params, "max_new_tokens": runner.max_new_tokens}
-        return runner
-    raise TypeError(f"a judge needs a local or OpenAI-compatible model, not {backend!r}")
+                for text, n in self.backend.complete(texts, self.max_new_tokens, self.answer_prefix)]
 
 
 def open_cache(cache) -> tuple[CritiqueCache, bool]:
@@ -151,7 +130,7 @@ def open_cache(cache) -> tuple[CritiqueCache, bool]:
 
 def complete_cached(runner: Critic, texts: list[str], cache: CritiqueCache, task: str, template_sha: str,
                     progress: bool = True) -> list[str]:
-    """Replies of `runner` (see as_prompter) to rendered prompts, through the critique cache.
+    """Replies of `runner` (a Prompter) to rendered prompts, through the critique cache.
 
     The key is make_key(runner identity, template sha256, runner params + {"task": task},
     rendered prompt, ""). Identical prompts are generated once; missing ones go to the runner
@@ -255,7 +234,7 @@ class Judge:
             raise ValueError(f"judge mode must be one of {sorted(MODES)}, got {mode!r}")
         self.mode, self.max_chars = mode, max_chars
         self.backend = make_critic(backend)
-        self.runner = as_prompter(self.backend, answer_prefix, max_new_tokens)
+        self.runner = Prompter(self.backend, answer_prefix, max_new_tokens)
         required = ("prompt", "response") + (("critique",) if mode == "critique" else ())
         self.template = load_prompt(template, JUDGE_TEMPLATES[mode], required)
         self.critic = None

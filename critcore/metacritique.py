@@ -49,7 +49,7 @@ import pandas as pd
 from .cache import sha256_text
 from .critique import augment, make_critic
 from .data import Pair, jsonl_records, prompt_text
-from .judge import as_prompter, complete_cached, fill, load_prompt, open_cache
+from .judge import Prompter, complete_cached, fill, load_prompt, open_cache
 
 AIU_PREFIX = "\n\nClaims:\n1."
 VERDICT_PREFIX = "\n\nVerdict:"
@@ -259,8 +259,8 @@ class MetaCritic:
         self.precision_template = load_prompt(precision_template, "metacritique_precision",
                                               ("prompt", "response", "reference", "aiu"))
         self.recall_template = load_prompt(recall_template, "metacritique_recall", ("prompt", "response", "critique", "aiu"))
-        self.aiu_runner = as_prompter(self.backend, AIU_PREFIX, aiu_max_new_tokens)
-        self.verdict_runner = as_prompter(self.backend, VERDICT_PREFIX, verdict_max_new_tokens)
+        self.aiu_runner = Prompter(self.backend, AIU_PREFIX, aiu_max_new_tokens)
+        self.verdict_runner = Prompter(self.backend, VERDICT_PREFIX, verdict_max_new_tokens)
         self.max_aius, self.max_chars = max_aius, max_chars
 
     @property

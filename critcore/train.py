@@ -84,7 +84,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     if out and (out / "summary.json").exists() and (out / "model" / "config.json").exists():
         summary = json.loads((out / "summary.json").read_text())
         if summary.get("run_key") == run_key:
-            return TrainResult(RewardModel.load(str(out / "model")), summary)
+            rm = RewardModel.load(str(out / "model")).to(PartialState().device)  # a GPU when there is one
+            return TrainResult(rm.eval(), summary)
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
