@@ -42,21 +42,25 @@ class CriticMismatchError(ValueError):
 # ---------------------------------------------------------------- templates
 
 
+def read_named_text(spec: str, folder: Path, prefix: str = "", literal: str = "{", kind: str = "template") -> str:
+    """`spec` itself when it contains `literal`, else the file at that path, else
+    folder/<prefix><spec>.txt ("paper" or "paper.txt" -> critique_paper.txt with prefix "critique_")."""
+    if literal in spec:
+        return spec
+    if Path(spec).is_file():
+        return Path(spec).read_text(encoding="utf-8")
+    named = folder / f"{prefix}{spec.removesuffix('.txt')}.txt"
+    if named.is_file():
+        return named.read_text(encoding="utf-8")
+    names = sorted(p.stem.removeprefix(prefix) for p in folder.glob(f"{prefix}*.txt"))
+    raise FileNotFoundError(f"no {kind} {spec!r}: give a file path or one of {names}")
+
+
 def load_template(template: str | os.PathLike | None = None) -> str:
     """Template text from None (the paper's), a name in critcore/templates ("paper" ->
     critique_paper.txt), a file path, or the template text itself (containing {response})."""
-    if template is None:
-        template = "paper"
-    t = str(template)
-    if "{response}" in t:
-        text = t
-    elif Path(t).is_file():
-        text = Path(t).read_text(encoding="utf-8")
-    elif (TEMPLATES / f"critique_{t}.txt").is_file():
-        text = (TEMPLATES / f"critique_{t}.txt").read_text(encoding="utf-8")
-    else:
-        names = sorted(p.stem.removeprefix("critique_") for p in TEMPLATES.glob("critique_*.txt"))
-        raise FileNotFoundError(f"no critique template {t!r}: give a file path or one of {names}")
+    t = "paper" if template is None else str(template)
+    text = read_named_text(t, TEMPLATES, "critique_", "{response}", "critique template")
     if "{prompt}" not in text or "{response}" not in text:
         raise ValueError(f"critique template {t!r} must contain both {{prompt}} and {{response}}")
     return text

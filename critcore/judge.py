@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .cache import CritiqueCache, make_key, sha256_text
-from .critique import Critic, LocalCritic, OpenAICritic, augment, make_critic, render
+from .critique import Critic, LocalCritic, OpenAICritic, augment, make_critic, read_named_text, render
 from .data import Pair, prompt_text
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -57,15 +57,7 @@ def load_prompt(spec: str | os.PathLike | None, default: str, required: tuple[st
     ("judge_direct" or "judge_direct.txt"), a file path, or the template text itself (anything
     containing "{"). Every name in `required` must appear in it as {name}."""
     spec = default if spec is None else str(spec)
-    if "{" in spec:
-        text = spec
-    elif Path(spec).is_file():
-        text = Path(spec).read_text(encoding="utf-8")
-    elif (PROMPTS / f"{spec.removesuffix('.txt')}.txt").is_file():
-        text = (PROMPTS / f"{spec.removesuffix('.txt')}.txt").read_text(encoding="utf-8")
-    else:
-        names = sorted(p.stem for p in PROMPTS.glob("*.txt"))
-        raise FileNotFoundError(f"no prompt template {spec!r}: give a file path or one of {names}")
+    text = read_named_text(spec, PROMPTS, kind="prompt template")
     missing = [f"{{{name}}}" for name in required if f"{{{name}}}" not in text]
     if missing:
         raise ValueError(f"prompt template {spec[:60]!r} lacks {', '.join(missing)}")

@@ -15,6 +15,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module (pytestmark = usefixtures): on shared, busy cores two
+    threads run several times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- real tiny reward models, loaded once per session (tests/test_model.py, tests/test_train.py) ---
 
 @pytest.fixture(scope="session")

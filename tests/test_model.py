@@ -19,13 +19,7 @@ from critcore.train import TrainConfig, train
 ACCEPTANCE = Path(__file__).resolve().parents[1].parent / "shared" / "acceptance" / "check_saved_rm.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on shared, busy cores two threads run several times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(params=["minilm", "smollm2"])

@@ -1,0 +1,222 @@
+"""The quickstart and RQ1 (critic quality, the paper's Table 2 and Figure 2): training, tables,
+paired tests and charts."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .. import data as data_mod
+from ..data import Pair
+from .run import Splits, StudyRun, _pct, _progress, eval_names, train_rm
+from .schema import backbones_of, critics_of, is_baseline
+from .specs import resolve_sections
+
+
+def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) -> list[Pair]:
+    if not n or n >= len(pairs):
+        return pairs
+    if nested:
+        order = data_mod.nested_subsets(list(range(len(pairs))), [n], seed)[n]
+        return [pairs[i] for i in order]
+    return data_mod.sample(pairs, n, seed, stratify=lambda p: p.subset or p.source)
+
+
+def rq1_train_all(run: StudyRun, critiqued: Mapping) -> list[dict]:
+    """One RM per backbone x critic (a backbone's n_train / n_eval slice the data the same way for
+    all its critics, so its paired tests compare the same pairs)."""
+    jobs = [(b, c) for b in backbones_of(run.params) for c in critiqued if b.critics is None or c in b.critics]
+    results = []
+    for b, c in _progress(jobs, len(jobs), "reward models", run):
+        sp, critic = critiqued[c]
+        seed = run.params["seed"]
+        sliced = Splits(_slice(sp.train, b.n_train, seed, nested=True), sp.validation,
+                        {k: _slice(v, b.n_eval, seed) for k, v in sp.eval.items()}, sp.sections)
+        results.append(train_rm(run, b, c, sliced, critic))
+    return results
+
+
+quickstart_train_all = rq1_train_all  # the quickstart is RQ1 with one backbone and one critic
+
+
+def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: dict | None = None) -> dict:
+    """Exact McNemar tests of RM b against RM a on the same evaluation pairs, from the per-pair
+    scores evaluate wrote (<rm>/eval/<name>_scores.csv): per eval set {b, c, p_value, n}, where
+    b counts pairs only A gets right and c pairs only B gets right. An eval set with section
+    subsets is pooled over the subsets the sections list; annotator ties are dropped (as in the
+    PandaLM accuracy reported)."""
+    import pandas as pd
+
+    from ..metrics import correct, mcnemar_exact
+
+    listed = {s for m in (sections or {}).values() for s in m}
+    out = {}
+    for fa in sorted((Path(dir_a) / "eval").glob("*_scores.csv")):
+        fb = Path(dir_b) / "eval" / fa.name
+        if not fb.is_file():
+            continue
+        a, b = pd.read_csv(fa), pd.read_csv(fb)
+        m = a.merge(b, on="id", suffixes=("_a", "_b"), validate="one_to_one")
+        if len(m) != len(a) or len(m) != len(b):
+            raise ValueError(f"{fa.name}: the two RMs were not scored on the same pairs ({len(a)} vs {len(b)}, {len(m)} shared)")
+        m["tie"] = m["tie_a"].astype(bool)
+        if listed and listed & set(m["subset_a"]):
+            m = m[m["subset_a"].isin(listed)]
+        m = m[~m["tie"]]
+        ok_a = correct(m.rename(columns={"score_chosen_a": "score_chosen", "score_rejected_a": "score_rejected"}))
+        ok_b = correct(m.rename(columns={"score_chosen_b": "score_chosen", "score_rejected_b": "score_rejected"}))
+        out[fa.name.removesuffix("_scores.csv")] = {**mcnemar_exact(ok_a, ok_b), "n": int(len(m))}
+    return out
+
+
+def rq1_table(run: StudyRun | Mapping, results: list[dict]):
+    """Rows backbone x critic: Chat, Chat Hard, Safety, Reasoning, Score, PandaLM (%, with `lo`/`hi`
+    95% CI columns), then for each critic against its backbone's No-Critiques RM the change in
+    Score and PandaLM (points) and exact McNemar p-values on the pooled RewardBench pairs
+    (`p RewardBench`) and on PandaLM (`p PandaLM`)."""
+    import pandas as pd
+
+    params = run.params if isinstance(run, StudyRun) else run  # a run, or its (resolved) params
+    critics = critics_of(params)
+    base_names = [n for n, s in critics.items() if is_baseline(s)]
+    rows = []
+    by_key = {(r["row"]["backbone"], r["row"]["critic"]): r for r in results}
+    for r in results:
+        row = dict(r["row"])
+        spec = critics.get(row["critic"])
+        row["critic_p"] = _simulated_p(spec)
+        base = next((by_key.get((row["backbone"], b)) for b in base_names if (row["backbone"], b) in by_key), None)
+        if base is not None and base is not r:
+            for col in ("Score", "PandaLM"):
+                a, b = base["row"].get(col), row.get(col)
+                row[f"{col} change"] = None if a is None or b is None else round(b - a, 1)
+            tests = paired_tests(base["dir"], r["dir"], params.get("sections") and resolve_sections(params["sections"]))
+            rb, pl = eval_names(r["summary"])
+            for name, t in tests.items():
+                label = "RewardBench" if name == rb else "PandaLM" if name == pl else name
+                row[f"p {label}"] = t["p_value"]
+                row[f"discordant {label}"] = f"{t['b']}/{t['c']}"
+        rows.append(row)
+    order = [b.name for b in backbones_of(params)], list(critics)
+    rows.sort(key=lambda x: tuple(o.index(v) if v in o else len(o) for o, v in zip(order, (x["backbone"], x["critic"]))))
+    df = pd.DataFrame(rows)
+    first = ["backbone", "critic", "critic_id", "critic_p", "n_train"]
+    tests = [c for c in df if c.endswith(" change")] + sorted(
+        (c for c in df if c.startswith(("p ", "discordant "))),
+        key=lambda c: (c.split(" ", 1)[1] != "RewardBench", c.split(" ", 1)[1] != "PandaLM", c.split(" ", 1)[1], c[0] != "p"))
+    last = ["lr", "train_seconds", "reused"]
+    middle = [c for c in df if c not in first + tests + last]
+    return df[[c for c in first + middle + tests + last if c in df]]
+
+
+def rq1_length_table(results: list[dict], n_boot: int = 1000):
+    """Length bias of every RM, per eval set: Spearman correlation of reward with response length
+    (characters, chosen and rejected pooled), accuracy on the pairs whose rejected answer is the
+    longer one, and (where the set has it) accuracy on the alpacaeval-length subset, whose
+    rejected answers are long. Accuracies in %, with 95% bootstrap CIs; annotator ties dropped."""
+    import pandas as pd
+
+    from ..metrics import accuracy_with_ci, correct, length_bias
+
+    rows = []
+    for r in results:
+        for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
+            df = pd.read_csv(path)
+            df = df[~df["tie"].astype(bool)]
+            ok = correct(df)
+            lb = length_bias(df)
+            row = {"backbone": r["row"]["backbone"], "critic": r["row"]["critic"],
+                   "eval": path.name.removesuffix("_scores.csv"), "n": len(df),
+                   "reward-length rho": round(lb["spearman_rho"], 3), "rho p": lb["spearman_p"]}
+            masks = {"rejected longer": (df["len_rejected"] > df["len_chosen"]).to_numpy(),
+                     "alpacaeval-length": (df["subset"] == "alpacaeval-length").to_numpy()}
+            for label, mask in masks.items():
+                ci = accuracy_with_ci(ok[mask], n_boot=n_boot) if mask.any() else None
+                row.update({label: _pct(ci and ci["acc"]), f"{label} lo": _pct(ci and ci["lo"]),
+                            f"{label} hi": _pct(ci and ci["hi"]), f"{label} n": int(mask.sum())})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _simulated_p(spec) -> float | None:
+    if isinstance(spec, str) and spec.startswith("simulated:"):
+        return float(spec.removeprefix("simulated:").split(",")[0])
+    if isinstance(spec, dict) and spec.get("backend") == "simulated":
+        return float(spec.get("p"))
+    return None
+
+
+def long_table(df, id_cols: Iterable[str]):
+    """Wide result rows -> one row per metric: id columns, metric, acc, lo, hi (%)."""
+    import pandas as pd
+
+    id_cols = list(id_cols)
+    metrics = [c for c in df.columns if f"{c} lo" in df.columns and f"{c} hi" in df.columns]
+    rows = []
+    for _, r in df.iterrows():
+        for m in metrics:
+            if r[m] is None or (isinstance(r[m], float) and math.isnan(r[m])):
+                continue
+            rows.append({**{c: r[c] for c in id_cols}, "metric": m, "acc": r[m], "lo": r[f"{m} lo"], "hi": r[f"{m} hi"]})
+    return pd.DataFrame(rows, columns=id_cols + ["metric", "acc", "lo", "hi"])
+
+
+def quickstart_table(run: StudyRun, results: list[dict]):
+    """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size."""
+    import pandas as pd
+
+    wide = pd.DataFrame([r["row"] for r in results])
+    out = long_table(wide, ["backbone", "critic", "n_train"])
+    return out
+
+
+def _bars(df, x: str, group: str, y: str = "acc", title: str = "", y_title: str = "accuracy (%)"):
+    import altair as alt
+
+    base = alt.Chart(df).encode(x=alt.X(f"{x}:N", title=x, sort=None), xOffset=alt.XOffset(f"{group}:N", sort=None))
+    bars = base.mark_bar().encode(y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=True)),
+                                  color=alt.Color(f"{group}:N", sort=None),
+                                  tooltip=[x, group, y, "lo", "hi"])
+    err = base.mark_errorbar(ticks=True, color="black").encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
+    return (bars + err).properties(title=title, width=alt.Step(22), height=260)
+
+
+def quickstart_chart(table):
+    """Grouped bars: accuracy per metric, one bar per critic, with 95% CI error bars."""
+    return _bars(table, "metric", "critic", title="No-Critiques vs Critiques (95% CI)")
+
+
+def rq1_score_chart(table, metric: str = "Score"):
+    """Grouped bar chart of `metric`: x critic, grouped by backbone, with 95% CI error bars."""
+    import pandas as pd
+
+    df = pd.DataFrame({"critic": table["critic"], "backbone": table["backbone"], "acc": table[metric],
+                       "lo": table[f"{metric} lo"], "hi": table[f"{metric} hi"]})
+    return _bars(df, "critic", "backbone", title=f"{metric} by critic and backbone (95% CI)", y_title=f"{metric} (%)")
+
+
+def rq1_dose_chart(table, metric: str = "Score"):
+    """Dose-response: `metric` against the simulated critic's accuracy p, No-Critiques as a rule."""
+    import altair as alt
+
+    sim = table[table["critic_p"].notna()]
+    base = table[table["critic"].map(lambda c: c == "none")]
+    line = alt.Chart(sim).encode(x=alt.X("critic_p:Q", title="simulated critic accuracy p", scale=alt.Scale(zero=False)),
+                                 color="backbone:N")
+    chart = line.mark_line(point=True).encode(y=alt.Y(f"{metric}:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False))) + \
+        line.mark_errorbar(ticks=True).encode(y=alt.Y(f"{metric} lo:Q", title=f"{metric} (%)"), y2=f"{metric} hi:Q")
+    if len(base):
+        chart = chart + alt.Chart(base).mark_rule(strokeDash=[4, 4]).encode(y=f"{metric}:Q", color="backbone:N")
+    return chart.properties(title=f"{metric} vs critique quality (dashed: No-Critiques)", width=320, height=260)
+
+
+def rq1_charts(table) -> dict:
+    """{"rq1_score": grouped bars, "rq1_pandalm": the same for PandaLM when present,
+    "rq1_dose_response": when simulated critics are present}."""
+    charts = {"rq1_score": rq1_score_chart(table, "Score")}
+    if "PandaLM" in table and table["PandaLM"].notna().any():
+        charts["rq1_pandalm"] = rq1_score_chart(table, "PandaLM")
+    if "critic_p" in table and table["critic_p"].notna().any() and table["Score"].notna().any():
+        charts["rq1_dose_response"] = rq1_dose_chart(table)
+    return charts

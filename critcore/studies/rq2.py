@@ -1,0 +1,155 @@
+"""RQ2 (data scaling, the paper's Figures 3 and 6): RMs on nested training subsets, curves,
+worth-N and charts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from .rq1 import long_table
+from .run import Splits, StudyRun, _progress, eval_names, train_rm
+from .schema import SECTION_LABELS, backbones_of, critics_of, is_baseline
+from .specs import resolve_sections
+
+
+def rq2_train_all(run: StudyRun, critiqued: Mapping) -> list[dict]:
+    """One RM per critic x size, each on the nested subset of that size (prefixes of one seeded
+    permutation; load_splits already put the training pairs in that order)."""
+    sizes = list(run.params["sizes"])
+    b = backbones_of(run.params)[0]
+    jobs = [(c, s) for c in critiqued for s in sizes]
+    results = []
+    for c, s in _progress(jobs, len(jobs), "reward models", run):
+        sp, critic = critiqued[c]
+        sub = Splits(sp.train[:s], sp.validation, sp.eval, sp.sections)
+        results.append(train_rm(run, b, c, sub, critic, size=s))
+    return results
+
+
+def rq2_table(results: list[dict]):
+    import pandas as pd
+
+    df = pd.DataFrame([r["row"] for r in results])
+    return df.sort_values(["critic", "size"], kind="stable").reset_index(drop=True)
+
+
+def rq2_curves(table):
+    """Long format for the curves: critic, size, metric, acc, lo, hi (%)."""
+    return long_table(table, ["critic", "size"])
+
+
+def _correct_by_id(rm: Path, name: str, sections: dict | None):
+    import pandas as pd
+
+    from ..metrics import correct
+
+    df = pd.read_csv(Path(rm) / "eval" / f"{name}_scores.csv")
+    df["correct"] = correct(df)
+    return df.set_index("id")
+
+
+def rq2_worth_n(run: StudyRun, results: list[dict]):
+    """Worth-N (critcore.scaling.worth_n_table) of every critic against No-Critiques, for each of
+    `worth_metrics` (Score, a section or PandaLM), with bootstrap CIs over the evaluation pairs:
+    critic, metric, size, acc, base_acc (%), equivalent_size, ratio, lo, hi, status, share_not_reached."""
+    import numpy as np
+    import pandas as pd
+
+    from ..scaling import pooled_accuracy, section_score, worth_n_table
+
+    critics = critics_of(run.params)
+    base = next(n for n, s in critics.items() if is_baseline(s))
+    sections = resolve_sections(run.params.get("sections"))
+    by = {}
+    for r in results:
+        by.setdefault(r["row"]["critic"], {})[r["row"]["size"]] = r
+    if base not in by:
+        return pd.DataFrame()
+    any_summary = next(iter(by[base].values()))["summary"]
+    rb, pl = eval_names(any_summary)
+    rows = []
+    inverse = {v: k for k, v in SECTION_LABELS.items()}
+    for metric_name in run.params.get("worth_metrics") or ["Score"]:
+        if metric_name == "PandaLM":
+            if pl is None:
+                continue
+            name, metric, strat_col = pl, pooled_accuracy, None
+        else:
+            if rb is None or not sections:
+                continue
+            key = inverse[metric_name]
+            secs = sections if key == "score" else {key: sections[key]}
+            name, metric, strat_col = rb, section_score(secs), "subset"
+        frames = {(c, s): _correct_by_id(Path(r["dir"]), name, sections) for c in by for s, r in by[c].items()}
+        ref = frames[(base, min(by[base]))]
+        keep = ~ref["tie"].astype(bool)
+        if strat_col:
+            keep &= ref["subset"].isin({s for m in secs.values() for s in m})
+        ids = ref.index[keep]
+        strata = ref.loc[ids, strat_col].to_numpy() if strat_col else None
+        arr = {k: f.loc[ids, "correct"].to_numpy(dtype=bool) for k, f in frames.items()}
+        for c in by:
+            if c == base:
+                continue
+            table = worth_n_table({s: arr[(base, s)] for s in by[base]}, {s: arr[(c, s)] for s in by[c]}, strata,
+                                  metric, n_boot=run.params["n_boot"], seed=run.params["seed"])
+            for t in table:
+                rows.append({"critic": c, "metric": metric_name, **t,
+                             "acc": round(100 * t["acc"], 2), "base_acc": round(100 * t["base_acc"], 2)
+                             if not np.isnan(t["base_acc"]) else None})
+    cols = ["critic", "metric", "size", "acc", "base_acc", "equivalent_size", "ratio", "lo", "hi", "status",
+            "share_not_reached", "n_boot"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def rq2_score_chart(curves, metric: str = "Score"):
+    """`metric` against #training pairs (log scale), one line per critic, with a 95% CI band."""
+    import altair as alt
+
+    df = curves[curves["metric"] == metric]
+    base = alt.Chart(df).encode(x=alt.X("size:Q", title="training pairs", scale=alt.Scale(type="log", base=2)),
+                                color=alt.Color("critic:N", sort=None))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False)), y2="hi:Q")
+    line = base.mark_line(point=True).encode(y="acc:Q", tooltip=["critic", "size", "acc", "lo", "hi"])
+    return (band + line).properties(title=f"{metric} vs training pairs (95% CI)", width=360, height=260)
+
+
+def rq2_sections_chart(curves):
+    """One panel per section (and PandaLM): accuracy against #training pairs, by critic."""
+    import altair as alt
+
+    df = curves[curves["metric"] != "Score"]
+    base = alt.Chart().encode(x=alt.X("size:Q", title="training pairs", scale=alt.Scale(type="log", base=2)),
+                              color=alt.Color("critic:N", sort=None))
+    layer = alt.layer(base.mark_area(opacity=0.15).encode(y=alt.Y("lo:Q", title="accuracy (%)", scale=alt.Scale(zero=False)), y2="hi:Q"),
+                      base.mark_line(point=True).encode(y="acc:Q"), data=df)
+    return layer.properties(width=220, height=180).facet(facet=alt.Facet("metric:N", sort=None), columns=3).resolve_scale(y="independent")
+
+
+def rq2_worth_chart(worth):
+    """Worth-N ratio against training size (log scales) with its bootstrap CI; 1 = no gain.
+    Shown with the bounds the statuses mean: not_reached (ratio inf) is drawn at its lower bound
+    max(size) / size as an up-triangle, at_or_below_min (an upper bound) as a down-triangle, and
+    an infinite CI end is cut at max(size) / size; the table has the exact values."""
+    import altair as alt
+    import numpy as np
+
+    df = worth.copy()
+    if len(df):
+        cap = df["size"].max() / df["size"]
+        df["shown"] = np.where(np.isfinite(df["ratio"]), df["ratio"], cap)
+        df["lo_shown"] = np.minimum(np.where(np.isfinite(df["lo"]), df["lo"], cap), df["shown"])
+        df["hi_shown"] = np.maximum(np.where(np.isfinite(df["hi"]), df["hi"], cap), df["shown"])
+        df["bound"] = df["status"].map({"not_reached": "at least (not reached)", "at_or_below_min": "at most",
+                                        "interpolated": "interpolated"}).fillna("undefined")
+        df = df[np.isfinite(df["shown"])].replace([np.inf, -np.inf], None)
+    base = alt.Chart(df).encode(x=alt.X("size:Q", title="training pairs (Critique RM)", scale=alt.Scale(type="log", base=2)),
+                                color=alt.Color("critic:N", sort=None), strokeDash="metric:N")
+    y = alt.Y("shown:Q", title="one critique pair is worth N plain pairs", scale=alt.Scale(type="log"))
+    chart = base.mark_line().encode(y=y) + \
+        base.mark_point(filled=True, size=70).encode(
+            y=y, shape=alt.Shape("bound:N", scale=alt.Scale(domain=["interpolated", "at least (not reached)", "at most", "undefined"],
+                                                           range=["circle", "triangle-up", "triangle-down", "cross"])),
+            tooltip=["critic", "metric", "size", "ratio", "lo", "hi", "status"]) + \
+        base.mark_errorbar().encode(y=alt.Y("lo_shown:Q", title="one critique pair is worth N plain pairs"), y2="hi_shown:Q")
+    rule = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(1))
+    return (chart + rule).properties(title="worth-N (95% bootstrap CI; 1 = no gain)", width=360, height=260)
