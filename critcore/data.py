@@ -502,16 +502,35 @@ def load_jsonl(path) -> Loaded:
 
 # --- dispatch and sampling ---------------------------------------------------------------------
 
-_LOADERS: dict[str, Callable[..., Loaded]] = {
+LOADERS: dict[str, Callable[..., Loaded]] = {
     "hh-rlhf": load_hh_rlhf, "pandalm": load_pandalm, "rewardbench": load_rewardbench,
     "ultrafeedback": load_ultrafeedback, "alpacaeval": load_alpacaeval, "jsonl": load_jsonl,
 }
 
 
-def load(spec: dict | str) -> Loaded:
-    """Load a dataset from a params spec: "format:path", or a dict {format, path, limit, seed,
-    stratify, per_stratum, ...loader keyword arguments}. A limit applies `sample` (stratified by
-    subset unless stratify is null) after loading; skipped counts are those of the full load."""
+@dataclass
+class Spec:
+    """A checked dataset spec: the format, its loader's keyword arguments (the path under the
+    loader's first parameter, if given) and the sampling options."""
+
+    format: str
+    kwargs: dict
+    limit: int | None = None
+    seed: int = 0
+    stratify: Any = "subset"
+    per_stratum: int | None = None
+
+    @property
+    def path(self):
+        """The path given, else the loader's default (a hub name), else None."""
+        first, param = next(iter(inspect.signature(LOADERS[self.format]).parameters.items()))
+        default = None if param.default is inspect.Parameter.empty else param.default
+        return self.kwargs.get(first, default)
+
+
+def parse_spec(spec: dict | str) -> Spec:
+    """Check a params spec, "format:path" or a dict {format, path, limit, seed, stratify,
+    per_stratum, ...loader keyword arguments}, without reading anything."""
     if isinstance(spec, str):
         fmt, sep, path = spec.partition(":")
         spec = {"format": fmt, "path": path} if sep else {"format": fmt}
@@ -519,25 +538,36 @@ def load(spec: dict | str) -> Loaded:
         raise DataError("dataset spec", None, f"expected a mapping or 'format:path', got {type(spec).__name__}")
     spec = dict(spec)
     fmt = spec.pop("format", None)
-    if fmt not in _LOADERS:
+    if fmt not in LOADERS:
         raise DataError("dataset spec", "format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    limit, seed = spec.pop("limit", None), spec.pop("seed", 0)
-    stratify, per_stratum = spec.pop("stratify", "subset"), spec.pop("per_stratum", None)
-    loader = _LOADERS[fmt]
-    params = inspect.signature(loader).parameters
+    out = Spec(fmt, {}, spec.pop("limit", None), spec.pop("seed", 0), spec.pop("stratify", "subset"),
+               spec.pop("per_stratum", None))
+    for name in ("limit", "per_stratum"):
+        v = getattr(out, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise DataError("dataset spec", name, f"must be a non-negative integer, got {v!r}")
+    params = inspect.signature(LOADERS[fmt]).parameters
     names = list(params)
     path = spec.pop("path", None)
     if path is not None:
         spec[names[0]] = path  # the loader's first parameter is its path
     unknown = sorted(set(spec) - set(params))
     if unknown:
-        options = ", ".join(names[1:]) or "none"
+        options = ", ".join(["path", "limit", "seed", "stratify", "per_stratum"] + names[1:])
         raise DataError("dataset spec", unknown[0], f"not an option of format {fmt!r}; options: {options}")
     if names[0] not in spec and params[names[0]].default is inspect.Parameter.empty:
         raise DataError("dataset spec", "path", f"format {fmt!r} needs a path")
-    loaded = loader(**spec)
-    if limit is not None or per_stratum is not None:
-        loaded.pairs = sample(loaded.pairs, limit, seed, stratify=stratify, per_stratum=per_stratum)
+    out.kwargs = spec
+    return out
+
+
+def load(spec: dict | str) -> Loaded:
+    """Load a dataset from a params spec (see parse_spec). A limit applies `sample` (stratified by
+    subset unless stratify is null) after loading; skipped counts are those of the full load."""
+    s = parse_spec(spec)
+    loaded = LOADERS[s.format](**s.kwargs)
+    if s.limit is not None or s.per_stratum is not None:
+        loaded.pairs = sample(loaded.pairs, s.limit, s.seed, stratify=s.stratify, per_stratum=s.per_stratum)
     return loaded
 
 

@@ -71,24 +71,7 @@ def check_spec(spec, load: bool = True) -> str:
             raise ValueError(f"generated data: unknown option(s) {unknown}; options: {sorted(opts)}")
         pairs = load_spec(d) if load else None
         return f"generated {d.get('split', 'train')}" + (f": {len(pairs)} pairs" if pairs is not None else "")
-    if fmt not in data_mod.FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(data_mod.FORMATS)} or generated")
-    loader = data_mod._LOADERS[fmt]
-    params = inspect.signature(loader).parameters
-    names = list(params)
-    allowed = set(names[1:]) | {"format", "path", "limit", "seed", "stratify", "per_stratum", names[0]}
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise ValueError(f"format {fmt!r}: unknown option(s) {unknown}; options: {', '.join(sorted(allowed - {'format'}))}")
-    for k in ("limit", "per_stratum"):
-        if d.get(k) is not None and (not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] < 0):
-            raise ValueError(f"format {fmt!r}: {k} must be a non-negative integer, got {d[k]!r}")
-    path = d.get("path", d.get(names[0]))
-    if path is None:
-        if params[names[0]].default is inspect.Parameter.empty:
-            raise ValueError(f"format {fmt!r} needs a path")
-        path = params[names[0]].default
-    path = str(path)
+    path = str(data_mod.parse_spec(d).path)
     if "${" in path:
         raise ValueError(f"unexpanded variable in path {path!r}")
     if _is_local(path):
@@ -104,6 +87,7 @@ def check_spec(spec, load: bool = True) -> str:
         raise ValueError(f"{fmt} is local only, but {path!r} is not a local .json/.jsonl file")
     if not _HUB_NAME.fullmatch(path):
         raise ValueError(f"{fmt}: {path!r} is neither a local file nor a hub dataset name")
+    params = inspect.signature(data_mod.LOADERS[fmt]).parameters
     split = d.get("split", params["split"].default if "split" in params else None)
     return f"{fmt} hub dataset {path}" + (f" split {split}" if split else "") + " (shape checked, not downloaded)"
 

@@ -275,7 +275,8 @@ def validate_generic(raw: Mapping, check_data: bool = True, base: Path | None = 
     if not raw.get("study") or slug(str(raw["study"])) != str(raw["study"]):
         rep.errors.append(f"study must be a name (letters, digits, '.', '_', '-'), got {raw.get('study')!r}")
     if not raw.get("notebook"):
-        rep.errors.append("notebook is required (the notebook this params file runs)")
+        rep.errors.append("notebook is required (the notebook this params file runs); a params file without one "
+                          "is for `critcore train`")
         return rep, None
     try:
         nb = find_notebook(raw["notebook"], base)
