@@ -116,7 +116,9 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     loader = torch.utils.data.DataLoader(features, batch_sampler=batches, collate_fn=PairCollator(rm.tokenizer.pad_token_id))
 
     params = [p for p in rm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # The fused kernel steps ~7x faster than the default on CPU (bench/adamw_fused.py).
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=accelerator.device.type in ("cpu", "cuda"))
     rm, optimizer, loader = accelerator.prepare(rm, optimizer, loader)
     total_steps = math.ceil(len(loader) / accum)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
