@@ -9,7 +9,7 @@ import pytest
 
 from critcore.data import (
     DataError, Loaded, Pair, load, load_alpacaeval, load_hh_rlhf, load_jsonl, load_pandalm,
-    load_rewardbench, load_ultrafeedback, nested_subsets, pandalm_majority, read_pairs, sample,
+    load_rewardbench, load_ultrafeedback, nested_subsets, pandalm_majority, parse_spec, read_pairs, sample,
     write_pairs,
 )
 
@@ -315,6 +315,18 @@ def test_load_spec_errors(tmp_path):
         load({"format": "rewardbench", "path": "x.jsonl", "tie_policy": "drop"})
     with pytest.raises(DataError, match="format 'pandalm' needs a path"):
         load({"format": "pandalm"})
+    with pytest.raises(DataError, match="field 'limit': must be a non-negative integer, got -1"):
+        load({"format": "jsonl", "path": "x.jsonl", "limit": -1})
+    with pytest.raises(DataError, match="field 'per_stratum': must be a non-negative integer, got True"):
+        load({"format": "jsonl", "path": "x.jsonl", "per_stratum": True})
+
+
+def test_parse_spec_reads_nothing_and_names_the_path():
+    s = parse_spec({"format": "hh-rlhf", "split": "train", "limit": 5, "seed": 3, "stratify": None})
+    assert (s.format, s.kwargs, s.limit, s.seed, s.stratify) == ("hh-rlhf", {"split": "train"}, 5, 3, None)
+    assert s.path == "Anthropic/hh-rlhf"  # the loader's default: a hub name
+    s = parse_spec("jsonl:/nowhere/x.jsonl")  # no file is opened
+    assert s.path == "/nowhere/x.jsonl" and s.kwargs == {"path": "/nowhere/x.jsonl"}
 
 
 def test_loaders_only_read(tmp_path):
