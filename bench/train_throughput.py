@@ -121,18 +121,11 @@ def score_plain(model, sequences: list[list[int]], pad_id: int, batch_size: int 
 
 
 def _score_plain(model, sequences, pad_id, batch_size):
-    import torch
+    from critcore.collate import pad_right, sorted_batches
 
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     out = [0.0] * len(sequences)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(sequences[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
+    for idx in sorted_batches([len(s) for s in sequences], batch_size):
+        ids, mask = pad_right([sequences[i] for i in idx], pad_id)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
         for i, s in zip(idx, logits):
             out[i] = s

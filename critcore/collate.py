@@ -7,6 +7,17 @@ from dataclasses import dataclass
 import torch
 
 
+def pad_right(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token-id lists, right-padded to the longest."""
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention_mask[i, : len(s)] = 1
+    return input_ids, attention_mask
+
+
 @dataclass
 class PairCollator:
     """Stacks B pairs into one [2B, L] batch: rows 0..B-1 chosen, B..2B-1 rejected, right-padded.
@@ -16,12 +27,7 @@ class PairCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            attention_mask[i, : len(s)] = 1
+        input_ids, attention_mask = pad_right(seqs, self.pad_token_id)
         margin = torch.tensor([f.get("margin", 0.0) for f in features], dtype=torch.float32)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margin}
 

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from . import atomic
-from .collate import sorted_batches
+from .collate import pad_right, sorted_batches
 from .data import Pair
 from .format import Formatter
 from .model import RewardModel
@@ -23,12 +23,7 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
     pad = rm.tokenizer.pad_token_id
     scores = [0.0] * len(sequences)
     for idx in sorted_batches([len(s) for s in sequences], batch_size):
-        width = max(len(sequences[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
+        ids, mask = pad_right([sequences[i] for i in idx], pad)
         out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
         for i, s in zip(idx, out):
             scores[i] = s
