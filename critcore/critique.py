@@ -9,7 +9,6 @@ A critic has an `identity` (part of every cache key), generation `params`, a `te
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import json
@@ -26,6 +25,7 @@ from pathlib import Path
 from . import data
 from .cache import CritiqueCache, make_key, sha256_text
 from .data import Pair, prompt_text
+from .errors import CriticMismatchError, UserError
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_MAX_CHARS = 4000  # per prompt and per response, before templating
@@ -33,10 +33,6 @@ DEFAULT_MAX_CHARS = 4000  # per prompt and per response, before templating
 
 class CriticError(RuntimeError):
     """A critic could not produce critiques (after retries, for HTTP)."""
-
-
-class CriticMismatchError(ValueError):
-    """Train and test pairs were not critiqued the same way."""
 
 
 # ---------------------------------------------------------------- templates
@@ -111,6 +107,17 @@ class Critic:
         """(critique, tokens generated) for each item."""
         raise NotImplementedError
 
+    def spec(self) -> dict:
+        """A spec that make_critic turns back into an equal critic (same identity and config)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What a reward model's recipe records of its critic: identity, config hash and spec."""
+        return {"identity": self.identity, "config": self.config_hash, "spec": self.spec()}
+
+    def release(self) -> None:
+        """Free what the critic loaded (a model); it loads again when next asked."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity!r}, params={self.params})"
 
@@ -144,6 +151,17 @@ class LocalCritic(Critic):
                        "max_chars": max_chars, "dtype": self.dtype}
         if self.temperature > 0:
             self.params["seed"] = self.seed  # greedy output does not depend on the seed
+        self._tok = self._model = None
+        from .backbones import check
+
+        check(self.model_name, "critic model")  # a typo fails now, not at the first generate
+
+    def spec(self) -> dict:
+        return {"backend": "local", "model": self.model_name, "template": self.template,
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
+                "max_chars": self.max_chars, "batch_size": self.batch_size, "dtype": self.dtype}
+
+    def release(self) -> None:
         self._tok = self._model = None
 
     def _load(self) -> None:
@@ -260,6 +278,12 @@ class OpenAICritic(Critic):
     def __repr__(self) -> str:
         return f"OpenAICritic({self.identity!r}, url={self.url!r}, api_key_env={self.api_key_env!r})"
 
+    def spec(self) -> dict:
+        return {"backend": "openai", "base_url": self.url.removesuffix("/chat/completions"), "model": self.model,
+                "api_key_env": self.api_key_env, "template": self.template, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "seed": self.seed, "max_chars": self.max_chars,
+                "max_concurrency": self.max_concurrency, "timeout": self.timeout, "max_retries": self.max_retries}
+
     def _key(self) -> str | None:
         if not self.api_key_env:
             return None
@@ -368,6 +392,9 @@ class SimulatedCritic(Critic):
         self.template = load_template(template)  # unused by the simulation; kept for uniform keys
         self.params = {}
 
+    def spec(self) -> dict:
+        return {"backend": "simulated", "p": self.p, "seed": self.seed, "template": self.template}
+
     def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
         if labels is None or len(labels) != len(items):
             raise ValueError("the simulated critic needs each item's label (True = the chosen response)")
@@ -380,48 +407,160 @@ class SimulatedCritic(Critic):
         return out
 
 
+_BACKENDS = {"local": LocalCritic, "openai": OpenAICritic, "simulated": SimulatedCritic}
+
+
 # ---------------------------------------------------------------- spec parser
 
 
-def make_critic(spec, **overrides) -> Critic | None:
-    """A critic from a spec: "none" (-> None), "smollm2", "gemma3-270m", "local:<path or hub name>",
-    a hub name "org/model", "simulated:0.7" or "simulated:0.7,seed=3", a dict with "backend"
-    ("local", "openai", "simulated", "none") and constructor arguments, the same dict as a JSON
-    string, or a Critic (returned as is). `overrides` (e.g. template, max_new_tokens) are passed
-    on to the constructor; ones that do not apply to the simulated critic are ignored."""
-    if isinstance(spec, Critic):
-        return spec
+CRITIC_FORMS = ('none | smollm2 | gemma3-270m | local:PATH_OR_HUB_NAME | org/model | simulated:P[,seed=N] | '
+                '{"backend": "openai", "base_url": URL, "model": NAME, "api_key_env": VAR, ...}')
+
+
+def parse_critic_spec(spec) -> dict | None:
+    """A critic spec as a constructor mapping {"backend": ..., ...}, or None for No-Critiques,
+    without building anything. The forms: CRITIC_FORMS (a dict may also be given as JSON text)."""
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return None
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
-        spec = json.loads(spec)
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise UserError(f"critic spec is not valid JSON ({e.msg}); forms: {CRITIC_FORMS}") from None
     if isinstance(spec, str):
         if spec.startswith("simulated:"):
             p, _, rest = spec.removeprefix("simulated:").partition(",")
-            kw = dict(item.split("=", 1) for item in rest.split(",") if item)
-            spec = {"backend": "simulated", "p": float(p), **{k.strip(): int(v) for k, v in kw.items()}}
-        elif spec.startswith("openai:"):
-            raise ValueError('give an OpenAI-compatible critic as a dict: '
-                             '{"backend": "openai", "base_url": ..., "model": ...}')
-        else:
-            spec = {"backend": "local", "model": spec.removeprefix("local:")}
+            try:
+                kw = dict(item.split("=", 1) for item in rest.split(",") if item)
+                return {"backend": "simulated", "p": float(p), **{k.strip(): int(v) for k, v in kw.items()}}
+            except ValueError:
+                raise UserError(f"bad simulated critic {spec!r}: write simulated:P or simulated:P,seed=N") from None
+        if spec.startswith("openai:"):
+            raise UserError('give an OpenAI-compatible critic as a mapping: '
+                            '{"backend": "openai", "base_url": ..., "model": ...}')
+        return {"backend": "local", "model": spec.removeprefix("local:")}
     if not isinstance(spec, dict):
-        raise TypeError(f"critic spec must be a string or dict, got {type(spec).__name__}")
-    kw = {**{k: v for k, v in spec.items() if k != "backend"}, **overrides}
-    backend = spec.get("backend", "local")
+        raise UserError(f"a critic spec is a string or a mapping, got {type(spec).__name__}; forms: {CRITIC_FORMS}")
+    spec = dict(spec)
+    backend = spec.setdefault("backend", "local")
     if backend == "none":
         return None
-    if backend == "local":
-        return LocalCritic(**kw)
-    if backend == "openai":
-        return OpenAICritic(**kw)
-    if backend == "simulated":
-        kw.pop("max_new_tokens", None)
-        return SimulatedCritic(**kw)
-    raise ValueError(f"unknown critic backend {backend!r}; expected local, openai, simulated or none")
+    if backend not in _BACKENDS:
+        raise UserError(f"unknown critic backend {backend!r}; expected local, openai, simulated or none")
+    import inspect
+
+    accepted = set(inspect.signature(_BACKENDS[backend].__init__).parameters) - {"self"}
+    unknown = sorted(set(spec) - accepted - {"backend"})
+    if unknown:
+        raise UserError(f"critic backend {backend!r} takes no option {unknown[0]!r}; options: {', '.join(sorted(accepted))}")
+    return spec
+
+
+def make_critic(spec, options=None, **overrides) -> Critic | None:
+    """A critic from a spec (parse_critic_spec; a Critic is returned as is), or None for
+    No-Critiques. `options` (critcore.config.CriticOptions or a mapping) fill the constructor
+    arguments the backend takes and the spec does not set; `overrides` replace the spec's."""
+    if isinstance(spec, Critic):
+        return spec
+    spec = parse_critic_spec(spec)
+    if spec is None:
+        return None
+    backend = spec.pop("backend")
+    cls = _BACKENDS[backend]
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(options):
+        options = dataclasses.asdict(options)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    kw = {k: v for k, v in (options or {}).items() if v is not None and k in accepted and k not in spec}
+    kw.update(spec)
+    kw.update({k: v for k, v in overrides.items() if k in accepted})
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise UserError(f"critic {backend}: {e}") from None
+
+
+def critic_for_model(recipe: dict | None, requested=None, options=None, allow_mismatch: bool = False):
+    """The critic to score a reward model's test pairs with: `requested` (a spec; None = the one in
+    the model's recipe). Returns (critic or None, what the recipe says: a dict, None for a
+    No-Critiques RM, or "unknown" for a checkpoint without a recipe).
+
+    A requested critic other than the recipe's, or none for a critique RM, is a
+    CriticMismatchError naming both, unless allow_mismatch. A recipe whose critiques came with
+    the training data (no spec to rebuild the critic from) needs `requested` or test pairs that
+    carry the same critiques (see check_recipe)."""
+    expected = "unknown" if recipe is None else recipe.get("critic")
+    if requested is None:
+        if isinstance(expected, dict) and expected.get("spec"):
+            return make_critic(expected["spec"], options), expected
+        return None, expected
+    critic = make_critic(requested, options)
+    if not allow_mismatch and expected != "unknown":
+        got = None if critic is None else {"identity": critic.identity, "config": critic.config_hash}
+        want = None if expected is None else {"identity": expected.get("identity"), "config": expected.get("config")}
+        if got != want:
+            raise CriticMismatchError(
+                f"the model was trained {_say(expected)}, but it would be scored {_say(got)}; "
+                "pass --allow-critic-mismatch (allow_critic_mismatch: true) for a cross-critic experiment")
+    return critic, expected
+
+
+def _say(critic) -> str:
+    if critic is None:
+        return "without critiques"
+    return f"with critiques by {critic.get('identity')!r} (config {critic.get('config')})"
+
+
+def check_recipe(expected, pairs: list[Pair], allow_mismatch: bool = False) -> None:
+    """Test pairs must carry the critiques the model was trained with (`expected`, from
+    critic_for_model): none for a No-Critiques RM, the same critic's for a critique RM."""
+    if expected == "unknown" or allow_mismatch:
+        return
+    tags = {(p.meta.get("critic"), p.meta.get("critic_config")) for p in pairs if p.has_critiques}
+    got = None if not tags else {"identity": sorted(tags, key=str)[0][0], "config": sorted(tags, key=str)[0][1]}
+    want = None if expected is None else {"identity": expected.get("identity"), "config": expected.get("config")}
+    if len(tags) > 1 or got != want or (tags and sum(p.has_critiques for p in pairs) < len(pairs)):
+        hint = ("; its critiques came with its training data: give --critic with that critic, or test data "
+                "critiqued by it" if isinstance(expected, dict) and not expected.get("spec") else "")
+        raise CriticMismatchError(f"the model was trained {_say(expected)}, but the test pairs carry "
+                                  f"{_say(got)[5:] if got else 'no critiques'}{hint}")
 
 
 # ---------------------------------------------------------------- augmentation
+
+
+def critique_texts(critic: Critic, items: list[tuple[str, str, bool | None]], cache: CritiqueCache,
+                   batch_size: int | None = None, progress: bool = True) -> list[str]:
+    """Critiques of (prompt text, response, label) items through the cache: cached ones are
+    reused, identical items generated once, the rest go to the critic longest first in batches,
+    each committed to the cache as soon as it is done."""
+    keys = [critic.key(text, response, label) for text, response, label in items]
+    todo = dict(zip(keys, items))
+    cache.stats["duplicates"] += len(items) - len(todo)
+    found = cache.get_many(list(todo))
+    missing = sorted((k for k in todo if k not in found), key=lambda k: -len(todo[k][0]) - len(todo[k][1]))
+    bs = batch_size or critic.batch_size
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(missing), desc=f"critiques ({critic.identity})", unit="item", disable=not progress) as bar:
+        for i in range(0, len(missing), bs):
+            chunk = missing[i : i + bs]
+            labels = [todo[k][2] for k in chunk] if critic.needs_labels else None
+            results = critic.generate_counted([todo[k][:2] for k in chunk], labels)
+            cache.put_many(critic.identity, [(k, text, n) for k, (text, n) in zip(chunk, results)])
+            found.update((k, text) for k, (text, _) in zip(chunk, results))
+            bar.update(len(chunk))
+    return [found[k] for k in keys]
+
+
+def open_cache(cache) -> tuple[CritiqueCache, bool]:
+    """(the cache, whether this call opened it and must close it) for a CritiqueCache, a path or
+    None (in memory)."""
+    if isinstance(cache, CritiqueCache):
+        return cache, False
+    return CritiqueCache(cache or ":memory:"), True
 
 
 def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike | None = None,
@@ -429,44 +568,23 @@ def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike 
     """The pairs with chosen_critique / rejected_critique filled and meta["critic"] set.
 
     `critic` is a Critic or a spec for make_critic; "none" clears critiques. `cache` is a
-    CritiqueCache, a path to one, or None (in memory). Cached critiques are reused; identical
-    items are generated once; the rest go to the critic longest first in batches of `batch_size`,
-    each committed to the cache as soon as it is done."""
+    CritiqueCache, a path to one, or None (in memory); see critique_texts."""
     critic = make_critic(critic)
     if critic is None:
-        return [replace(p, chosen_critique=None, rejected_critique=None, meta={**p.meta, "critic": "none"})
+        return [replace(p, chosen_critique=None, rejected_critique=None,
+                        meta={**{k: v for k, v in p.meta.items() if k != "critic_config"}, "critic": "none"})
                 for p in pairs]
-    store = cache if isinstance(cache, CritiqueCache) else CritiqueCache(cache or ":memory:")
+    store, owned = open_cache(cache)
     try:
-        keys, todo = [], {}  # per pair (chosen key, rejected key); key -> (prompt, response, label)
-        for p in pairs:
-            text = prompt_text(p.prompt)
-            pk = []
-            for response, label in ((p.chosen, True), (p.rejected, False)):
-                k = critic.key(text, response, label)
-                todo.setdefault(k, (text, response, label))
-                pk.append(k)
-            keys.append(pk)
-        store.stats["duplicates"] += 2 * len(pairs) - len(todo)
-        found = store.get_many(list(todo))
-        missing = sorted((k for k in todo if k not in found), key=lambda k: -len(todo[k][0]) - len(todo[k][1]))
-        bs = batch_size or critic.batch_size
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(missing), desc=f"critiques ({critic.identity})", unit="item", disable=not progress) as bar:
-            for i in range(0, len(missing), bs):
-                chunk = missing[i : i + bs]
-                labels = [todo[k][2] for k in chunk] if critic.needs_labels else None
-                results = critic.generate_counted([todo[k][:2] for k in chunk], labels)
-                store.put_many(critic.identity, [(k, text, n) for k, (text, n) in zip(chunk, results)])
-                found.update((k, text) for k, (text, _) in zip(chunk, results))
-                bar.update(len(chunk))
+        items = [(prompt_text(p.prompt), response, label) for p in pairs
+                 for response, label in ((p.chosen, True), (p.rejected, False))]
+        texts = critique_texts(critic, items, store, batch_size, progress)
     finally:
-        if store is not cache:
+        if owned:
             store.close()
     tag = {"critic": critic.identity, "critic_config": critic.config_hash}
-    return [replace(p, chosen_critique=found[kc], rejected_critique=found[kr], meta={**p.meta, **tag})
-            for p, (kc, kr) in zip(pairs, keys)]
+    return [replace(p, chosen_critique=texts[2 * i], rejected_critique=texts[2 * i + 1], meta={**p.meta, **tag})
+            for i, p in enumerate(pairs)]
 
 
 def check_same_critic(train_pairs: list[Pair], test_pairs: list[Pair]) -> str | None:
@@ -491,65 +609,3 @@ def check_same_critic(train_pairs: list[Pair], test_pairs: list[Pair]) -> str | 
         raise CriticMismatchError(
             f"train and test must use the same critic: train has {say(a)}, test has {say(b)}")
     return a[0] if a else None
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def _load_data(spec: str) -> list[Pair]:
-    """A critcore JSONL path, or "format:path" through critcore.data.load."""
-    if Path(spec).exists() or ":" not in spec or not hasattr(data, "load"):
-        return data.read_pairs(spec)
-    loaded = data.load(spec)
-    return list(getattr(loaded, "pairs", loaded))
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register the `critique` subcommand on an argparse subparsers object (runs `run_cli`)."""
-    p = subparsers.add_parser("critique", help="add synthetic critiques to preference pairs")
-    _add_arguments(p)
-    p.set_defaults(func=run_cli)
-    return p
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from .backbones import cache_dir
-
-    p.add_argument("--critic", default="smollm2", help="critic spec (see make_critic); default smollm2")
-    p.add_argument("--data", required=True, help="JSONL of pairs in critcore shape, or format:path")
-    p.add_argument("--out", required=True, help="output JSONL, written atomically")
-    p.add_argument("--cache", default=str(cache_dir() / "critiques.sqlite"), help="critique cache (SQLite)")
-    p.add_argument("--limit", type=int, help="only the first N pairs")
-    p.add_argument("--batch-size", type=int, help="items per critic call and cache commit")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--template", help="template file, or a name in critcore/templates (default: paper)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run_cli(args) -> int:
-    pairs = _load_data(args.data)
-    if args.limit is not None:
-        pairs = pairs[: args.limit]
-    overrides = {"template": args.template, "max_new_tokens": args.max_new_tokens}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    critic = make_critic(args.critic, **overrides)
-    start = time.perf_counter()
-    with CritiqueCache(args.cache) as cache:
-        out = augment(pairs, critic, cache=cache, batch_size=args.batch_size, progress=not args.quiet)
-        data.write_pairs(args.out, out)
-        stats = {"critic": critic.identity if critic else "none", "pairs": len(out), **cache.report(),
-                 "seconds": round(time.perf_counter() - start, 2), "out": str(args.out)}
-    print(json.dumps(stats))
-    return 0
-
-
-def main(argv=None) -> int:
-    """`python -m critcore.critique --data ... --out ...`: the same as `critcore critique`."""
-    parser = argparse.ArgumentParser(prog="python -m critcore.critique",
-                                     description="Add synthetic critiques to preference pairs.")
-    _add_arguments(parser)
-    return run_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

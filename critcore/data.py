@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -11,16 +12,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import atomic
+from .errors import DataError
 
 RATINGS = ("slightly better", "better", "significantly better")
-
-
-class DataError(ValueError):
-    """Bad input, naming the file, the record and the field."""
-
-    def __init__(self, where: str, field: str | None, problem: str):
-        self.where, self.field, self.problem = where, field, problem
-        super().__init__(f"{where}: field '{field}': {problem}" if field else f"{where}: {problem}")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
@@ -73,6 +68,8 @@ class Pair:
                 raise DataError(where, "margin", f"expected a number, got {type(self.margin).__name__}")
             if not math.isfinite(self.margin):
                 raise DataError(where, "margin", f"not a finite number: {self.margin}")
+            if self.margin < 0:
+                raise DataError(where, "margin", f"{self.margin} is negative: chosen must be the preferred response")
         for name in ("chosen_critique", "rejected_critique", "subset", "source"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -99,8 +96,14 @@ def _check_prompt(prompt, where: str) -> None:
     if not isinstance(prompt, list) or not prompt:
         raise DataError(where, "prompt", "expected text or a non-empty list of chat messages")
     for i, m in enumerate(prompt):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise DataError(where, f"prompt[{i}]", "expected a message {role: str, content: str}")
+        _check_message(m, where, f"prompt[{i}]")
+
+
+def _check_message(m, where: str, field: str) -> None:
+    if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        raise DataError(where, field, "expected a message {role: str, content: str}")
+    if m["role"] not in ROLES:
+        raise DataError(where, f"{field}.role", f"unknown role {m['role']!r}; expected one of {', '.join(ROLES)}")
 
 
 def prompt_text(prompt: str | list[dict]) -> str:
@@ -132,15 +135,17 @@ def read_pairs(path) -> list[Pair]:
 #   empty_response       chosen or rejected is empty or whitespace (occurs in HH, PandaLM,
 #                        AlpacaEval, UltraFeedback and the mix; Pair does not allow empty text)
 #   identical_responses  chosen and rejected are the same text: no preference to learn
-#   tie                  the source has no preference (PandaLM majority tie, equal UltraFeedback
-#                        scores, AlpacaEval preference 1.5), unless the loader is asked to keep ties
+#   tie                  the source has no preference (equal UltraFeedback scores, AlpacaEval
+#                        preference 1.5), unless the loader is asked to keep ties; PandaLM always
+#                        keeps its ties (tie=True), for its two tie policies
 #   no_preference        AlpacaEval preference is null (the judge gave no answer)
+#   non_text_response    PandaLM: a response that is a JSON boolean, not text
 #
 # A record with several reasons is counted once, under the first: the source's own label
 # (no_shared_prefix, tie, no_preference) before the content checks (empty, then identical).
 # ---------------------------------------------------------------------------------------------
 
-FORMATS = ("hh-rlhf", "pandalm", "rewardbench", "ultrafeedback", "alpacaeval", "jsonl")
+FORMATS = ("hh-rlhf", "pandalm", "rewardbench", "ultrafeedback", "alpacaeval", "jsonl", "generated")
 
 
 @dataclass
@@ -157,28 +162,96 @@ class Loaded:
         return len(self.pairs)
 
 
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes (gunzipped when it is gzip); every reason it cannot be read is a DataError."""
+    import gzip
+
+    if not str(path):
+        raise DataError("dataset spec", "path", "empty path")
+    if path.is_dir():
+        raise DataError(str(path), None, "is a directory, not a file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(str(path), None, "no such file") from None
+    except PermissionError:
+        raise DataError(str(path), None, "permission denied: the file cannot be read") from None
+    except OSError as e:
+        raise DataError(str(path), None, f"cannot be read ({e.strerror or e})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(str(path), None, f"a damaged gzip file ({e})") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(str(path), None, "is UTF-16 text; save it as UTF-8")
+    return raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as Windows editors write
+
+
+def _decode(raw: bytes, path: Path, base: int = 0, lineno: int | None = None) -> str:
+    """UTF-8 text; a bad byte is reported with its line and byte offset in the file."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = lineno if lineno is not None else raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}", None, f"byte {base + e.start} (0x{raw[e.start]:02x}) is not UTF-8; "
+                                                "is the file Latin-1 or Windows-1252? Save it as UTF-8") from None
+
+
+_FORMAT_KEYS = (  # (format, keys a record of it has), to say which format reads a mismatched file
+    ("pandalm", {"response1", "response2", "annotator1"}),
+    ("alpacaeval", {"output_1", "output_2", "preference"}),
+    ("rewardbench", {"prompt", "chosen", "rejected", "subset", "chosen_model"}),
+    ("ultrafeedback", {"chosen", "rejected", "score_chosen", "score_rejected"}),
+    ("jsonl", {"id", "prompt", "chosen", "rejected"}),
+    ("hh-rlhf", {"chosen", "rejected"}),
+)
+
+
+def guess_format(record) -> str | None:
+    """The critcore format whose records look like `record` (by their keys), or None."""
+    if not isinstance(record, dict):
+        return None
+    return next((fmt for fmt, keys in _FORMAT_KEYS if keys <= set(record)), None)
+
+
 def jsonl_records(path: Path) -> Iterator[tuple[int, str, Any]]:
-    """(index, 'file:line', record) for each non-blank line of a JSONL file."""
-    with path.open(encoding="utf-8") as f:
-        i = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(where, None, f"invalid JSON ({e.msg})") from None
-            yield i, where, d
-            i += 1
+    """(index, 'file:line', record) for each non-blank line of a JSONL file (or .jsonl.gz). A UTF-8
+    BOM and CRLF line ends are accepted; a bad byte, a JSON array or a broken line is a DataError
+    naming the line."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if raw.lstrip()[:1] == b"[":
+        hint = ""
+        try:
+            first = json.loads(_decode(raw, path))[0]
+            fmt = guess_format(first)
+            hint = f"; its records look like format '{fmt}'" if fmt else ""
+        except (ValueError, IndexError, KeyError, DataError):
+            pass
+        raise DataError(f"{path}:1", None, "this file is one JSON array, not JSON Lines (one object per line)"
+                        f"{hint}: give the format that reads it, e.g. pandalm:PATH or alpacaeval:PATH")
+    i, offset = 0, 0
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            d = json.loads(_decode(line, path, start, lineno))
+        except json.JSONDecodeError as e:
+            raise DataError(where, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        yield i, where, d
+        i += 1
 
 
 def _json_list_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     """(index, 'file[index]', record) for each element of a JSON list."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_decode(_read_bytes(path), path))
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}", None, f"invalid JSON ({e.msg})") from None
+        hint = " (the file looks like JSON Lines: give format jsonl)" if e.msg == "Extra data" else ""
+        raise DataError(f"{path}:{e.lineno}", None, f"invalid JSON ({e.msg}){hint}") from None
     if not isinstance(data, list):
         raise DataError(str(path), None, f"expected a JSON list, got {type(data).__name__}")
     for i, d in enumerate(data):
@@ -187,7 +260,7 @@ def _json_list_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
 
 def _is_local(path_or_name) -> bool:
     p = Path(path_or_name)
-    return p.is_file() or p.suffix in (".json", ".jsonl")
+    return p.exists() or p.suffix in (".json", ".jsonl", ".gz") or str(path_or_name).startswith(("/", ".", "~"))
 
 
 def _hub_rows(name: str, split: str, data_dir: str | None) -> Iterator[tuple[int, str, Any]]:
@@ -203,8 +276,8 @@ def _hub_rows(name: str, split: str, data_dir: str | None) -> Iterator[tuple[int
 def _rows(path_or_name, split=None, data_dir=None) -> Iterator[tuple[int, str, dict]]:
     """Records of a local .json (list) / .jsonl file, or of a hub dataset; each must be an object."""
     if _is_local(path_or_name):
-        p = Path(path_or_name)
-        rows = _json_list_rows(p) if p.suffix == ".json" else jsonl_records(p)
+        p = Path(path_or_name).expanduser()
+        rows = _json_list_rows(p) if p.name.removesuffix(".gz").endswith(".json") else jsonl_records(p)
     else:
         rows = _hub_rows(str(path_or_name), split, data_dir)
     for i, where, d in rows:
@@ -222,9 +295,9 @@ def _tag(path_or_name, split, data_dir=None) -> str:
 
 def _local_only(path, fmt: str, upstream: str) -> Path:
     if not _is_local(path):
-        raise FileNotFoundError(f"{fmt}: {path!r} is not a local .json/.jsonl file; {fmt} is not on the "
-                                f"Hugging Face hub, download it from {upstream}")
-    return Path(path)
+        raise DataError(str(path), None, f"not a local .json/.jsonl file; {fmt} is not on the Hugging Face hub, "
+                                         f"download it from {upstream}")
+    return Path(path).expanduser()
 
 
 def _text(row: dict, key: str, where: str) -> str:
@@ -315,29 +388,21 @@ def load_hh_rlhf(path_or_name="Anthropic/hh-rlhf", split="test", data_dir=None) 
 
 # --- PandaLM human test set --------------------------------------------------------------------
 
-def _pandalm_response(row: dict, key: str, where: str) -> tuple[str, bool]:
-    """A response as text; the 6 JSON booleans (`true`, a model's literal answer 'True' to a
-    'verify this statement' task, parsed as JSON) become the string 'True'/'False'."""
-    v = row.get(key)
-    if isinstance(v, bool):
-        return str(v), True
-    return _text(row, key, where), False
-
-
 def pandalm_majority(votes: list[int]) -> int:
     """The label (0 tie, 1, 2) that at least two of three annotators gave; else a tie (0)."""
     return next((v for v in (0, 1, 2) if votes.count(v) >= 2), 0)
 
 
-def load_pandalm(path_or_name, tie_policy: str = "drop") -> Loaded:
+def load_pandalm(path_or_name) -> Loaded:
     """PandaLM testset-v1.json (a JSON list; local only, it is a GitHub file).
 
     The label is the majority of annotator1..3 (0 tie, 1 response1, 2 response2); three different
-    votes are a tie. tie_policy 'drop' skips ties (counted 'tie'); 'wrong' keeps them with
-    tie=True (chosen=response1), to be counted wrong in evaluation.
+    votes are a tie. Ties are kept, marked tie=True (chosen = response1), so one set of scores
+    gives both of PandaLM's policies (metrics.pandalm_accuracy): ties dropped, and ties counted
+    wrong. Training leaves tied pairs out. A response that is a JSON boolean instead of text (six
+    in the real file: a model's literal `true`) is no response text: the pair is skipped and
+    counted as 'non_text_response'.
     """
-    if tie_policy not in ("drop", "wrong"):
-        raise ValueError(f"tie_policy must be 'drop' or 'wrong', got {tie_policy!r}")
     path = _local_only(path_or_name, "pandalm", "https://github.com/WeOpenML/PandaLM (data/testset-v1.json)")
 
     def convert(i, where, row):
@@ -355,14 +420,11 @@ def load_pandalm(path_or_name, tie_policy: str = "drop") -> Loaded:
         inp = "" if inp is None else inp
         if not isinstance(inp, str):
             raise DataError(where, "input", f"expected a string, got {type(inp).__name__}")
-        r1, b1 = _pandalm_response(row, "response1", where)
-        r2, b2 = _pandalm_response(row, "response2", where)
-        if label == 0 and tie_policy == "drop":
-            return "tie"
+        if any(isinstance(row.get(k), bool) for k in ("response1", "response2")):
+            return "non_text_response"
+        r1, r2 = _text(row, "response1", where), _text(row, "response2", where)
         chosen, rejected = (r2, r1) if label == 2 else (r1, r2)
         meta = {"votes": votes, "cmp_key": row.get("cmp_key"), "motivation_app": row.get("motivation_app")}
-        if b1 or b2:
-            meta["bool_response"] = [k for k, b in (("response1", b1), ("response2", b2)) if b]
         return _degenerate(chosen, rejected) or Pair(
             id=f"pandalm/{idx}", prompt=instruction + (f"\n\n{inp}" if inp.strip() else ""),
             chosen=chosen, rejected=rejected, subset="pandalm", source="pandalm", tie=label == 0, meta=meta)
@@ -405,8 +467,7 @@ def _final_turn(row: dict, key: str, where: str) -> tuple[list[dict], str]:
     if not isinstance(msgs, list) or len(msgs) < 2:
         raise DataError(where, key, "expected a list of at least two chat messages")
     for j, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise DataError(where, f"{key}[{j}]", "expected a message {role: str, content: str}")
+        _check_message(m, where, f"{key}[{j}]")
     if msgs[-1]["role"] != "assistant":
         raise DataError(where, f"{key}[{len(msgs) - 1}]",
                         f"last message has role {msgs[-1]['role']!r}, not 'assistant'")
@@ -495,23 +556,39 @@ def load_jsonl(path) -> Loaded:
             skip = _degenerate(d["chosen"], d["rejected"])
             if skip:
                 return skip
-        return Pair.from_dict(d, where)
+        try:
+            return Pair.from_dict(d, where)
+        except DataError as e:
+            fmt = guess_format(d)
+            if e.problem == "missing" and fmt not in (None, "jsonl"):
+                raise DataError(where, e.field, f"missing; the record looks like format '{fmt}': give {fmt}:PATH") from None
+            raise
 
     return _collect("jsonl", path, ((w, convert(w, d)) for _, w, d in jsonl_records(path)))
 
 
 # --- dispatch and sampling ---------------------------------------------------------------------
 
+def load_generated(n: int = 64, seed: int = 0, split: str = "train", kinds: list[str] | None = None) -> Loaded:
+    """The generated arithmetic / capital-city set with a known right answer (critcore.generated)."""
+    from .generated import GENERATED_KINDS, generated_pairs
+
+    pairs = generated_pairs(n, seed, split, kinds or GENERATED_KINDS)
+    return Loaded(pairs, {}, "generated", f"generated:{split}", rows=len(pairs))
+
+
 LOADERS: dict[str, Callable[..., Loaded]] = {
     "hh-rlhf": load_hh_rlhf, "pandalm": load_pandalm, "rewardbench": load_rewardbench,
     "ultrafeedback": load_ultrafeedback, "alpacaeval": load_alpacaeval, "jsonl": load_jsonl,
+    "generated": load_generated,
 }
+SAMPLING = ("limit", "seed", "stratify", "per_stratum")
 
 
 @dataclass
 class Spec:
     """A checked dataset spec: the format, its loader's keyword arguments (the path under the
-    loader's first parameter, if given) and the sampling options."""
+    loader's first parameter, if it has one) and the sampling options."""
 
     format: str
     kwargs: dict
@@ -522,21 +599,44 @@ class Spec:
 
     @property
     def path(self):
-        """The path given, else the loader's default (a hub name), else None."""
-        first, param = next(iter(inspect.signature(LOADERS[self.format]).parameters.items()))
-        default = None if param.default is inspect.Parameter.empty else param.default
-        return self.kwargs.get(first, default)
+        """The path given, else the loader's default (a hub name), else None (generated data)."""
+        name = _path_param(self.format)
+        if name is None:
+            return None
+        default = inspect.signature(LOADERS[self.format]).parameters[name].default
+        return self.kwargs.get(name, None if default is inspect.Parameter.empty else default)
 
 
-def parse_spec(spec: dict | str) -> Spec:
-    """Check a params spec, "format:path" or a dict {format, path, limit, seed, stratify,
-    per_stratum, ...loader keyword arguments}, without reading anything."""
-    if isinstance(spec, str):
-        fmt, sep, path = spec.partition(":")
-        spec = {"format": fmt, "path": path} if sep else {"format": fmt}
-    if not isinstance(spec, dict):
-        raise DataError("dataset spec", None, f"expected a mapping or 'format:path', got {type(spec).__name__}")
-    spec = dict(spec)
+def _path_param(fmt: str) -> str | None:
+    first = next(iter(inspect.signature(LOADERS[fmt]).parameters))
+    return first if first in ("path", "path_or_name") else None
+
+
+def spec_dict(spec) -> dict:
+    """A data spec as a mapping. A string is FORMAT:PATH when it starts with a known format, a
+    format alone (its hub default), or else a path to critcore JSONL; a path may hold ':'."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    if isinstance(spec, os.PathLike):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        raise DataError("dataset spec", None, f"expected a mapping, FORMAT:PATH or a path, got {type(spec).__name__}")
+    fmt, sep, path = spec.partition(":")
+    if sep and fmt in LOADERS:
+        return {"format": fmt, "path": path}
+    if spec in LOADERS:
+        return {"format": spec}
+    if sep and re.fullmatch(r"[A-Za-z][\w-]+", fmt) and not Path(spec).expanduser().exists():
+        raise DataError("dataset spec", "format", f"unknown format {fmt!r} in {spec!r}; expected one of "
+                                                  f"{', '.join(FORMATS)} (or a path to critcore JSONL)")
+    return {"format": "jsonl", "path": spec}
+
+
+def parse_spec(spec) -> Spec:
+    """Check one data spec (see spec_dict; a mapping holds format, path, the sampling options
+    limit, seed, stratify, per_stratum, and the loader's keyword arguments) without reading
+    anything. A list of specs is checked with parse_specs."""
+    spec = spec_dict(spec)
     fmt = spec.pop("format", None)
     if fmt not in LOADERS:
         raise DataError("dataset spec", "format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -544,31 +644,94 @@ def parse_spec(spec: dict | str) -> Spec:
                spec.pop("per_stratum", None))
     for name in ("limit", "per_stratum"):
         v = getattr(out, name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise DataError("dataset spec", name, f"must be a non-negative integer, got {v!r}")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise DataError("dataset spec", name, f"must be a positive integer, got {v!r}")
+    if isinstance(out.seed, bool) or not isinstance(out.seed, int):
+        raise DataError("dataset spec", "seed", f"must be an integer, got {out.seed!r}")
     params = inspect.signature(LOADERS[fmt]).parameters
-    names = list(params)
+    path_name = _path_param(fmt)
     path = spec.pop("path", None)
     if path is not None:
-        spec[names[0]] = path  # the loader's first parameter is its path
+        if path_name is None:
+            raise DataError("dataset spec", "path", f"format {fmt!r} takes no path")
+        if not str(path).strip():
+            raise DataError("dataset spec", "path", f"empty path (give {fmt}:PATH)")
+        spec[path_name] = str(path)
+    if "tie_policy" in spec and fmt == "pandalm":
+        raise DataError("dataset spec", "tie_policy", "no longer an option: PandaLM keeps its ties and every "
+                                                      "evaluation reports both policies (ties dropped, ties wrong)")
     unknown = sorted(set(spec) - set(params))
     if unknown:
-        options = ", ".join(["path", "limit", "seed", "stratify", "per_stratum"] + names[1:])
+        options = ", ".join((["path"] if path_name else []) + list(SAMPLING) + [p for p in params if p != path_name])
         raise DataError("dataset spec", unknown[0], f"not an option of format {fmt!r}; options: {options}")
-    if names[0] not in spec and params[names[0]].default is inspect.Parameter.empty:
+    if path_name and path_name not in spec and params[path_name].default is inspect.Parameter.empty:
         raise DataError("dataset spec", "path", f"format {fmt!r} needs a path")
+    if "seed" in params:  # a loader that makes its data (generated) takes the seed too
+        spec["seed"] = out.seed
     out.kwargs = spec
     return out
 
 
-def load(spec: dict | str) -> Loaded:
-    """Load a dataset from a params spec (see parse_spec). A limit applies `sample` (stratified by
-    subset unless stratify is null) after loading; skipped counts are those of the full load."""
-    s = parse_spec(spec)
-    loaded = LOADERS[s.format](**s.kwargs)
-    if s.limit is not None or s.per_stratum is not None:
-        loaded.pairs = sample(loaded.pairs, s.limit, s.seed, stratify=s.stratify, per_stratum=s.per_stratum)
-    return loaded
+def parse_specs(spec) -> list[Spec]:
+    """One spec, or a list of them (loaded one after the other), checked."""
+    specs = spec if isinstance(spec, list) else [spec]
+    if not specs:
+        raise DataError("dataset spec", None, "an empty list of specs")
+    return [parse_spec(s) for s in specs]
+
+
+def describe_skips(loaded: Loaded) -> str:
+    """"FILE: skipped N (reason n, ...)", or "" when nothing was skipped."""
+    if not loaded.skipped:
+        return ""
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(loaded.skipped.items()))
+    return f"{loaded.path}: skipped {sum(loaded.skipped.values())} of {loaded.rows} records ({reasons})"
+
+
+_MEMO: dict[str, Loaded] = {}  # local files already loaded in this process, by spec and file stamp
+
+
+def _load_one(s: Spec) -> Loaded:
+    path = s.path
+    stamp = None
+    if path is not None and Path(str(path)).expanduser().is_file():
+        st = Path(str(path)).expanduser().stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+    key = json.dumps([s.format, s.kwargs, stamp], sort_keys=True, default=str)
+    if key not in _MEMO or stamp is None:
+        loaded = LOADERS[s.format](**s.kwargs)
+        if stamp is None:
+            return loaded
+        _MEMO[key] = loaded
+        if len(_MEMO) > 16:
+            _MEMO.pop(next(iter(_MEMO)))
+    hit = _MEMO[key]
+    return Loaded(list(hit.pairs), dict(hit.skipped), hit.source, hit.path, hit.rows)
+
+
+def load(spec) -> Loaded:
+    """Load a dataset from a data spec (see parse_spec), or a list of specs one after the other. A
+    limit applies `sample` (stratified by subset unless stratify is null) after loading; skipped
+    counts are those of the full load. No pairs at all is a DataError naming the file and the
+    skips."""
+    parts = []
+    for s in parse_specs(spec):
+        loaded = _load_one(s)
+        if not loaded.pairs:
+            skips = describe_skips(loaded)
+            raise DataError(loaded.path, None, "no pairs" + (f": {skips.split(': ', 1)[1]}" if skips else
+                                                             " (the file holds no records)"))
+        if s.limit is not None or s.per_stratum is not None:
+            loaded.pairs = sample(loaded.pairs, s.limit, s.seed, stratify=s.stratify, per_stratum=s.per_stratum)
+        parts.append(loaded)
+    if len(parts) == 1:
+        return parts[0]
+    out = Loaded([p for part in parts for p in part.pairs], {}, "+".join(p.source for p in parts),
+                 " + ".join(p.path for p in parts), sum(p.rows for p in parts))
+    for part in parts:
+        for k, v in part.skipped.items():
+            out.skipped[k] = out.skipped.get(k, 0) + v
+    return out
 
 
 def sample(pairs: list[Pair], n: int | None = None, seed: int = 0,

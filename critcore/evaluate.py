@@ -12,32 +12,46 @@ from .collate import pad_right, sorted_batches
 from .data import Pair
 from .format import Formatter
 from .model import RewardModel
+from .train import TrainConfig
+
+
+class UnsectionedWarning(UserWarning):
+    """Evaluation pairs whose subset no section lists."""
+
+
+def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
+    """`max_length` when given, else the one the RM was trained with (its recipe), else the default."""
+    return int(max_length or (rm.recipe or {}).get("max_length") or TrainConfig.max_length)
 
 
 @torch.inference_mode()
-def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32) -> list[float]:
+def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32, progress: bool = False) -> list[float]:
     """Rewards for token-id sequences, in fp32. Batches are length-sorted and right-padded, so a
     score does not depend on the batch size or on what else is in the batch."""
+    from tqdm.auto import tqdm
+
     rm.eval()
     device = next(rm.parameters()).device
     pad = rm.tokenizer.pad_token_id
     scores = [0.0] * len(sequences)
-    for idx in sorted_batches([len(s) for s in sequences], batch_size):
-        ids, mask = pad_right([sequences[i] for i in idx], pad)
-        out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
-        for i, s in zip(idx, out):
-            scores[i] = s
+    with tqdm(total=len(sequences), desc="score", unit="text", disable=not progress) as bar:
+        for idx in sorted_batches([len(s) for s in sequences], batch_size):
+            ids, mask = pad_right([sequences[i] for i in idx], pad)
+            out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
+            for i, s in zip(idx, out):
+                scores[i] = s
+            bar.update(len(idx))
     return scores
 
 
-def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int = 512, batch_size: int = 32,
-                with_critiques: bool = True) -> pd.DataFrame:
+def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = None, batch_size: int = 32,
+                with_critiques: bool = True, progress: bool = False) -> pd.DataFrame:
     """One row per pair: id, subset, source, tie, score_chosen, score_rejected, lengths (characters)
-    and whether critiques were used."""
-    fmt = Formatter(rm.tokenizer, max_length)
+    and whether critiques were used. max_length: None takes the RM's recipe."""
+    fmt = Formatter(rm.tokenizer, max_length_of(rm, max_length))
     features, _ = fmt.encode_pairs(pairs, with_critiques)
     seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
-    scores = score_texts(rm, seqs, batch_size)
+    scores = score_texts(rm, seqs, batch_size, progress)
     n = len(pairs)
     return pd.DataFrame({
         "id": [p.id for p in pairs],
@@ -52,23 +66,30 @@ def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int = 512, batch
     })
 
 
-def score_one(rm: RewardModel, prompt, response: str, critique: str | None = None, max_length: int = 512) -> float:
-    ids, _ = Formatter(rm.tokenizer, max_length).encode(prompt, response, critique)
+def score_one(rm: RewardModel, prompt, response: str, critique: str | None = None, max_length: int | None = None) -> float:
+    ids, _ = Formatter(rm.tokenizer, max_length_of(rm, max_length)).encode(prompt, response, critique)
     return score_texts(rm, [ids])[0]
 
 
 def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os.PathLike | None = None,
-             sections: dict | None = None, max_length: int = 512, batch_size: int = 32,
-             with_critiques: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir."""
+             sections: dict | None = None, max_length: int | None = None, batch_size: int = 32,
+             with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
+    """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir. A set
+    with RewardBench subsets that no section lists gets a warning naming them."""
+    import warnings
+
     from .metrics import pandalm_accuracy, summarize
 
     listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():
-        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques)
+        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques, progress)
         use_sections = sections if listed & set(df["subset"]) else None
         summary[name] = summarize(df, sections=use_sections, n_boot=n_boot, seed=seed)
+        outside = sorted(set(df["subset"]) - listed) if use_sections or (df["source"] == "rewardbench").any() else []
+        if sections is not None and outside:
+            warnings.warn(f"{name}: subset(s) {', '.join(outside)} are in no section: they count in no section "
+                          "score", UnsectionedWarning, stacklevel=2)
         if df["tie"].any() or (df["source"] == "pandalm").any():  # both tie policies, one set of scores
             summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
         if out_dir:

@@ -17,6 +17,7 @@ from importlib import resources
 from .data import Pair, prompt_text
 
 TRIM_MARK = "…"
+OVER_LENGTH_POLICY = "keep-critique-and-response-end/trim-prompt-then-response-from-left"
 
 
 def template(name: str) -> str:
@@ -26,7 +27,7 @@ def template(name: str) -> str:
 @dataclass
 class Formatter:
     tokenizer: object
-    max_length: int = 512
+    max_length: int
     plain_template: str = template("rm_plain.txt")
     critique_template: str = template("rm_critique.txt")
 

@@ -345,7 +345,7 @@ def summarize_judge(df: pd.DataFrame, sections: dict | None = None, n_boot: int 
 def table_row(name: str, summary: dict, kind: str = "judge") -> dict:
     """One table row: model, kind, the results_row columns (section %, lo, hi), and for judges
     Ties % and Unparseable % (pairs) overall and per section ("Chat ties %", ...)."""
-    from .experiment import SECTION_NAMES, results_row
+    from .report import SECTION_LABELS, results_row
 
     row = {"model": name, "kind": kind, **results_row({"rewardbench": summary})}
     row.pop("PandaLM", None), row.pop("PandaLM lo", None), row.pop("PandaLM hi", None)
@@ -354,7 +354,7 @@ def table_row(name: str, summary: dict, kind: str = "judge") -> dict:
     row["n"] = summary.get("n")
     row["Ties %"] = pct(stats["tie_rate"]) if stats else None
     row["Unparseable %"] = pct(stats["unparseable_rate"]) if stats else None
-    for key, label in SECTION_NAMES.items():
+    for key, label in SECTION_LABELS.items():
         s = (summary.get("judge_sections") or {}).get(key)
         if key != "score":
             row[f"{label} ties %"] = pct(s["tie_rate"]) if s else None

@@ -7,6 +7,7 @@ pooled output. A saved RM is a plain one-label sequence classifier that transfor
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,22 +18,24 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from . import atomic, backbones
 
 PAD_TOKEN = "<|pad|>"
+RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs to read the RM as it was trained
 
 
 class RewardModel(nn.Module):
-    def __init__(self, hf_model: nn.Module, tokenizer, peft_model=None):
+    def __init__(self, hf_model: nn.Module, tokenizer, peft_model=None, recipe: dict | None = None):
         super().__init__()
         self.hf = hf_model
         self.tokenizer = tokenizer
         self.peft_model = peft_model  # set when LoRA adapters are injected into hf
         self.is_decoder = hasattr(hf_model, "score")
+        self.recipe = recipe  # how a saved critcore RM was trained (None for a fresh head or a foreign checkpoint)
 
     @classmethod
     def load(cls, backbone: str, dropout: bool = False, lora: dict | None = None,
              trust_remote_code: bool = False) -> "RewardModel":
         """Load `backbone` (alias, local dir, .gguf file or hub name) with a fresh one-scalar head,
-        or a saved critcore RM with its trained head."""
-        path = backbones.resolve(backbone)
+        or a saved critcore RM with its trained head and its recipe."""
+        path = backbones.resolve(backbone, "model")
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         hf = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
@@ -44,7 +47,7 @@ class RewardModel(nn.Module):
         peft_model = None
         if lora:
             peft_model = _inject_lora(hf, lora)
-        return cls(hf, tok, peft_model)
+        return cls(hf, tok, peft_model, read_recipe(path))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One reward per row."""
@@ -57,17 +60,35 @@ class RewardModel(nn.Module):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.hf.score(pooled)[:, 0]
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Save as a plain transformers sequence classifier (safetensors) plus tokenizer, atomically.
+    def save(self, directory: str | os.PathLike, recipe: dict | None = None) -> Path:
+        """Save as a plain transformers sequence classifier (safetensors) plus tokenizer, atomically,
+        with the recipe (`recipe`, else the one this RM was loaded with) in critcore_recipe.json.
         LoRA adapters are merged first, so the head and all weights are always in the checkpoint."""
         directory = Path(directory)
         model = self.hf
         if self.peft_model is not None:
             model = _merged_copy(self.peft_model)
+        recipe = recipe if recipe is not None else self.recipe
         with atomic.atomic_dir(directory) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
+            if recipe is not None:
+                atomic.write_json(tmp / RECIPE_FILE, recipe)
+        self.recipe = recipe
         return directory
+
+
+def read_recipe(path: str | os.PathLike) -> dict | None:
+    """The recipe saved beside a critcore RM, or None (a backbone, a foreign checkpoint, a hub name)."""
+    file = Path(path) / RECIPE_FILE
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        from .errors import DataError
+
+        raise DataError(str(file), None, f"unreadable recipe ({e})") from None
 
 
 def _set_pad_token(hf, tok) -> None:

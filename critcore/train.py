@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,13 @@ from .data import Pair
 from .format import Formatter
 from .loss import bradley_terry_loss, margin_table, pair_margin
 from .model import RewardModel
+
+
+MIN_STEPS = 10  # fewer optimizer steps than this get a warning: the schedule has barely begun
+
+
+class TrainingWarning(UserWarning):
+    """A run that will train, but probably not as the user meant."""
 
 
 @dataclass
@@ -68,19 +76,80 @@ def _data_key(pairs: list[Pair]) -> str:
     return h.hexdigest()[:16]
 
 
+def critiques_of(pairs: list[Pair], with_critiques: bool = True) -> dict | None:
+    """Which critiques the pairs carry, from the tags critique.augment leaves in their meta:
+    {"identity", "config"}; None when they carry none (or with_critiques is off)."""
+    if not with_critiques:
+        return None
+    tags = {(p.meta.get("critic", "unknown"), p.meta.get("critic_config")) for p in pairs if p.has_critiques}
+    if not tags:
+        return None
+    if len(tags) > 1:
+        from .errors import CriticMismatchError
+
+        raise CriticMismatchError(f"the pairs mix critiques of several critics: {sorted(tags, key=str)}")
+    identity, config = tags.pop()
+    return {"identity": identity, "config": config}
+
+
+def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    """Linear warmup to the peak at step `warmup_steps` (counting from 1), then cosine decay
+    towards min_lr_ratio of the peak. The first step already has a non-zero rate (1 / warmup of
+    the peak), and a one-step run trains at the peak: transformers' schedule gives step 1 a rate
+    of 0, so a 32-pair run at batch 32 changes nothing."""
+    peak = max(warmup_steps - 1, 0)  # the index of the step at the peak rate
+
+    def factor(step: int) -> float:
+        if step < peak or (step == peak and warmup_steps):
+            return (step + 1) / warmup_steps
+        progress = (step - peak) / max(1, total_steps - peak)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) -> dict:
+    """What scoring needs to read a trained RM as it was trained, saved beside its weights."""
+    from . import __version__
+    from .format import OVER_LENGTH_POLICY, template
+    from .provenance import git_info
+
+    sha = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
+    return {"critcore": __version__, "git": git_info(), "backbone": config.backbone,
+            "max_length": config.max_length, "over_length": OVER_LENGTH_POLICY,
+            "templates": {"plain": sha(template("rm_plain.txt")), "critique": sha(template("rm_critique.txt"))},
+            "with_critiques": config.with_critiques, "critic": critic,
+            "train_data": {"pairs": len(train_pairs), "sha256": _data_key(train_pairs)},
+            "train_config": asdict(config)}
+
+
 def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | None = None,
-          out_dir: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+          out_dir: str | os.PathLike | None = None, progress: bool = True, critic: dict | None = None) -> TrainResult:
     """Train an RM on `train_pairs`. With `out_dir`, writes metrics.jsonl, checkpoints/, model/ and
     summary.json there; a finished run with the same config and data is loaded instead of retrained,
-    and an unfinished one resumes from its last checkpoint."""
+    and an unfinished one resumes from its last checkpoint.
+
+    Annotator ties (PandaLM) teach no preference and are left out (counted). `critic` describes
+    the critic that wrote the pairs' critiques (critique.Critic.describe()); without it the recipe
+    records the critic the pairs' own tags name. The saved model carries that recipe."""
     from accelerate import Accelerator, PartialState
     from transformers import set_seed
-    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
+    ties = sum(p.tie for p in train_pairs)
+    train_pairs = [p for p in train_pairs if not p.tie]
     if not train_pairs:
-        raise ValueError("no training pairs")
+        raise ValueError("no training pairs" + (f" ({ties} annotator ties left out)" if ties else ""))
+    used = critiques_of(train_pairs, config.with_critiques)
+    if critic is not None and used is not None and critic.get("identity") != used["identity"]:
+        from .errors import CriticMismatchError
+
+        raise CriticMismatchError(f"the pairs carry critiques of {used['identity']!r}, not of {critic['identity']!r}")
+    critic = None if used is None else {**used, "source": "data"} if critic is None else {**critic, "source": "critic"}
     out = Path(out_dir) if out_dir else None
     run_key = {"config": config.key(), "data": _data_key(train_pairs)}
+    if out:
+        for orphan in out.glob(".model.*"):  # a save killed half-way
+            shutil.rmtree(orphan, ignore_errors=True)
     if out and (out / "summary.json").exists() and (out / "model" / "config.json").exists():
         summary = json.loads((out / "summary.json").read_text())
         if summary.get("run_key") == run_key:
@@ -121,20 +190,25 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
                                   fused=accelerator.device.type in ("cpu", "cuda"))
     rm, optimizer, loader = accelerator.prepare(rm, optimizer, loader)
     total_steps = math.ceil(len(loader) / accum)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps, min_lr_rate=config.min_lr_ratio)
+    if total_steps < MIN_STEPS:
+        warnings.warn(f"{len(train_pairs)} pairs at batch {config.batch_size} x {config.epochs} epoch(s) make only "
+                      f"{total_steps} optimizer step(s) (fewer than {MIN_STEPS}): the learning-rate schedule "
+                      "barely runs, so the RM learns little", TrainingWarning, stacklevel=2)
+    scheduler = warmup_cosine(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps,
+                              config.min_lr_ratio)
     accelerator.register_for_checkpointing(scheduler)
 
-    step = 0
+    step, seconds_before = 0, 0.0
     ckpt_root = out / "checkpoints" if out else None
     if ckpt_root and ckpt_root.exists():
-        done = sorted((int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*")), reverse=True)
+        done = sorted((int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*") if p.name[5:].isdigit()),
+                      reverse=True)
         # Only this run's checkpoints: another config's or data's would resume the wrong training.
-        done = [s for s in done if _checkpoint_key(ckpt_root / f"step-{s}") == run_key]
+        done = [s for s in done if (_checkpoint_key(ckpt_root / f"step-{s}") or {}).get("run_key") == run_key]
         if done:
             step = done[0]
             accelerator.load_state(str(ckpt_root / f"step-{step}"))
+            seconds_before = _checkpoint_key(ckpt_root / f"step-{step}").get("train_seconds", 0.0)
     if out:
         out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl" if out else None
@@ -143,8 +217,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     loader_iter = accelerator.skip_first_batches(loader, step * accum) if step else loader
 
     rm.train()
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
-               disable=not progress or not accelerator.is_main_process)
+    bar = tqdm(total=len(train_pairs) * config.epochs, initial=min(step * config.batch_size, len(train_pairs) * config.epochs),
+               desc="train", unit="pair", disable=not progress or not accelerator.is_main_process)
     started, pairs_seen = time.perf_counter(), 0
     window = {"loss": 0.0, "correct": 0, "pairs": 0}
     for batch in loader_iter:
@@ -163,6 +237,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         window["correct"] += int((r_chosen > r_rejected).sum())
         window["pairs"] += n
         pairs_seen += n
+        bar.update(n * accelerator.num_processes)
         if not accelerator.sync_gradients:
             continue
         lr = scheduler.get_last_lr()[0]  # the rate this step used
@@ -171,21 +246,23 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         row = {"step": step, "loss": window["loss"] / window["pairs"], "accuracy": window["correct"] / window["pairs"],
                "lr": lr, "pairs_per_s": pairs_seen * accelerator.num_processes / (time.perf_counter() - started)}
         window = {"loss": 0.0, "correct": 0, "pairs": 0}
-        bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
         if metrics_path and accelerator.is_main_process:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         if ckpt_root and config.save_every and step % config.save_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, ckpt_root, step, run_key)
+            _save_checkpoint(accelerator, ckpt_root, step,
+                             {"run_key": run_key, "train_seconds": seconds_before + time.perf_counter() - started})
     bar.close()
-    train_seconds = time.perf_counter() - started
+    segment = time.perf_counter() - started
+    train_seconds = seconds_before + segment
 
     rm = accelerator.unwrap_model(rm)
     rm.eval()
-    summary = {"run_key": run_key, "config": asdict(config), "train_pairs": len(train_pairs), "steps": total_steps,
-               "train_seconds": round(train_seconds, 2), "pairs_per_s": round(pairs_seen * accelerator.num_processes / max(train_seconds, 1e-9), 3),
-               "truncated": dict(trims)}
+    summary = {"run_key": run_key, "config": asdict(config), "train_pairs": len(train_pairs), "skipped_ties": ties,
+               "steps": total_steps, "train_seconds": round(train_seconds, 2),
+               "pairs_per_s": round(pairs_seen * accelerator.num_processes / max(segment, 1e-9), 3),
+               "truncated": dict(trims), "critic": critic}
     if val_pairs:
         from .evaluate import score_pairs
         from .metrics import accuracy_with_ci, correct
@@ -194,15 +271,16 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
                              with_critiques=config.with_critiques)
         summary["validation"] = accuracy_with_ci(correct(scores))
     if out and accelerator.is_main_process:
-        rm.save(out / "model")
+        rm.save(out / "model", recipe(config, train_pairs, critic))
         atomic.write_json(out / "summary.json", summary)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return TrainResult(rm, summary)
 
 
-def _save_checkpoint(accelerator, root: Path, step: int, run_key: dict) -> None:
+def _save_checkpoint(accelerator, root: Path, step: int, state: dict) -> None:
     """Write the checkpoint under a temporary name, then rename: a kill never leaves a partial one.
-    It records the run key, so that only the same config and data resume from it."""
+    It records the run key (only the same config and data resume from it) and the training
+    seconds so far. Any other checkpoint there (an older step, or another run's) is replaced."""
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -210,18 +288,21 @@ def _save_checkpoint(accelerator, root: Path, step: int, run_key: dict) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        atomic.write_json(tmp / "run_key.json", run_key)
+        atomic.write_json(tmp / "run_key.json", state)
+        shutil.rmtree(final, ignore_errors=True)  # another run's step-N: os.replace cannot overwrite a folder
         os.replace(tmp, final)
-        for old in root.glob("step-*"):
+        for old in root.iterdir():
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
 
 
 def _checkpoint_key(path: Path) -> dict | None:
+    """A checkpoint's state: {run_key, train_seconds} (older checkpoints held the bare run key)."""
     try:
-        return json.loads((path / "run_key.json").read_text())
+        state = json.loads((path / "run_key.json").read_text())
     except (OSError, ValueError):
         return None
+    return state if "run_key" in state else {"run_key": state}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -240,7 +321,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def lr_sweep(config: TrainConfig, lrs: list[float], train_pairs: list[Pair], val_pairs: list[Pair],
-             out_dir: str | os.PathLike | None = None, progress: bool = True) -> tuple[TrainResult, list[dict]]:
+             out_dir: str | os.PathLike | None = None, progress: bool = True,
+             critic: dict | None = None) -> tuple[TrainResult, list[dict]]:
     """Train one RM per learning rate; pick the best on validation accuracy (never on test)."""
     if not val_pairs:
         raise ValueError("a learning-rate sweep needs validation pairs")
@@ -248,8 +330,8 @@ def lr_sweep(config: TrainConfig, lrs: list[float], train_pairs: list[Pair], val
 
     rows, best = [], None
     for lr in lrs:
-        sub = Path(out_dir) / f"lr-{lr:g}" if out_dir else None
-        result = train(replace(config, lr=lr), train_pairs, val_pairs, sub, progress)
+        sub = Path(out_dir) / f"lr-{float(lr):g}" if out_dir else None
+        result = train(replace(config, lr=float(lr)), train_pairs, val_pairs, sub, progress, critic)
         rows.append({"lr": lr, **{f"val_{k}": v for k, v in result.summary["validation"].items()}})
         if best is None or result.summary["validation"]["acc"] > best.summary["validation"]["acc"]:
             best = result

@@ -1,71 +1,148 @@
-"""The command line, run as a user runs it: a real subprocess, real data, the real MiniLM."""
+"""The command line, run as a user runs it: a real subprocess, real data, the real MiniLM. Stdout
+carries only the result (JSON), user errors are one line with exit code 2, and a reward model
+carries its recipe: scoring it without its critic is an error."""
 import json
+import os
 import subprocess
 import sys
+import time
 
+import pytest
 
 CLI = [sys.executable, "-m", "critcore.cli"]
 
 
-def run(*args, cwd=None):
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, cwd=cwd, timeout=600)
+def run(*args, cwd=None, env=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=900,
+                          env={**os.environ, **(env or {})})
 
 
-def test_help_lists_every_command():
+def one_line_error(out, *needles):
+    """A user error: exit 2, one line on stderr naming what is wrong, no traceback, nothing on stdout."""
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("critcore ")]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and len(lines) == 1 and not out.stdout.strip(), out.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_help_lists_every_command_and_every_option_has_help():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("train", "evaluate", "score", "critique", "run", "demo"):
+    for command in ("train", "evaluate", "score", "critique", "run", "config", "demo"):
         assert command in out.stdout
-    for command in ("train", "evaluate", "score", "critique"):
         assert run(command, "--help").returncode == 0
+    from critcore.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, f"critcore {name} {action.option_strings or action.dest} has no help"
+    critic_help = sub.choices["train"]._option_string_actions["--critic"].help
+    assert "simulated:P" in critic_help and "backend" in critic_help  # --critic lists its forms
+    assert "seeded random sample" in sub.choices["critique"]._option_string_actions["--limit"].help
 
 
-def test_bad_arguments_get_clear_messages(tmp_path):
-    out = run("score", "--model", str(tmp_path))
-    assert out.returncode == 2 and "--prompt" in out.stderr
-    out = run("train", "--train", "nosuchformat:x.jsonl", "--out", str(tmp_path / "o"))
-    assert out.returncode == 2 and "unknown format 'nosuchformat'" in out.stderr
+def test_user_errors_are_one_line_and_write_nothing(tmp_path, shared_data):
+    out_dir = tmp_path / "o"
+    one_line_error(run("train", "--train", "nosuchformat:x.jsonl", "--out", out_dir), "unknown format 'nosuchformat'")
+    one_line_error(run("train", "--train", "jsonl:", "--out", out_dir), "empty path")
+    one_line_error(run("train", "--train", tmp_path, "--out", out_dir), "is a directory")
+    one_line_error(run("train", "--train", tmp_path / "missing.jsonl", "--out", out_dir), "missing.jsonl", "no such file")
     params = tmp_path / "p.yaml"
-    params.write_text("train_data: {format: jsonl, path: x.jsonl}\nout: o\ntrain: {lrr: 1}\n")
-    out = run("train", str(params))
-    assert out.returncode == 2 and "lrr" in out.stderr
-    out = run("train", "--set", "novalue")
-    assert out.returncode != 0 and "key=value" in out.stderr
+    params.write_text("train_data: {format: jsonl, path: x.jsonl}\nbackbone_: minilm\n")
+    one_line_error(run("train", params), "unknown key 'backbone_'", "did you mean 'backbone'")
+    params.write_text(f"train_data: {shared_data}/mix/train.jsonl\ntrain: {{lrr: 1}}\n")
+    one_line_error(run("train", params, "--out", out_dir), "'train.lrr'", "did you mean 'train.lr'")
+    one_line_error(run("train", "--set", "novalue"), "key=value")
+    one_line_error(run("score", "--model", tmp_path), "--prompt")
+    assert not out_dir.exists()
 
 
-def test_bad_record_names_file_line_and_field(tmp_path):
-    bad = tmp_path / "bad.jsonl"
-    good = {"id": "a", "prompt": "p", "chosen": "x", "rejected": "y"}
-    bad.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "rating": "way better"}) + "\n")
-    out = run("train", "--train", f"jsonl:{bad}", "--out", str(tmp_path / "o"))
-    # load_jsonl raises on an unknown rating (only empty/identical responses are counted skips)
-    assert out.returncode == 2
-    assert f"{bad}:2" in out.stderr and "rating" in out.stderr
+def test_unknown_names_fail_fast(tmp_path, shared_data):
+    for args, needle in ((["train", "--backbone", "minilmx", "--train", f"{shared_data}/mix/validation.jsonl"], "minilmx"),
+                         (["train", "--critic", "smolm2", "--train", f"{shared_data}/mix/validation.jsonl"], "smolm2"),
+                         (["score", "--model", tmp_path / "no-model", "--prompt", "p", "--response", "r"], "no-model")):
+        started = time.monotonic()
+        line = one_line_error(run(*args, "--out", tmp_path / "o"), needle)
+        assert time.monotonic() - started < 30  # the 5 s budget, plus starting Python and importing torch
+        assert "minilm, smollm2, gemma3-270m" in line
+    assert not (tmp_path / "o").exists()
 
 
-def test_train_evaluate_score_end_to_end(tmp_path, shared_data):
-    out_dir = tmp_path / "run"
-    res = run("train", "--backbone", "minilm", "--train", f"jsonl:{shared_data}/mix/train.jsonl", "--limit", "16",
-              "--out", str(out_dir), "--max-length", "64", "--set", "train.micro_batch_size=8",
-              "--set", "train.batch_size=8", "--quiet")
+def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
+    cache = tmp_path / "c.sqlite"
+    # --train PATH alone (no format, no --limit): the validation split is small enough
+    res = run("train", "--train", f"{shared_data}/mix/validation.jsonl", "--limit", 16, "--out", tmp_path / "plain",
+              "--max-length", 64, "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8", "--quiet",
+              "--cache", cache)
     assert res.returncode == 0, res.stderr[-2000:]
-    model = out_dir / "train" / "model"
-    assert (model / "model.safetensors").exists()
-    rows = [json.loads(line) for line in (out_dir / "train" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
-    assert {"loss", "accuracy", "lr", "pairs_per_s"} <= set(rows[0])
+    assert json.loads(res.stdout)["critic"] == "none"  # stdout is one JSON object, nothing else
+    plain = tmp_path / "plain" / "train" / "model"
+    assert [json.loads(r)["step"] for r in (tmp_path / "plain" / "train" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
-    params = tmp_path / "eval.yaml"
-    params.write_text("eval_data:\n  pl: {format: pandalm, path: '${data}/pandalm/testset-v1.json', tie_policy: wrong, limit: 12}\n")
-    res = run("evaluate", str(params), "--model", str(model), "--out", str(tmp_path / "ev"), "--max-length", "64")
+    # a critique RM: its recipe names the critic, and the critiques land in the shared cache
+    res = run("train", "--train", f"{shared_data}/mix/validation.jsonl", "--limit", 16, "--out", tmp_path / "crit",
+              "--critic", "simulated:0.9", "--max-length", 64, "--set", "train.batch_size=8",
+              "--set", "train.micro_batch_size=8", "--quiet", "--cache", cache)
+    assert res.returncode == 0, res.stderr[-2000:]
+    crit = tmp_path / "crit" / "train" / "model"
+    recipe = json.loads((crit / "critcore_recipe.json").read_text())
+    assert recipe["critic"]["identity"] == "simulated(p=0.9,seed=0)" and recipe["max_length"] == 64
+    assert recipe["critic"]["source"] == "critic" and recipe["train_data"]["pairs"] == 16
+    assert json.loads((tmp_path / "crit" / "run.json").read_text())["config"]["critique_cache"] == str(cache)
+
+    # evaluate takes the critic and max_length from the recipe; both PandaLM policies from one load
+    pl = f"pandalm:{shared_data}/pandalm/testset-v1.json"
+    res = run("evaluate", "--model", crit, "--data", f"pl={pl}", "--set", "eval_data.pl.limit=40", "--out",
+              tmp_path / "ev", "--quiet", "--cache", cache)
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["pl"]["n"] == 12
-    assert set(summary["pl"]["pandalm"]) == {"drop", "wrong"}
-    scores = (tmp_path / "ev" / "pl_scores.csv").read_text().splitlines()
-    assert scores[0].startswith("id,subset") and len(scores) == 13
+    assert summary["critic"] == "simulated(p=0.9,seed=0)"
+    policies = summary["pl"]["pandalm"]
+    assert policies["wrong"]["n"] == 40 and policies["drop"]["n"] == 40 - summary["pl"]["n_ties"]
+    assert summary["pl"]["n_ties"] > 0
+    lines = (tmp_path / "ev" / "pl_scores.csv").read_text().splitlines()
+    assert lines[0].startswith("id,subset") and len(lines) == 41
 
-    a = run("score", "--model", str(model), "--prompt", "What is 2+2?", "--response", "4")
-    b = run("score", "--model", str(model), "--prompt", "What is 2+2?", "--response", "4", "--critique", "Correct.")
-    assert a.returncode == 0 and b.returncode == 0
-    assert float(a.stdout) != float(b.stdout)  # the critique is part of the input
+    # scoring a critique RM without its critic, or with another, is an error naming both
+    line = one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--critic", "none", "--out",
+                              tmp_path / "ev2", "--cache", cache), "simulated(p=0.9,seed=0)", "without critiques")
+    print(line)
+    one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--critic", "simulated:0.5",
+                       "--out", tmp_path / "ev2", "--cache", cache), "simulated(p=0.5,seed=0)", "--allow-critic-mismatch")
+    assert not (tmp_path / "ev2").exists()
+    res = run("evaluate", "--model", crit, "--data", f"pl={pl}", "--set", "eval_data.pl.limit=8", "--critic",
+              "simulated:0.5", "--allow-critic-mismatch", "--out", tmp_path / "ev3", "--quiet", "--cache", cache)
+    assert res.returncode == 0 and json.loads(res.stdout)["critic"] == "simulated(p=0.5,seed=0)"
+
+    # score: the recipe's critic writes the critique (here it cannot: it needs labels), or one is given
+    one_line_error(run("score", "--model", crit, "--prompt", "What is 2+2?", "--response", "4", "--cache", cache),
+                   "needs to know which response is preferred")
+    a = json.loads(run("score", "--model", crit, "--prompt", "What is 2+2?", "--response", "4", "--critique",
+                       "Correct.").stdout)
+    b = json.loads(run("score", "--model", crit, "--prompt", "What is 2+2?", "--response", "4", "--critique",
+                       "Wrong.").stdout)
+    assert a["critique"] == "Correct." and a["reward"] != b["reward"]  # the critique is part of the input
+    c = json.loads(run("score", "--model", plain, "--prompt", "What is 2+2?", "--response", "4").stdout)
+    assert c["critique"] is None and isinstance(c["reward"], float)
+    one_line_error(run("score", "--model", plain, "--prompt", "p", "--response", "r", "--critique", "x"),
+                   "trained without critiques")
+
+
+def test_train_critic_fills_the_shared_cache_and_a_rerun_generates_nothing(tmp_path, shared_data):
+    env = {"CRITCORE_CACHE": str(tmp_path / "cache")}
+    common = ["train", "--train", f"{shared_data}/mix/validation.jsonl", "--limit", 8, "--critic", "simulated:0.7",
+              "--max-length", 48, "--set", "train.batch_size=8", "--quiet"]
+    first = run(*common, "--out", tmp_path / "a", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert record["critique_cache"]["path"] == str((tmp_path / "cache" / "critiques.sqlite").resolve())
+    assert record["critique_cache"]["generated"] == 16 and record["critique_cache"]["records"] == 16
+    second = run(*common, "--out", tmp_path / "b", "--lr", 1e-4, env=env)  # another RM, same critiques
+    assert second.returncode == 0, second.stderr[-2000:]
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert record["critique_cache"]["generated"] == 0 and record["critique_cache"]["hits"] == 16
+    assert record["config"]["train"]["lr"] == 1e-4

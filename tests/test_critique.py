@@ -1,19 +1,19 @@
 """Critics, cache keys, augment, the train/test critic check and the CLI, on real data."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
 import sqlite3
+import time
 
 import pytest
 
-from critcore import critique
 from critcore.cache import CritiqueCache, make_key
 from critcore.critique import (CriticMismatchError, LocalCritic, OpenAICritic, SimulatedCritic, augment,
                                check_same_critic, load_template, make_critic, render)
 from critcore.data import prompt_text, read_pairs, write_pairs
+from critcore.errors import ModelNotFoundError
 
 from critic_servers import MIX_VALIDATION, SHARED_DATA, modest_threads, short_real_pairs
 
@@ -162,8 +162,14 @@ def test_make_critic_specs(monkeypatch):
     s = make_critic("simulated:0.7,seed=3")
     assert isinstance(s, SimulatedCritic) and s.identity == "simulated(p=0.7,seed=3)"
     assert make_critic("smollm2").identity == "local:smollm2"
-    assert make_critic("local:HuggingFaceTB/SmolLM2-360M-Instruct").model_name == "HuggingFaceTB/SmolLM2-360M-Instruct"
     assert make_critic("gemma3-270m", max_new_tokens=8).params["max_new_tokens"] == 8
+    assert make_critic("smollm2", {"max_new_tokens": 9, "batch_size": None}).params["max_new_tokens"] == 9  # options
+    assert make_critic({"backend": "local", "model": "smollm2", "max_new_tokens": 7},
+                       {"max_new_tokens": 9}).params["max_new_tokens"] == 7  # the spec wins over options
+    started = time.monotonic()
+    with pytest.raises(ModelNotFoundError, match="smolm2.*smollm2, .*hub name"):  # a typo fails fast, no traceback
+        make_critic("smolm2")
+    assert time.monotonic() - started < 5
     monkeypatch.setenv("CRITCORE_TEST_KEY", "sk-secret-123")
     o = make_critic(json.dumps({"backend": "openai", "base_url": "http://h:1/v1", "model": "m",
                                 "api_key_env": "CRITCORE_TEST_KEY", "max_concurrency": 8}))
@@ -171,28 +177,28 @@ def test_make_critic_specs(monkeypatch):
     assert "sk-secret-123" not in repr(o) + o.identity + json.dumps(o.params)
     with pytest.raises(ValueError, match="unknown critic backend"):
         make_critic({"backend": "magic"})
+    with pytest.raises(ValueError, match="takes no option 'max_new_token'"):
+        make_critic({"backend": "local", "model": "smollm2", "max_new_token": 3})
 
 
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_main_and_add_cli(tmp_path, val_pairs, capsys):
+def test_cli_critique_command(tmp_path, val_pairs, capsys):
+    from critcore.cli import main
+
     data = tmp_path / "in.jsonl"
     write_pairs(data, val_pairs[:12])
-    n = len(_unique_items(val_pairs[:5]))
-    argv = ["--critic", "simulated:0.6", "--data", str(data), "--out", str(tmp_path / "out.jsonl"),
+    argv = ["critique", "--critic", "simulated:0.6", "--data", str(data), "--out", str(tmp_path / "out.jsonl"),
             "--cache", str(tmp_path / "c.sqlite"), "--limit", "5", "--quiet"]
-    assert critique.main(argv) == 0
+    assert main(argv) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats["pairs"] == 5 and stats["misses"] == n and stats["records"] == n
     out = read_pairs(tmp_path / "out.jsonl")
+    n = len(_unique_items(out))
+    assert stats["pairs"] == 5 and stats["misses"] == n and stats["records"] == n
     assert len(out) == 5 and all(p.has_critiques for p in out)
-    critique.main([*argv[:2], "--data", f"jsonl:{data}", *argv[4:]])  # format:path through data.load
+    assert main([*argv[:4], f"jsonl:{data}", *argv[5:]]) == 0  # FORMAT:PATH reads the same pairs
     assert json.loads(capsys.readouterr().out)["hit_rate"] == 1.0
-    parser = argparse.ArgumentParser()
-    critique.add_cli(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(["critique", *argv[:-1]])
-    assert args.func is critique.run_cli and args.critic == "simulated:0.6" and args.limit == 5
 
 
 # ---------------------------------------------------------------- the local SmolLM2 critic

@@ -134,7 +134,7 @@ def test_sigkill_and_restart_lose_and_duplicate_nothing(tmp_path):
     rng = random.Random(7)
     with ChatServer(digest_engine, delay=0.01) as server:
         spec = {"backend": "openai", "base_url": server.url, "model": "digest", "max_concurrency": 2}
-        cmd = [sys.executable, "-m", "critcore.critique", "--critic", json.dumps(spec), "--data", str(data),
+        cmd = [sys.executable, "-m", "critcore.cli", "critique", "--critic", json.dumps(spec), "--data", str(data),
                "--out", str(out), "--cache", str(db), "--batch-size", "4", "--quiet"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         total = len({(prompt_text(p.prompt), r) for p in pairs for r in (p.chosen, p.rejected)})

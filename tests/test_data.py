@@ -63,34 +63,23 @@ def test_pandalm_real(shared_data):
     votes = Counter(pandalm_majority([r["annotator1"], r["annotator2"], r["annotator3"]]) for r in raw)
     assert votes == {1: 422, 2: 472, 0: 105}
 
-    drop = load_pandalm(path)
-    _accounted(drop, 999)
-    assert drop.skipped == {"tie": 105, "empty_response": 52}
-    assert not any(p.tie for p in drop.pairs)
-
-    wrong = load_pandalm(path, tie_policy="wrong")
-    _accounted(wrong, 999)
-    assert wrong.skipped == {"empty_response": 54}  # 2 of the 105 ties have an empty response
-    assert sum(p.tie for p in wrong.pairs) == 103
-    # the non-tie pairs are the same under both policies
-    assert [p.id for p in wrong.pairs if not p.tie] == [p.id for p in drop.pairs]
-    for loaded in (drop, wrong):
-        _unique_ids(loaded)
-        assert {p.subset for p in loaded.pairs} == {"pandalm"} == {p.source for p in loaded.pairs}
-
-    by_id = {p.id: p for p in drop.pairs}
+    loaded = load_pandalm(path)
+    _accounted(loaded, 999)
+    # ties are kept (marked), for both tie policies; a JSON boolean is no response text
+    assert loaded.skipped == {"empty_response": 54, "non_text_response": 6}
+    assert sum(p.tie for p in loaded.pairs) == 103  # 2 of the 105 ties have an empty response
+    assert sum(not p.tie for p in loaded.pairs) == 836
+    _unique_ids(loaded)
+    assert {p.subset for p in loaded.pairs} == {"pandalm"} == {p.source for p in loaded.pairs}
+    by_id = {p.id: p for p in loaded.pairs}
     for r in raw:  # the chosen side follows the majority
         p = by_id.get(f"pandalm/{r['idx']}")
-        if p and not p.meta.get("bool_response"):
+        if p and not p.tie:
             label = pandalm_majority(p.meta["votes"])
             assert p.chosen == r[f"response{label}"] and p.rejected == r[f"response{3 - label}"]
             assert p.prompt == r["instruction"] + (f"\n\n{r['input']}" if r["input"].strip() else "")
-
-    # the 6 JSON booleans become the string "True"
-    bools = [p for p in drop.pairs if p.meta.get("bool_response")]
-    assert len(bools) == 6
-    assert by_id["pandalm/157"].chosen == "True" and by_id["pandalm/157"].meta["bool_response"] == ["response1"]
-    assert (by_id["pandalm/162"].chosen, by_id["pandalm/162"].rejected) == ("True", "The statement is correct.")
+    bools = [r["idx"] for r in raw if isinstance(r["response1"], bool) or isinstance(r["response2"], bool)]
+    assert len(bools) == 6 and not any(f"pandalm/{i}" in by_id for i in bools)
 
 
 def test_rewardbench_real(shared_data):
@@ -165,8 +154,12 @@ def test_load_dispatch_real(shared_data):
     assert [p.id for p in a.pairs] == [p.id for p in b.pairs] and len(a) == 210
     assert len(Counter(p.subset for p in a.pairs)) == 21  # stratified by subset
     assert a.rows == 2556
-    pl = load({"format": "pandalm", "path": str(shared_data / "pandalm/testset-v1.json"), "tie_policy": "wrong"})
-    assert pl.skipped == {"empty_response": 54}
+    pl = load({"format": "pandalm", "path": str(shared_data / "pandalm/testset-v1.json")})
+    assert pl.skipped == {"empty_response": 54, "non_text_response": 6}
+    with pytest.raises(DataError, match="tie_policy.*both policies"):
+        load({"format": "pandalm", "path": str(shared_data / "pandalm/testset-v1.json"), "tie_policy": "wrong"})
+    both = load([f"rewardbench:{rb_path}", {"format": "pandalm", "path": str(shared_data / "pandalm/testset-v1.json")}])
+    assert len(both) == 2556 + 939 and both.skipped == pl.skipped and both.rows == 2556 + 999
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -248,14 +241,12 @@ def test_pandalm_bad_rows(tmp_path):
     f.write_text("[{]")
     with pytest.raises(DataError, match=r"panda\.json:1: invalid JSON"):
         load_pandalm(f)
-    # a boolean response does not crash; a 3-way disagreement is a tie
-    f.write_text(json.dumps([_pandalm_row(0, response2=True, input="ctx"), _pandalm_row(1, annotator1=0)]))
-    loaded = load_pandalm(f, tie_policy="wrong")
-    assert loaded.pairs[0].rejected == "True" and loaded.pairs[0].prompt == "Say hi\n\nctx"
-    assert loaded.pairs[1].tie
-    with pytest.raises(ValueError, match="tie_policy"):
-        load_pandalm(f, tie_policy="half")
-    with pytest.raises(FileNotFoundError, match="github.com/WeOpenML/PandaLM"):
+    # a boolean response is counted and skipped; a 3-way disagreement is a tie, kept and marked
+    f.write_text(json.dumps([_pandalm_row(0, response2=True), _pandalm_row(1, annotator1=0, input="ctx")]))
+    loaded = load_pandalm(f)
+    assert loaded.skipped == {"non_text_response": 1}
+    assert loaded.pairs[0].tie and loaded.pairs[0].prompt == "Say hi\n\nctx"
+    with pytest.raises(DataError, match="github.com/WeOpenML/PandaLM"):
         load_pandalm("WeOpenML/PandaLM")
 
 
@@ -310,15 +301,17 @@ def test_alpacaeval_bad_rows(tmp_path):
 
 def test_load_spec_errors(tmp_path):
     with pytest.raises(DataError, match="unknown format 'csv'.*hh-rlhf, pandalm, rewardbench, ultrafeedback, alpacaeval, jsonl"):
-        load("csv:x.csv")
+        load({"format": "csv", "path": "x.csv"})
     with pytest.raises(DataError, match="'tie_policy': not an option of format 'rewardbench'"):
         load({"format": "rewardbench", "path": "x.jsonl", "tie_policy": "drop"})
     with pytest.raises(DataError, match="format 'pandalm' needs a path"):
         load({"format": "pandalm"})
-    with pytest.raises(DataError, match="field 'limit': must be a non-negative integer, got -1"):
+    with pytest.raises(DataError, match="field 'limit': must be a positive integer, got -1"):
         load({"format": "jsonl", "path": "x.jsonl", "limit": -1})
-    with pytest.raises(DataError, match="field 'per_stratum': must be a non-negative integer, got True"):
+    with pytest.raises(DataError, match="field 'per_stratum': must be a positive integer, got True"):
         load({"format": "jsonl", "path": "x.jsonl", "per_stratum": True})
+    with pytest.raises(DataError, match="field 'path': empty path"):
+        load("jsonl:")
 
 
 def test_parse_spec_reads_nothing_and_names_the_path():
@@ -327,6 +320,14 @@ def test_parse_spec_reads_nothing_and_names_the_path():
     assert s.path == "Anthropic/hh-rlhf"  # the loader's default: a hub name
     s = parse_spec("jsonl:/nowhere/x.jsonl")  # no file is opened
     assert s.path == "/nowhere/x.jsonl" and s.kwargs == {"path": "/nowhere/x.jsonl"}
+    # a bare path is critcore JSONL, and a path may hold ':'
+    for spec in ("/nowhere/a:b.jsonl", "jsonl:/nowhere/a:b.jsonl"):
+        assert (parse_spec(spec).format, parse_spec(spec).path) == ("jsonl", "/nowhere/a:b.jsonl")
+    assert parse_spec("rewardbench").path == "allenai/reward-bench"
+    g = parse_spec({"format": "generated", "n": 4, "split": "test"})
+    assert g.path is None and g.kwargs == {"n": 4, "split": "test", "seed": 0}  # the seed makes the data too
+    with pytest.raises(DataError, match="takes no path"):
+        parse_spec({"format": "generated", "path": "x"})
 
 
 def test_loaders_only_read(tmp_path):

@@ -49,7 +49,7 @@ def _words(prefix: str, n: int) -> str:
 # --- templates ----------------------------------------------------------------------------------
 
 def test_chat_template_for_the_decoder(smol_tok):
-    fmt = Formatter(smol_tok)
+    fmt = Formatter(smol_tok, 512)
     assert fmt.chat
     text = fmt.text(PROMPT, COMPLETION)
     assert "<|im_start|>assistant" in text
@@ -64,7 +64,7 @@ def test_chat_template_for_the_decoder(smol_tok):
 
 
 def test_plain_template_for_the_encoder(minilm_tok):
-    fmt = Formatter(minilm_tok)
+    fmt = Formatter(minilm_tok, 512)
     assert not fmt.chat
     text = fmt.text(PROMPT, COMPLETION)
     assert text == f"User: {PROMPT}\n\nAssistant: {COMPLETION}"
@@ -76,7 +76,7 @@ def test_plain_template_for_the_encoder(minilm_tok):
 
 
 def test_critique_follows_the_completion(tok):
-    fmt = Formatter(tok)
+    fmt = Formatter(tok, 512)
     text = fmt.text(PROMPT, COMPLETION, CRITIQUE)
     # Exactly the baseline with the completion extended by the critique block.
     assert text == fmt.text(PROMPT, f"{COMPLETION}\n\nCritique: {CRITIQUE}")
@@ -89,7 +89,7 @@ def test_critique_follows_the_completion(tok):
 
 
 def test_without_critiques_text_is_the_no_critiques_baseline(tok):
-    fmt = Formatter(tok)
+    fmt = Formatter(tok, 512)
     assert "Critique" not in fmt.text(PROMPT, COMPLETION)
     assert fmt.text(PROMPT, COMPLETION, None) == fmt.text(PROMPT, COMPLETION)
     base = Pair(id="1", prompt=PROMPT, chosen=COMPLETION, rejected="London.")

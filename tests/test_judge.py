@@ -326,7 +326,7 @@ def test_notebook_scripted_over_http(tmp_path, four_pairs):
                         "sections": str(tmp_path / "sections.json"),
                         "models": {"api": {"backend": "openai", "base_url": server.url, "model": "scripted"}},
                         "judges": [{"model": "api", "mode": "direct", "name": "scripted Gen"}],
-                        "cache": str(tmp_path / "c.sqlite"), "n_boot": 200, "progress": False,
+                        "critique_cache": str(tmp_path / "c.sqlite"), "n_boot": 200, "progress": False,
                         "rq1_runs": [str(tmp_path / "rq1"), str(tmp_path / "absent")]})
         assert server.counts["requests"] == 8
     out = tmp_path / "out"

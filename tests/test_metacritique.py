@@ -333,7 +333,7 @@ def test_notebook_scripted_over_http(tmp_path):
             parameters={"out_dir": str(tmp_path / "out"), "data": {"format": "jsonl", "path": str(data_file)},
                         "models": {"api": {"backend": "openai", "base_url": server.url, "model": "scripted"}},
                         "critics": {"always right": "simulated:1.0", "always wrong": "simulated:0.0"},
-                        "reference": {"file": str(refs)}, "evaluator": "api", "cache": str(tmp_path / "c.sqlite"),
+                        "reference": {"file": str(refs)}, "evaluator": "api", "critique_cache": str(tmp_path / "c.sqlite"),
                         "rq1_runs": [str(run)], "rm_critics": {"bad": "always wrong"}, "n_boot": 200, "progress": False})
         assert server.counts["requests"] > 0
     out = tmp_path / "out"

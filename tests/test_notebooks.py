@@ -3,6 +3,7 @@ the executed notebook, table CSVs with the promised columns, charts as non-empty
 and run.json. The quickstart runs through `critcore run` (run_study) with the real SmolLM2
 critic on a few generated pairs; RQ1 through run_study and RQ2 through the papermill command
 line (-f YAML -p out_dir), both on slices of the shared data with simulated critics."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,11 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from critcore import studies
+from critcore import config, studies
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-OURS = {"quickstart": "quickstart.ipynb", "rq1": "rq1_critic_quality.ipynb", "rq2": "rq2_scaling.ipynb"}
+OURS = {study: Path(config.SCHEMAS[study]().notebook).name for study in config.STUDIES}
 TINY_TRAIN = {"max_length": 64, "lr": 1.0e-4, "batch_size": 8, "micro_batch_size": 8, "epochs": 1}
 METRICS = ["Chat", "Chat Hard", "Safety", "Reasoning", "Score", "PandaLM"]
 
@@ -35,12 +36,17 @@ def test_every_notebook_has_a_parameters_cell(path):
     assert _parameters_cell(nb).cell_type == "code"
 
 
+def test_every_notebook_is_a_study():
+    assert sorted(OURS.values()) == sorted(p.name for p in NOTEBOOKS)
+
+
 @pytest.mark.parametrize("study", sorted(OURS))
 def test_study_notebooks_declare_the_schema_and_stay_thin(study):
     path = ROOT / "notebooks" / OURS[study]
     declared = studies.notebook_parameters(path)
-    assert set(declared) == set(studies.SCHEMAS[study])
+    assert set(declared) == {f.name for f in dataclasses.fields(config.SCHEMAS[study])}
     nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "critcore"
     for cell in nb.cells:
         if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
             continue
@@ -66,18 +72,20 @@ def _check_run(out: Path, study: str, notebook: str, tables: dict, charts: list[
         frames[name] = df
     for name in charts:
         html, png = out / f"{name}.html", out / f"{name}.png"
-        assert html.stat().st_size > 500 and "vega" in html.read_text()
+        text = html.read_text()
+        assert html.stat().st_size > 500 and "vega" in text
+        assert "<script src=\"http" not in text and "cdn.jsdelivr" not in text  # renders offline
         assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((out / "run.json").read_text())
-    for key in ("study", "run_id", "status", "params", "resolved_params", "git", "versions", "wall", "critique_cache",
-                "rms", "artifacts"):
+    for key in ("study", "run_id", "status", "config", "git", "versions", "wall", "critique_cache", "rms", "artifacts"):
         assert key in record, key
+    assert record["config"] == config.to_dict(config.resolve(config.SCHEMAS[study], record["config"]))
     assert record["study"] == study and record["status"] == "completed"
     for pkg in ("torch", "transformers", "critcore", "papermill"):
         assert record["versions"][pkg]
     assert record["wall"]["total_s"] > 0 and record["wall"]["steps"]
     assert "by_critic" in record["critique_cache"] and record["critique_cache"]["records"] > 0
-    assert ("runner" in record) == runner
+    assert (record["runner"] is not None) == runner
     if runner:
         assert record["runner"]["wall_s"] >= record["wall"]["total_s"]
     return frames, record
@@ -92,7 +100,7 @@ def test_quickstart_runs_with_the_real_smollm2_critic(tmp_path):
     params = _write(tmp_path / "qs.yaml", {
         "study": "quickstart", "notebook": "notebooks/quickstart.ipynb", "data": "generated", "n_train": 2, "n_eval": 2,
         "critic": "smollm2", "critic_options": {"max_new_tokens": 12, "batch_size": 8, "max_chars": 200},
-        "train": TINY_TRAIN, "threads": 1, "n_boot": 100})
+        "train": TINY_TRAIN, "threads": 1, "n_boot": 100, "critique_cache": str(tmp_path / "c.sqlite")})
     out = studies.run_study(params, run_id="tiny", out_root=tmp_path / "outputs", progress=False)
     assert out == (tmp_path / "outputs" / "quickstart" / "tiny").resolve()
     frames, record = _check_run(out, "quickstart", "quickstart.ipynb",
@@ -101,7 +109,7 @@ def test_quickstart_runs_with_the_real_smollm2_critic(tmp_path):
     assert "Score" in set(frames["results"]["metric"])
     smol = record["critique_cache"]["by_critic"]["smollm2"]
     assert smol["critic"] == "local:smollm2" and smol["generated"] == 8 and smol["tokens_generated"] > 0
-    assert (tmp_path / "outputs" / "critiques.sqlite").is_file()  # the default cache beside the studies
+    assert record["critique_cache"]["path"] == str(tmp_path / "c.sqlite")
     assert sorted(p.name for p in (out / "rms").iterdir()) == ["minilm__none", "minilm__smollm2"]
 
 
@@ -113,7 +121,8 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
         "eval_data": {"rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl",
                                       "per_stratum": 1, "seed": 0},
                       "pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 8, "seed": 0}},
-        "sections": "${data}/reward-bench-local/sections.json", "train": TINY_TRAIN, "threads": 1})
+        "sections": "${data}/reward-bench-local/sections.json", "train": TINY_TRAIN, "threads": 1,
+        "critique_cache": str(tmp_path / "c.sqlite")})
     out = studies.run_study(params, out_root=tmp_path / "outputs", progress=False)
     assert out.name == "rq1"  # run id: the params file's stem
     columns = ["backbone", "critic"] + [f"{m}{s}" for m in METRICS for s in ("", " lo", " hi")] + \
@@ -128,7 +137,7 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert t.loc["simulated-0.9", "critic_p"] == 0.9
     assert (t["Score lo"] <= t["Score"]).all() and (t["Score"] <= t["Score hi"]).all()
     # The same table again from the run folder alone (load_results), as for an interrupted run.
-    resolved = json.loads((out / "run.json").read_text())["resolved_params"]
+    resolved = json.loads((out / "run.json").read_text())["config"]
     again = studies.rq1_table(resolved, studies.load_results(out)).set_index("critic")
     for col in ("Score", "PandaLM", "Score change", "p RewardBench", "p PandaLM"):
         pd.testing.assert_series_equal(again[col], t[col], check_dtype=False, rtol=1e-9)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from critcore import scaling, studies
-from critcore.data import Pair
+from critcore import generated, scaling, studies
+from critcore.data import Pair, load
 from critcore.metrics import mcnemar_exact, section_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,13 +144,13 @@ def _answer_from_prompt(prompt: str):
     if m:
         return _OPS[m.group(2)](int(m.group(1)), int(m.group(3)))
     country = re.search(r"capital (?:city )?of (.+?)[?.]$", prompt).group(1)
-    return dict(studies.CAPITALS)[country]
+    return dict(generated.CAPITALS)[country]
 
 
 def test_generated_pairs_have_a_ground_truth():
-    pairs = studies.generated_pairs(200, seed=0, split="train")
+    pairs = generated.generated_pairs(200, seed=0, split="train")
     assert len(pairs) == 200 and len({p.id for p in pairs}) == 200
-    assert {p.subset for p in pairs} == set(studies.GENERATED_KINDS)
+    assert {p.subset for p in pairs} == set(generated.GENERATED_KINDS)
     for p in pairs:
         truth = _answer_from_prompt(p.prompt)
         if isinstance(truth, int):
@@ -158,34 +158,35 @@ def test_generated_pairs_have_a_ground_truth():
             assert int(re.findall(r"\d+", p.rejected)[-1]) != truth
         else:
             assert truth in p.chosen and truth not in p.rejected
-        assert studies.generated_truth(p)
+        assert generated.generated_truth(p)
         swapped = Pair(**{**p.to_dict(), "chosen": p.rejected, "rejected": p.chosen})
-        assert not studies.generated_truth(swapped)
+        assert not generated.generated_truth(swapped)
 
 
 def test_generated_pairs_are_deterministic_nested_and_split_by_question():
-    a = [p.to_dict() for p in studies.generated_pairs(60, seed=3, split="train")]
-    assert a == [p.to_dict() for p in studies.generated_pairs(60, seed=3, split="train")]
-    assert a[:20] == [p.to_dict() for p in studies.generated_pairs(20, seed=3, split="train")]
-    assert a != [p.to_dict() for p in studies.generated_pairs(60, seed=4, split="train")]
-    test = studies.generated_pairs(60, seed=3, split="test")
+    a = [p.to_dict() for p in generated.generated_pairs(60, seed=3, split="train")]
+    assert a == [p.to_dict() for p in generated.generated_pairs(60, seed=3, split="train")]
+    assert a[:20] == [p.to_dict() for p in generated.generated_pairs(20, seed=3, split="train")]
+    assert a != [p.to_dict() for p in generated.generated_pairs(60, seed=4, split="train")]
+    test = generated.generated_pairs(60, seed=3, split="test")
     q = lambda p: p.meta.get("country") or (p.meta["kind"], p.meta["a"], p.meta["b"])  # noqa: E731
     assert not {q(p) for p in test} & {q(Pair(**d)) for d in a}
     with pytest.raises(ValueError, match="split"):
-        studies.generated_pairs(5, split="dev")
+        generated.generated_pairs(5, split="dev")
     with pytest.raises(ValueError, match="kind"):
-        studies.generated_pairs(5, kinds=["algebra"])
-    only = studies.generated_pairs(10, kinds=["multiplication"])
+        generated.generated_pairs(5, kinds=["algebra"])
+    only = generated.generated_pairs(10, kinds=["multiplication"])
     assert {p.subset for p in only} == {"multiplication"} and all("*" in p.chosen or "times" in p.chosen or
                                                                   "answer" in p.chosen for p in only)
 
 
-def test_generated_data_spec_loads_through_load_spec():
-    pairs = studies.load_spec({"format": "generated", "n": 12, "split": "test", "seed": 1})
+def test_generated_data_spec_loads_through_data_load():
+    pairs = load({"format": "generated", "n": 12, "split": "test", "seed": 1}).pairs
     assert len(pairs) == 12 and all(p.id.startswith("generated/test/1/") for p in pairs)
-    assert studies.check_spec({"format": "generated", "n": 4}) == "generated train: 4 pairs"
-    with pytest.raises(ValueError, match="unknown option"):
-        studies.check_spec({"format": "generated", "size": 4})
+    from critcore.errors import DataError
+
+    with pytest.raises(DataError, match="not an option"):
+        load({"format": "generated", "size": 4})
 
 
 # ---------------------------------------------------------------- params: dry runs and validation
@@ -193,22 +194,20 @@ def test_generated_data_spec_loads_through_load_spec():
 
 @pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])
 def test_every_params_file_validates(path, tmp_path, capsys):
-    raw = yaml.safe_load(path.read_text())
-    if "notebook" not in raw:  # a `critcore train` params file
-        from critcore.experiment import expand, train_config
+    from critcore import config
 
-        p = expand(raw)
-        train_config(p)
-        for key in ("train_data", "validation_data"):
-            if p.get(key):
-                assert "pairs" in studies.check_spec(p[key])
-        for spec in (p.get("eval_data") or {}).values():
-            assert "pairs" in studies.check_spec(spec)
+    cfg = config.load(path)
+    if not cfg.notebook:  # a `critcore train` params file: its data specs load
+        from critcore.studies.validation import describe_spec
+
+        for spec in [cfg.train_data, cfg.validation_data, *(cfg.eval_data or {}).values()]:
+            if spec:
+                assert "pairs" in describe_spec(spec)
         return
     out = studies.run_study(path, dry_run=True, out_root=tmp_path)
-    assert out == tmp_path / raw["study"] / path.stem
+    assert out == tmp_path / cfg.study / path.stem
     assert not out.exists()  # a dry run writes nothing
-    assert ": OK" in capsys.readouterr().out
+    assert ": OK" in capsys.readouterr().err
 
 
 def test_paper_params_are_paper_shaped():
@@ -223,15 +222,23 @@ def test_paper_params_are_paper_shaped():
 
 
 def test_dose_response_params():
+    from critcore.studies.base import simulated_p
+
     raw = yaml.safe_load((ROOT / "params" / "dose_response.yaml").read_text())
     assert raw["study"] == "rq1" and raw["backbones"] == ["minilm"]
-    assert sorted(studies._simulated_p(s) for s in raw["critics"].values() if studies._simulated_p(s)) == [0.5, 0.7, 0.9, 1.0]
+    assert sorted(simulated_p(s) for s in raw["critics"].values() if simulated_p(s)) == [0.5, 0.7, 0.9, 1.0]
     assert "none" in raw["critics"].values() and raw["train_data"]["limit"] == 1000
     assert set(raw["eval_data"]) == {"rewardbench", "pandalm"}
 
 
 def _problems(raw, **kw):
-    report, _ = studies.validate(raw, check_data=kw.pop("check_data", False))
+    from critcore import config
+
+    try:
+        cfg = config.resolve(config.schema_for(raw), raw)
+    except config.ConfigError as e:
+        return str(e)
+    report = studies.validate(cfg, check_data=kw.pop("check_data", False))
     return " | ".join(report.errors)
 
 
@@ -239,9 +246,9 @@ def test_validation_catches_mistakes(tmp_path):
     base = {"study": "rq1", "train_data": {"format": "generated", "n": 8}, "eval_data": {"g": {"format": "generated", "n": 4, "split": "test"}},
             "critics": {"none": "none", "sim": "simulated:0.9"}, "sections": "generated"}
     assert _problems(base, check_data=True) == ""
-    assert "unknown parameter(s) ['epochs']" in _problems({**base, "epochs": 3})
+    assert "unknown key 'epochs'" in _problems({**base, "epochs": 3})
     assert "critic bad" in _problems({**base, "critics": {"none": "none", "bad": "simulated:1.5"}})
-    assert "unknown training option" in _problems({**base, "train": {"learning_rate": 1e-4}})
+    assert "unknown key 'train.learning_rate'" in _problems({**base, "train": {"learning_rate": 1e-4}})
     assert "not a multiple" in _problems({**base, "train": {"batch_size": 30, "micro_batch_size": 8}})
     assert "no such file" in _problems({**base, "train_data": {"format": "jsonl", "path": str(tmp_path / "missing.jsonl")}})
     assert "unknown format" in _problems({**base, "train_data": {"format": "csv", "path": "x.csv"}})
@@ -251,23 +258,29 @@ def test_validation_catches_mistakes(tmp_path):
     assert "exactly one No-Critiques" in _problems({**base, "study": "rq2", "critics": {"sim": "simulated:0.9"}, "sizes": [4, 8]})
     assert "exceeds" in _problems({**base, "study": "rq2", "sizes": [4, 80]}, check_data=True)
     assert "strictly increasing" in _problems({**base, "study": "rq2", "sizes": [8, 4]})
-    assert "unknown study" in _problems({**base, "study": "rq9"})
-    # hub names pass on shape alone (no network): a GPU user's paper params
-    hub = {**base, "backbones": ["meta-llama/Llama-2-7b-hf"],
-           "train_data": {"format": "ultrafeedback", "path": "HuggingFaceH4/ultrafeedback_binarized", "split": "train_prefs"}}
-    assert _problems(hub, check_data=True) == ""
+    assert "unknown study 'rq9'" in _problems({**base, "study": "rq9"})
+    # a hub name is asked of the hub; a dry run where no hub answers (as here) warns, it does not fail
+    from critcore import config
+
+    report = studies.validate(config.resolve(config.RQ1, {**base, "backbones": ["meta-llama/Llama-2-7b-hf"]}), False)
+    assert report.ok and any("could not be checked on the hub" in w for w in report.warnings)
+    # hub datasets pass on shape alone (no download): a GPU user's paper params
+    hub_data = {**base, "train_data": {"format": "ultrafeedback", "path": "HuggingFaceH4/ultrafeedback_binarized",
+                                       "split": "train_prefs"}}
+    assert _problems(hub_data, check_data=True) == ""
 
 
 def test_run_study_refuses_bad_params_before_running(tmp_path):
+    from critcore.config import ConfigError
+
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"study": "quickstart", "notebook": "notebooks/quickstart.ipynb", "n_train": 0,
-                                   "data": "generated", "critic": "simulated:0.9"}))
-    with pytest.raises(ValueError, match="n_train"):
+    bad.write_text(yaml.safe_dump({"study": "quickstart", "n_train": 0, "data": "generated", "critic": "simulated:0.9"}))
+    with pytest.raises(ConfigError, match="n_train"):
         studies.run_study(bad, out_root=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     generic = tmp_path / "other.yaml"
-    generic.write_text(yaml.safe_dump({"study": "judge", "notebook": "notebooks/quickstart.ipynb", "not_a_param": 1}))
-    with pytest.raises(ValueError, match="not_a_param"):
+    generic.write_text(yaml.safe_dump({"study": "judge", "not_a_param": 1}))
+    with pytest.raises(ConfigError, match="not_a_param"):
         studies.run_study(generic, dry_run=True, out_root=tmp_path / "out")
 
 
@@ -275,35 +288,37 @@ def test_cli_dry_run(tmp_path, monkeypatch, capsys):
     from critcore.cli import main
 
     monkeypatch.setenv("CRITCORE_OUTPUTS", str(tmp_path))
-    assert main(["run", str(ROOT / "params" / "rq2_paper.yaml"), "--dry-run", "--run-id", "x"]) == 0
-    out = capsys.readouterr().out
-    assert "hub dataset" in out and out.strip().endswith(str(tmp_path / "rq2" / "x"))
-    assert not (tmp_path / "rq2").exists()
+    assert main(["run", str(ROOT / "params" / "rq1_cpu.yaml"), "--dry-run", "--run-id", "x"]) == 0
+    captured = capsys.readouterr()
+    assert "eval_data pandalm" in captured.err and json.loads(captured.out)["out_dir"] == str(tmp_path / "rq1" / "x")
+    assert not (tmp_path / "rq1").exists()
 
 
 # ---------------------------------------------------------------- pieces of a run
 
 
 def test_secrets_never_reach_run_json(tmp_path, monkeypatch):
+    from critcore import config
+    from critcore.provenance import git_info
+    from critcore.run import Run
+
     monkeypatch.setenv("MY_CRITIC_KEY", "sk-very-secret-value")
-    params = {"critics": {"gpt": {"backend": "openai", "base_url": "http://x/v1", "model": "m", "api_key_env": "MY_CRITIC_KEY"}},
-              "note": "key sk-very-secret-value leaked", "api_key": "sk-other"}
-    run = studies.StudyRun(study="rq1", params=params, raw_params=params, run_id="r", out_dir=tmp_path, cache=None)
+    cfg = config.resolve(config.RQ1, {"description": "key sk-very-secret-value leaked", "critics": {
+        "gpt": {"backend": "openai", "base_url": "http://x/v1", "model": "m", "api_key_env": "MY_CRITIC_KEY"}}})
+    run = Run(config=cfg, run_id="r", out_dir=tmp_path)
+    run.notes["api_key"] = "sk-other"
     run.finish()
     text = (tmp_path / "run.json").read_text()
     assert "sk-very-secret-value" not in text and "sk-other" not in text
     assert "MY_CRITIC_KEY" in text  # the variable's name is fine
     record = json.loads(text)
-    for key in ("params", "git", "versions", "wall", "critique_cache", "status"):
+    for key in ("config", "git", "versions", "wall", "critique_cache", "status"):
         assert key in record
     assert record["versions"]["torch"] and record["versions"]["critcore"]
-
-
-def test_git_info_reads_the_commit():
-    info = studies.git_info()
-    if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    assert re.fullmatch(r"[0-9a-f]{40}", info["commit"] or "")
+    if (ROOT / ".git").exists():
+        info = git_info()
+        assert re.fullmatch(r"[0-9a-f]{40}", info["commit"] or "") and info["dirty"] in (True, False)
+        assert record["git"]["commit"] == info["commit"]
 
 
 def test_paired_tests_match_mcnemar(tmp_path):
@@ -322,9 +337,11 @@ def test_paired_tests_match_mcnemar(tmp_path):
 
 
 def test_result_row_keeps_other_sections():
+    from critcore.report import results_row
+
     ci = {"acc": 0.75, "lo": 0.5, "hi": 1.0, "n": 4}
     summary = {"generated": {"overall": ci, "sections": {"arithmetic": ci, "facts": {**ci, "acc": 0.5}, "score": ci}}}
-    row = studies.result_row(summary)
+    row = results_row(summary)
     assert row["Score"] == 75.0 and row["Arithmetic"] == 75.0 and row["Facts"] == 50.0 and row["Chat"] is None
 
 
@@ -348,6 +365,8 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
         tables.append(studies.quickstart_table(run, results))
         stats = run.critique_stats["simulated-0.9"]
         run.finish()
+        record = json.loads((tmp_path / "qs" / "run.json").read_text())
+        assert len(record["history"]) == attempt  # a rerun keeps the first attempt's timings
         if attempt == 0:
             assert stats["generated"] == 32 and not any(r["reused"] for r in results)
         else:
@@ -357,3 +376,4 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
     assert sorted(p.name for p in (tmp_path / "qs" / "rms").iterdir()) == ["minilm__none", "minilm__simulated-0.9"]
     record = json.loads((tmp_path / "qs" / "run.json").read_text())
     assert all(r["reused"] for r in record["rms"]) and record["critique_cache"]["by_critic"]["simulated-0.9"]["generated"] == 0
+    assert record["history"][0]["by_critic"]["simulated-0.9"]["generated"] == 32

@@ -20,7 +20,7 @@ from critcore.collate import PairCollator, length_grouped_batches
 from critcore.data import Pair, read_pairs, write_pairs
 from critcore.evaluate import score_pairs
 from critcore.model import RewardModel
-from critcore.train import TrainConfig, train
+from critcore.train import TrainConfig, TrainingWarning, train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
@@ -110,7 +110,7 @@ def test_planted_signal_is_learnt(tmp_path):
 RUN_SCRIPT = """
 import json, sys
 from critcore.data import read_pairs
-from critcore.train import TrainConfig, train
+from critcore.train import TrainConfig, TrainingWarning, train
 cfg = TrainConfig(**json.loads(sys.argv[1]))
 train(cfg, read_pairs(sys.argv[2]), read_pairs(sys.argv[3]), out_dir=sys.argv[4], progress=False)
 """
@@ -256,13 +256,14 @@ def test_changed_config_retrains_from_scratch(runs):
 
 
 def _expected_lrs(peak: float) -> list[float]:
-    """The lr each optimizer step used: linear warmup from 0, then cosine towards min_lr_ratio of the peak."""
+    """The lr each optimizer step used: linear warmup from peak / WARMUP at the first step to the
+    peak at step WARMUP, then cosine towards min_lr_ratio of the peak."""
     out = []
     for s in range(STEPS):
         if s < WARMUP:
-            out.append(peak * s / WARMUP)
+            out.append(peak * (s + 1) / WARMUP)
         else:
-            progress = (s - WARMUP) / (STEPS - WARMUP)
+            progress = (s - WARMUP + 1) / (STEPS - WARMUP + 1)
             out.append(peak * (CFG.min_lr_ratio + (1 - CFG.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))))
     return out
 
@@ -278,9 +279,40 @@ def test_metrics_log_every_step_with_the_lr_schedule(runs):
     lrs = [r["lr"] for r in rows]
     assert lrs == pytest.approx(_expected_lrs(CFG.lr), rel=1e-9)
     peak_at = lrs.index(max(lrs))
-    assert max(lrs) == pytest.approx(CFG.lr) and peak_at == WARMUP  # warmup reaches the peak
+    assert lrs[0] > 0  # the first step learns
+    assert max(lrs) == pytest.approx(CFG.lr) and peak_at == WARMUP - 1  # warmup reaches the peak at step WARMUP
     assert all(a < b for a, b in zip(lrs[:peak_at], lrs[1:peak_at + 1]))  # rising during warmup
     assert all(a > b for a, b in zip(lrs[peak_at:], lrs[peak_at + 1:]))  # then strictly decaying
     assert min(lrs[peak_at:]) > CFG.min_lr_ratio * CFG.lr  # towards, never below, 10% of the peak
     summary = json.loads((runs["ref"] / "summary.json").read_text())
     assert summary["train_pairs"] == N_TRAIN and summary["pairs_per_s"] > 0
+
+
+def test_one_step_run_changes_the_weights_and_warns(tmp_path):
+    """32 pairs at batch 32 are one optimizer step: it must train at a non-zero rate (transformers'
+    schedule gave it 0), and the run warns that it is too short to mean much."""
+    pairs = color_pairs(32, seed=3, prefix="one")
+    cfg = TrainConfig(backbone="minilm", lr=1e-4, batch_size=32, micro_batch_size=16, max_length=48, threads=1)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    before = {k: v.clone() for k, v in RewardModel.load("minilm").hf.state_dict().items()}
+    with pytest.warns(TrainingWarning, match="only 1 optimizer step"):
+        result = train(cfg, pairs, out_dir=tmp_path / "one", progress=False)
+    rows = _rows(tmp_path / "one")
+    assert len(rows) == 1 and rows[0]["lr"] == pytest.approx(cfg.lr)
+    after = result.model.hf.state_dict()
+    change = max((after[k] - before[k]).abs().max().item() for k in before if k in after)
+    print(f"largest weight change of the one-step run: {change:.3e}")
+    assert change > 1e-6
+
+
+def test_ties_are_left_out_of_training(tmp_path):
+    pairs = color_pairs(16, seed=4, prefix="t")
+    tied = [replace(p, id=f"tie{i}", tie=True) for i, p in enumerate(color_pairs(8, seed=5, prefix="x"))]
+    cfg = TrainConfig(backbone="minilm", batch_size=8, micro_batch_size=8, max_length=32, threads=1)
+    with pytest.warns(TrainingWarning):
+        result = train(cfg, pairs + tied, out_dir=tmp_path / "t", progress=False)
+    assert result.summary["train_pairs"] == 16 and result.summary["skipped_ties"] == 8
+    with pytest.raises(ValueError, match="8 annotator ties"):
+        train(cfg, tied, progress=False)

@@ -9,9 +9,9 @@ from typing import Iterable, Mapping
 
 from .. import data as data_mod
 from ..data import Pair
-from .run import Splits, StudyRun, _pct, _progress, eval_names, train_rm
-from .schema import backbones_of, critics_of, is_baseline
-from .specs import resolve_sections
+from ..report import eval_names, long_table, pct
+from ..run import Run, Splits, progress_bar, resolve_sections, train_rm
+from .base import backbones_of, critics_of, is_baseline, simulated_p
 
 
 def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) -> list[Pair]:
@@ -23,17 +23,20 @@ def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) ->
     return data_mod.sample(pairs, n, seed, stratify=lambda p: p.subset or p.source)
 
 
-def rq1_train_all(run: StudyRun, critiqued: Mapping) -> list[dict]:
-    """One RM per backbone x critic (a backbone's n_train / n_eval slice the data the same way for
-    all its critics, so its paired tests compare the same pairs)."""
-    jobs = [(b, c) for b in backbones_of(run.params) for c in critiqued if b.critics is None or c in b.critics]
+def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
+    """One RM per backbone x critic x training seed (a backbone's n_train / n_eval slice the data
+    the same way for all its critics, so its paired tests compare the same pairs)."""
+    cfg = run.config
+    seeds = getattr(cfg, "seeds", None)
+    jobs = [(b, c, s) for b in backbones_of(cfg) for c in critiqued if b.critics is None or c in b.critics
+            for s in (seeds or [None])]
     results = []
-    for b, c in _progress(jobs, len(jobs), "reward models", run):
+    for b, c, s in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
-        seed = run.params["seed"]
-        sliced = Splits(_slice(sp.train, b.n_train, seed, nested=True), sp.validation,
-                        {k: _slice(v, b.n_eval, seed) for k, v in sp.eval.items()}, sp.sections)
-        results.append(train_rm(run, b, c, sliced, critic))
+        sliced = Splits(_slice(sp.train, b.n_train, cfg.seed, nested=True), sp.validation,
+                        {k: _slice(v, b.n_eval, cfg.seed) for k, v in sp.eval.items()}, sp.sections)
+        results.append(train_rm(run, b.backbone, b.name, c, sliced, critic, b.train,
+                                seed=s if seeds and len(seeds) > 1 else None))
     return results
 
 
@@ -70,35 +73,38 @@ def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: d
     return out
 
 
-def rq1_table(run: StudyRun | Mapping, results: list[dict]):
+def rq1_table(run, results: list[dict]):
     """Rows backbone x critic: Chat, Chat Hard, Safety, Reasoning, Score, PandaLM (%, with `lo`/`hi`
     95% CI columns), then for each critic against its backbone's No-Critiques RM the change in
     Score and PandaLM (points) and exact McNemar p-values on the pooled RewardBench pairs
     (`p RewardBench`) and on PandaLM (`p PandaLM`)."""
     import pandas as pd
 
-    params = run.params if isinstance(run, StudyRun) else run  # a run, or its (resolved) params
-    critics = critics_of(params)
+    from .. import config as config_mod
+
+    cfg = run.config if isinstance(run, Run) else run if not isinstance(run, Mapping) else \
+        config_mod.resolve(config_mod.SCHEMAS[run.get("study", "rq1")], dict(run))  # a run, its config or params
+    critics = critics_of(cfg)
     base_names = [n for n, s in critics.items() if is_baseline(s)]
     rows = []
     by_key = {(r["row"]["backbone"], r["row"]["critic"]): r for r in results}
     for r in results:
         row = dict(r["row"])
         spec = critics.get(row["critic"])
-        row["critic_p"] = _simulated_p(spec)
+        row["critic_p"] = simulated_p(spec) if spec is not None else None
         base = next((by_key.get((row["backbone"], b)) for b in base_names if (row["backbone"], b) in by_key), None)
         if base is not None and base is not r:
             for col in ("Score", "PandaLM"):
                 a, b = base["row"].get(col), row.get(col)
                 row[f"{col} change"] = None if a is None or b is None else round(b - a, 1)
-            tests = paired_tests(base["dir"], r["dir"], params.get("sections") and resolve_sections(params["sections"]))
+            tests = paired_tests(base["dir"], r["dir"], resolve_sections(cfg.sections))
             rb, pl = eval_names(r["summary"])
             for name, t in tests.items():
                 label = "RewardBench" if name == rb else "PandaLM" if name == pl else name
                 row[f"p {label}"] = t["p_value"]
                 row[f"discordant {label}"] = f"{t['b']}/{t['c']}"
         rows.append(row)
-    order = [b.name for b in backbones_of(params)], list(critics)
+    order = [b.name for b in backbones_of(cfg)], list(critics)
     rows.sort(key=lambda x: tuple(o.index(v) if v in o else len(o) for o, v in zip(order, (x["backbone"], x["critic"]))))
     df = pd.DataFrame(rows)
     first = ["backbone", "critic", "critic_id", "critic_p", "n_train"]
@@ -133,36 +139,13 @@ def rq1_length_table(results: list[dict], n_boot: int = 1000):
                      "alpacaeval-length": (df["subset"] == "alpacaeval-length").to_numpy()}
             for label, mask in masks.items():
                 ci = accuracy_with_ci(ok[mask], n_boot=n_boot) if mask.any() else None
-                row.update({label: _pct(ci and ci["acc"]), f"{label} lo": _pct(ci and ci["lo"]),
-                            f"{label} hi": _pct(ci and ci["hi"]), f"{label} n": int(mask.sum())})
+                row.update({label: pct(ci and ci["acc"]), f"{label} lo": pct(ci and ci["lo"]),
+                            f"{label} hi": pct(ci and ci["hi"]), f"{label} n": int(mask.sum())})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _simulated_p(spec) -> float | None:
-    if isinstance(spec, str) and spec.startswith("simulated:"):
-        return float(spec.removeprefix("simulated:").split(",")[0])
-    if isinstance(spec, dict) and spec.get("backend") == "simulated":
-        return float(spec.get("p"))
-    return None
-
-
-def long_table(df, id_cols: Iterable[str]):
-    """Wide result rows -> one row per metric: id columns, metric, acc, lo, hi (%)."""
-    import pandas as pd
-
-    id_cols = list(id_cols)
-    metrics = [c for c in df.columns if f"{c} lo" in df.columns and f"{c} hi" in df.columns]
-    rows = []
-    for _, r in df.iterrows():
-        for m in metrics:
-            if r[m] is None or (isinstance(r[m], float) and math.isnan(r[m])):
-                continue
-            rows.append({**{c: r[c] for c in id_cols}, "metric": m, "acc": r[m], "lo": r[f"{m} lo"], "hi": r[f"{m} hi"]})
-    return pd.DataFrame(rows, columns=id_cols + ["metric", "acc", "lo", "hi"])
-
-
-def quickstart_table(run: StudyRun, results: list[dict]):
+def quickstart_table(run: Run, results: list[dict]):
     """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size."""
     import pandas as pd
 

@@ -5,23 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from .rq1 import long_table
-from .run import Splits, StudyRun, _progress, eval_names, train_rm
-from .schema import SECTION_LABELS, backbones_of, critics_of, is_baseline
-from .specs import resolve_sections
+from ..report import SECTION_LABELS, eval_names, long_table
+from ..run import Run, Splits, progress_bar, resolve_sections, train_rm
+from .base import backbones_of, critics_of, is_baseline
 
 
-def rq2_train_all(run: StudyRun, critiqued: Mapping) -> list[dict]:
-    """One RM per critic x size, each on the nested subset of that size (prefixes of one seeded
-    permutation; load_splits already put the training pairs in that order)."""
-    sizes = list(run.params["sizes"])
-    b = backbones_of(run.params)[0]
-    jobs = [(c, s) for c in critiqued for s in sizes]
+def rq2_splits(run: Run) -> Splits:
+    """The splits, with the training pairs cut to the largest nested subset (one seeded
+    permutation: its prefixes are the subsets, the only pairs that need critiques)."""
+    from .. import data as data_mod
+    from ..run import load_splits
+
+    splits = load_splits(run)
+    largest = max(run.config.sizes)
+    if largest > len(splits.train):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"sizes: the largest subset {largest} exceeds the {len(splits.train)} training pairs")
+    order = data_mod.nested_subsets(list(range(len(splits.train))), [largest], run.config.seed)[largest]
+    return Splits([splits.train[i] for i in order], splits.validation, splits.eval, splits.sections)
+
+
+def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
+    """One RM per critic x size (x training seed), each on the nested subset of that size."""
+    cfg = run.config
+    b = backbones_of(cfg)[0]
+    seeds = cfg.seeds or [None]
+    jobs = [(c, n, s) for c in critiqued for n in cfg.sizes for s in seeds]
     results = []
-    for c, s in _progress(jobs, len(jobs), "reward models", run):
+    for c, n, s in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
-        sub = Splits(sp.train[:s], sp.validation, sp.eval, sp.sections)
-        results.append(train_rm(run, b, c, sub, critic, size=s))
+        sub = Splits(sp.train[:n], sp.validation, sp.eval, sp.sections)
+        results.append(train_rm(run, b.backbone, b.name, c, sub, critic, size=n,
+                                seed=s if cfg.seeds and len(cfg.seeds) > 1 else None))
     return results
 
 
@@ -47,7 +63,7 @@ def _correct_by_id(rm: Path, name: str, sections: dict | None):
     return df.set_index("id")
 
 
-def rq2_worth_n(run: StudyRun, results: list[dict]):
+def rq2_worth_n(run: Run, results: list[dict]):
     """Worth-N (critcore.scaling.worth_n_table) of every critic against No-Critiques, for each of
     `worth_metrics` (Score, a section or PandaLM), with bootstrap CIs over the evaluation pairs:
     critic, metric, size, acc, base_acc (%), equivalent_size, ratio, lo, hi, status, share_not_reached."""
@@ -56,9 +72,10 @@ def rq2_worth_n(run: StudyRun, results: list[dict]):
 
     from ..scaling import pooled_accuracy, section_score, worth_n_table
 
-    critics = critics_of(run.params)
+    cfg = run.config
+    critics = critics_of(cfg)
     base = next(n for n, s in critics.items() if is_baseline(s))
-    sections = resolve_sections(run.params.get("sections"))
+    sections = resolve_sections(cfg.sections)
     by = {}
     for r in results:
         by.setdefault(r["row"]["critic"], {})[r["row"]["size"]] = r
@@ -68,7 +85,7 @@ def rq2_worth_n(run: StudyRun, results: list[dict]):
     rb, pl = eval_names(any_summary)
     rows = []
     inverse = {v: k for k, v in SECTION_LABELS.items()}
-    for metric_name in run.params.get("worth_metrics") or ["Score"]:
+    for metric_name in cfg.worth_metrics or ["Score"]:
         if metric_name == "PandaLM":
             if pl is None:
                 continue
@@ -91,7 +108,7 @@ def rq2_worth_n(run: StudyRun, results: list[dict]):
             if c == base:
                 continue
             table = worth_n_table({s: arr[(base, s)] for s in by[base]}, {s: arr[(c, s)] for s in by[c]}, strata,
-                                  metric, n_boot=run.params["n_boot"], seed=run.params["seed"])
+                                  metric, n_boot=cfg.n_boot, seed=cfg.seed)
             for t in table:
                 rows.append({"critic": c, "metric": metric_name, **t,
                              "acc": round(100 * t["acc"], 2), "base_acc": round(100 * t["base_acc"], 2)

@@ -1,20 +1,22 @@
-"""The `critcore run` runner: read a params file, validate it, execute its notebook with
-papermill and record the run in run.json."""
+"""`critcore run`: resolve a params file into its study's configuration, check it (a dry run),
+then execute the study's notebook with papermill, which records the run in run.json."""
 from __future__ import annotations
 
 import json
 import os
-import platform
-import shlex
 import sys
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
 
 from .. import atomic
-from .run import _iso, _redact, _secret_values, git_info, outputs_root, package_versions
-from .schema import NOTEBOOK_FOR, PROJECT_ROOT, SCHEMAS, slug
-from .validation import find_notebook, notebook_parameters, validate, validate_generic
+from .. import config as config_mod
+from ..run import RUNNER_ENV, log, outputs_root, redact
+from ..report import slug
+from .validation import PROJECT_ROOT, find_notebook, validate
+
+KERNEL = "critcore"  # `make setup` registers it; papermill falls back to python3 where it is missing
 
 
 def _find_params(path: str | os.PathLike) -> Path:
@@ -23,67 +25,67 @@ def _find_params(path: str | os.PathLike) -> Path:
         return p
     if not p.is_absolute() and (PROJECT_ROOT / p).is_file():
         return PROJECT_ROOT / p
-    raise FileNotFoundError(f"no params file {path}")
+    raise config_mod.ConfigError(f"{path}: no such params file")
 
 
-def read_params(path: str | os.PathLike) -> dict:
-    import yaml
+def kernel_name() -> str:
+    """The project's Jupyter kernel when it is registered, else python3."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
 
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of parameters at the top level")
-    return raw
+        return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
+    except Exception:  # noqa: BLE001 - no jupyter_client: papermill will say so
+        return "python3"
 
 
 def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run: bool = False, *,
-              out_root: str | os.PathLike | None = None, overrides: Mapping | None = None,
-              progress: bool = True) -> Path:
-    """`critcore run PARAMS`: validate the params (data specs loaded where local), then execute the
-    notebook they name with papermill, writing everything under <out_root>/<study>/<run_id>/
+              out_root: str | os.PathLike | None = None, sets=(), progress: bool = True) -> Path:
+    """`critcore run PARAMS`: resolve and validate the params (local data loaded), then execute the
+    notebook of their study with papermill, writing everything under <out_root>/<study>/<run_id>/
     (out_root: $CRITCORE_OUTPUTS or outputs/; run_id: the params file's stem): the executed
-    notebook, tables, charts and run.json. dry_run stops after the validation report and
-    returns the folder a run would use (nothing is written). Returns that folder."""
+    notebook, tables, charts and run.json. dry_run stops after the validation report (and the
+    returns the folder a run would use; nothing is written."""
     path = _find_params(params_path)
-    raw = {**read_params(path), **dict(overrides or {})}
-    study = raw.get("study")
-    run_id = run_id or raw.get("run_id") or path.stem
+    raw = config_mod.read_yaml(path)
+    if not raw.get("study"):
+        raise config_mod.ConfigError(f"{path}: no `study:` key; a params file without one is for `critcore train`")
+    cfg = config_mod.resolve(config_mod.schema_for(raw), raw, sets=sets, where=str(path))
+    if not cfg.notebook:
+        raise config_mod.ConfigError(f"{path}: study '{cfg.study}' has no notebook; use `critcore {cfg.study}`")
+    run_id = run_id or cfg.run_id or path.stem
     root = Path(out_root) if out_root else outputs_root()
-    out_dir = Path(raw["out_dir"]) if raw.get("out_dir") else root / str(study) / slug(run_id)
-    if study in SCHEMAS:
-        report, resolved = validate(raw, check_data=True, base=path.parent)
-    else:
-        report, resolved = validate_generic(raw, check_data=True, base=path.parent)
-    print(f"{path}:\n{report.text()}")
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else root / cfg.study / slug(run_id)
+    report = validate(cfg, check_data=True, base=path.parent)
+    log(f"{path}:\n{report.text()}")
     report.raise_if_errors()
     if dry_run:
-        print(f"dry run: nothing trained; a run would write to {out_dir}")
+        log(f"dry run: nothing trained; a run would write to {out_dir}")
         return out_dir
     import papermill
 
-    notebook = find_notebook(resolved["notebook"] or NOTEBOOK_FOR[study], path.parent)
+    notebook = find_notebook(cfg.notebook, path.parent)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if study in SCHEMAS:
-        params = {**raw, "run_id": run_id, "out_dir": str(out_dir),
-                  "critique_cache": str(Path(raw.get("critique_cache") or root / "critiques.sqlite").resolve()),
-                  "progress": raw.get("progress", progress)}
-    else:  # another study's notebook: its own parameters, plus out_dir (and run_id if it takes one)
-        declared = notebook_parameters(notebook)
-        params = {**raw, "out_dir": str(out_dir), **({"run_id": run_id} if "run_id" in declared else {})}
+    cfg = replace(cfg, run_id=run_id, out_dir=str(out_dir), critique_cache=config_mod.critique_cache_path(cfg.critique_cache),
+                  progress=cfg.progress and progress)
     final, running = out_dir / notebook.name, out_dir / f".running.{notebook.name}"
+    token = uuid.uuid4().hex
+    os.environ[RUNNER_ENV] = json.dumps({"id": token, "params_file": str(path), "notebook": str(notebook),
+                                         "executed_notebook": final.name, "command": " ".join(sys.argv)})
     _log_papermill()
-    t0, started, error = time.perf_counter(), time.time(), None
+    t0, error = time.perf_counter(), None
     try:
-        papermill.execute_notebook(str(notebook), str(running), parameters=params, kernel_name="python3",
-                                   cwd=str(Path.cwd()), progress_bar=progress, log_output=progress)
+        papermill.execute_notebook(str(notebook), str(running), parameters=config_mod.to_dict(cfg),
+                                   kernel_name=kernel_name(), cwd=str(Path.cwd()), progress_bar=cfg.progress,
+                                   log_output=cfg.progress)
     except BaseException as e:
         error = e
         raise
     finally:
+        os.environ.pop(RUNNER_ENV, None)
         if running.exists():
             os.replace(running, final)
-        _runner_record(out_dir, path, notebook, final, started, time.perf_counter() - t0, error, raw, run_id)
+        _finish_record(out_dir, cfg, token, time.perf_counter() - t0, error)
     return out_dir
 
 
@@ -98,45 +100,21 @@ def _log_papermill() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _runner_record(out_dir: Path, params_path: Path, notebook: Path, executed: Path, started: float,
-                   seconds: float, error, raw: dict, run_id: str) -> None:
-    """Merge the runner's part into run.json (or write run.json when the notebook died first)."""
-    path = out_dir / "run.json"
-    record = {}
-    if path.exists() and path.stat().st_mtime >= started - 1:  # written by StudyRun.finish() during this run
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            record = {}
-    from .. import __version__
+def _finish_record(out_dir: Path, cfg, token: str, seconds: float, error) -> None:
+    """Add the runner's wall time to the run.json the notebook wrote in this run (it carries the
+    runner's token); when the notebook died before writing one, write a failed record."""
+    from ..run import Run
 
-    if not record or record.get("run_id") != run_id:  # no StudyRun.finish() record: the runner writes one
-        cache = raw.get("critique_cache") or raw.get("cache")
-        record = {"study": raw.get("study"), "run_id": run_id, "status": "completed", "out_dir": str(out_dir),
-                  "params": raw, "git": git_info(), "versions": package_versions(), "critcore": __version__,
-                  "python": sys.version.split()[0], "platform": platform.platform(),
-                  "wall": {"started": _iso(started), "total_s": round(seconds, 3), "steps": {}},
-                  "critique_cache": _cache_summary(cache),
-                  "artifacts": sorted(str(f.relative_to(out_dir)) for f in out_dir.rglob("*")
-                                      if f.is_file() and not f.name.startswith(".") and f.name != "run.json")}
+    path = out_dir / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if (record.get("runner") or {}).get("id") != token:
+        record = Run(config=cfg, run_id=cfg.run_id, out_dir=out_dir).record("failed" if error else "completed")
+        record["runner"] = {"id": token}
     if error is not None:
         record["status"] = "failed"
         record["error"] = f"{type(error).__name__}: {str(error)[-2000:]}"
-    record["runner"] = {"params_file": str(params_path), "notebook": str(notebook), "executed_notebook": executed.name,
-                        "started": _iso(started), "wall_s": round(seconds, 3), "command": shlex.join(sys.argv)}
-    atomic.write_json(path, _redact(record, _secret_values(raw)))
-
-
-def _cache_summary(path) -> dict | None:
-    """Records in a critique cache file (for runs whose notebook reports no cache stats)."""
-    from ..experiment import expand
-
-    if not path:
-        return None
-    path = Path(expand(str(path)))
-    if not path.is_file():
-        return {"path": str(path), "records": None}
-    from ..cache import CritiqueCache
-
-    with CritiqueCache(path) as c:
-        return {"path": str(path), "records": len(c)}
+    record["runner"]["wall_s"] = round(seconds, 3)
+    atomic.write_json(path, redact(record))

@@ -7,7 +7,7 @@ import random
 import re
 from typing import Iterable
 
-from ..data import Loaded, Pair
+from .data import Loaded, Pair
 
 CAPITALS = (
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Portugal", "Lisbon"),

@@ -1,0 +1,662 @@
+"""One typed configuration for every command, study and notebook.
+
+A configuration is a dataclass (the schemas below; `TrainConfig` lives in critcore.train). Every
+command and notebook resolves its parameters the same way (`resolve`):
+
+    the schema's defaults  <-  a params YAML  <-  --set key=value  <-  command-line flags
+
+merged deeply: a block such as `train:` merges key by key into its defaults, while a free mapping
+(`eval_data`, `critics`) given by a layer replaces the one before it; `--set a.b=v` changes one
+key wherever it is. Values are coerced to their declared types (YAML's `1e-4` is a float), and an
+unknown key is an error that names the nearest valid one. `${data}` in strings becomes the shared
+data folder. `critcore config PARAMS` prints the result; run.json records it; each notebook's
+`parameters` cell lists the same keys and defaults (tests/test_config.py keeps them in sync).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .backbones import cache_dir
+from .errors import ConfigError
+from .train import TrainConfig
+
+
+# ---------------------------------------------------------------- YAML (1.2 numbers)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-4` is a string; YAML 1.2 (and every reader) means a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_value(text: str):
+    """One YAML value, numbers read as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A params file: a mapping at the top level. Errors name the file."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            raw = yaml.load(f, Loader=_Loader)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the params file ({e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameters at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def parse_sets(items) -> list[tuple[list[str], Any]]:
+    """`--set train.lr=1e-4` items as (key path, value) with the value read as YAML."""
+    out = []
+    for item in items or []:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out.append((key.strip().split("."), yaml_value(raw)))
+    return out
+
+
+# ---------------------------------------------------------------- ${data}
+
+
+def shared_data_dir() -> Path:
+    """$CRITCORE_DATA, else ../shared/data beside the project (where tests and CI find it)."""
+    if os.environ.get("CRITCORE_DATA"):
+        return Path(os.environ["CRITCORE_DATA"])
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (base.parent / "shared" / "data").is_dir():
+            return (base.parent / "shared" / "data").resolve()
+    return Path.cwd().parent / "shared" / "data"
+
+
+def expand(value, data_dir: Path | None = None):
+    """Replace ${data} in every string of a params structure with the shared data folder."""
+    data_dir = data_dir or shared_data_dir()
+    if isinstance(value, str):
+        return value.replace("${data}", str(data_dir))
+    if isinstance(value, dict):
+        return {k: expand(v, data_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, data_dir) for v in value]
+    return value
+
+
+def critique_cache_path(path: str | os.PathLike | None = None) -> str:
+    """The one critique cache every command shares: `path` when given, else
+    $CRITCORE_CACHE/critiques.sqlite; always absolute."""
+    return str(Path(path).expanduser().resolve() if path else (cache_dir() / "critiques.sqlite").resolve())
+
+
+# ---------------------------------------------------------------- the schemas
+
+DataSpec = typing.Union[str, dict, list]  # FORMAT:PATH, a PATH, {format, path, ...} or a list (critcore.data.parse_spec)
+CriticSpec = typing.Union[str, dict]  # none, smollm2, simulated:0.9, {backend: openai, ...} (critcore.critique)
+Threads = typing.Union[int, Literal["auto"], None]
+
+
+def _doc(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
+    """A field with its one-line documentation (shown in `critcore config` and notebook cells)."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+def _train(**overrides):
+    return lambda: TrainConfig(**overrides)
+
+
+@dataclass
+class CriticOptions:
+    """Options for every critic that takes them; null keeps the critic's own default."""
+
+    max_new_tokens: int | None = _doc("most tokens in one critique", None)
+    max_chars: int | None = _doc("prompt and response are cut to this many characters before templating", None)
+    batch_size: int | None = _doc("items per critic call (one cache commit each)", None)
+    template: str | None = _doc("critique template: a name in critcore/templates, a file or the text", None)
+    engine: str | None = _doc("local critics: ctranslate2 | transformers (null: the fastest installed)", None)
+    compute_type: str | None = _doc("local critics' compute type (ctranslate2: int8, bfloat16, float32)", None)
+
+
+@dataclass
+class Base:
+    """What every study and command shares."""
+
+    study: str = _doc("what these parameters run", "")
+    notebook: str | None = _doc("the notebook that runs this study", None)
+    description: str = _doc("one line for run.json and the README", "")
+    run_id: str | None = _doc("default: the params file's stem (critcore run), else a hash of the parameters", None)
+    out_dir: str | None = _doc("default: outputs/<study>/<run_id>", None)
+    critique_cache: str | None = _doc("SQLite critique cache; default $CRITCORE_CACHE/critiques.sqlite", None)
+    threads: Threads = _doc("torch CPU threads: a number, null (torch's choice) or auto (1 on a busy CPU)", "auto")
+    seed: int = _doc("data sampling and bootstrap seed (training seeds are train.seed)", 0)
+    progress: bool = _doc("progress bars", True)
+    n_boot: int = _doc("bootstrap replicates of every interval", 1000)
+
+
+@dataclass
+class RMStudy(Base):
+    """A study that trains and evaluates reward models."""
+
+    train_data: DataSpec | None = _doc("training pairs (a data spec)", None)
+    validation_data: DataSpec | None = _doc("validation pairs: the learning-rate sweep picks on these", None)
+    eval_data: dict[str, DataSpec] | None = _doc("{name: data spec}; rewardbench and pandalm give the paper's columns", None)
+    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", None)
+    train: TrainConfig = _doc("training options (critcore.train.TrainConfig)", factory=TrainConfig)
+    lr_sweep: list[float] | None = _doc("learning rates: one RM each, the best on validation is kept", None)
+    critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)", factory=CriticOptions)
+
+
+_SMALL_EVAL = {
+    "rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "per_stratum": 4, "seed": 0},
+    "pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 60, "seed": 0}}
+_SECTIONS = "${data}/reward-bench-local/sections.json"
+_CPU_TRAIN = {"max_length": 256, "lr": 8.0e-5, "batch_size": 32, "micro_batch_size": 8}
+_CPU_CRITIC = {"max_new_tokens": 48, "max_chars": 400, "batch_size": 32}
+
+
+@dataclass
+class TrainJob(RMStudy):
+    """`critcore train`: one reward model, trained and (with eval_data) evaluated."""
+
+    study: str = _doc("what these parameters run", "train")
+    backbone: str = _doc("minilm, smollm2, gemma3-270m, a local folder, a .gguf file or a hub name", "minilm")
+    critic: CriticSpec | None = _doc("none: No-Critiques; null: the critiques the data carry; else a critic spec", None)
+
+
+@dataclass
+class Quickstart(RMStudy):
+    study: str = _doc("what these parameters run", "quickstart")
+    notebook: str | None = _doc("the notebook that runs this study", "notebooks/quickstart.ipynb")
+    description: str = _doc("one line for run.json and the README",
+                            "Critiques, then a No-Critiques and a Critique RM, evaluation, a table and a chart.")
+    data: Literal["auto", "shared", "generated"] = _doc(
+        "auto: a slice of ../shared/data when it exists, else the generated set", "auto")
+    n_train: int = _doc("training pairs (a seeded slice)", 16)
+    n_eval: int = _doc("evaluation pairs per set (RewardBench: one per subset at least; PandaLM: half)", 16)
+    backbone: str = _doc("the RM backbone", "minilm")
+    critic: CriticSpec = _doc("the critic beside No-Critiques", "smollm2")
+    train: TrainConfig = _doc("training options (critcore.train.TrainConfig)", factory=_train(
+        max_length=128, lr=1.0e-4, batch_size=8, micro_batch_size=8, epochs=2))
+    critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)", factory=lambda: CriticOptions(
+        max_new_tokens=24, max_chars=240, batch_size=32))
+
+    def derive(self, data_dir: Path) -> "Quickstart":
+        """Fill the data specs that `data` implies (those given are kept)."""
+        mode = self.data
+        if mode == "auto":
+            mode = "shared" if (data_dir / "mix" / "train.jsonl").is_file() else "generated"
+        n_train, n_eval, seed = self.n_train, self.n_eval, self.seed
+        if mode == "shared":
+            train = {"format": "jsonl", "path": f"{data_dir}/mix/train.jsonl", "limit": n_train, "seed": seed,
+                     "stratify": None}
+            evals = {"rewardbench": {"format": "rewardbench", "path": f"{data_dir}/reward-bench-local/filtered.jsonl",
+                                     "limit": n_eval, "per_stratum": 1, "seed": seed},
+                     "pandalm": {"format": "pandalm", "path": f"{data_dir}/pandalm/testset-v1.json",
+                                 "limit": max(1, n_eval // 2), "seed": seed, "stratify": None}}
+            sections = f"{data_dir}/reward-bench-local/sections.json"
+        else:
+            train = {"format": "generated", "n": n_train, "seed": seed, "split": "train"}
+            evals = {"generated": {"format": "generated", "n": n_eval, "seed": seed, "split": "test"}}
+            sections = "generated"
+        return dataclasses.replace(self, train_data=self.train_data or train, eval_data=self.eval_data or evals,
+                                   sections=self.sections or sections)
+
+
+@dataclass
+class BackboneSpec:
+    """One backbone of an RQ1 study, with its own slice and options."""
+
+    name: str = _doc("label in folder names and tables", "")
+    backbone: str | None = _doc("what TrainConfig.backbone gets (default: name)", None)
+    n_train: int | None = _doc("a nested slice of the training pairs", None)
+    n_eval: int | None = _doc("a seeded sample of each evaluation set", None)
+    critics: list[str] | None = _doc("critic names to train with (default all)", None)
+    train: dict = _doc("TrainConfig overrides for this backbone", factory=dict)
+
+
+@dataclass
+class CPUSized(RMStudy):
+    """RQ1 and RQ2's defaults: a slice of the local suite and PandaLM, CPU-sized training and critics."""
+
+    eval_data: dict[str, DataSpec] | None = _doc("{name: data spec}; rewardbench and pandalm give the paper's columns",
+                                                 factory=lambda: copy.deepcopy(_SMALL_EVAL))
+    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", _SECTIONS)
+    train: TrainConfig = _doc("training options (critcore.train.TrainConfig)", factory=_train(**_CPU_TRAIN))
+    critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)",
+                                         factory=lambda: CriticOptions(**_CPU_CRITIC))
+
+
+@dataclass
+class RQ1(CPUSized):
+    study: str = _doc("what these parameters run", "rq1")
+    notebook: str | None = _doc("the notebook that runs this study", "notebooks/rq1_critic_quality.ipynb")
+    description: str = _doc("one line for run.json and the README",
+                            "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, paired tests vs No-Critiques.")
+    backbones: list[typing.Union[str, BackboneSpec]] = _doc("names, or {name, backbone, n_train, n_eval, critics, train}",
+                                                            factory=lambda: ["minilm"])
+    critics: dict[str, CriticSpec] = _doc("name -> critic spec; none is No-Critiques",
+                                          factory=lambda: {"none": "none", "smollm2": "smollm2"})
+    seeds: list[int] | None = _doc("training seeds: one RM per seed in every cell (null: train.seed only)", None)
+    train_data: DataSpec | None = _doc("training pairs (a data spec)", factory=lambda: {
+        "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
+
+
+@dataclass
+class RQ2(CPUSized):
+    study: str = _doc("what these parameters run", "rq2")
+    notebook: str | None = _doc("the notebook that runs this study", "notebooks/rq2_scaling.ipynb")
+    description: str = _doc("one line for run.json and the README",
+                            "RQ2: RMs on nested training subsets with and without critiques; curves and worth-N.")
+    backbone: str = _doc("the RM backbone", "minilm")
+    critics: dict[str, CriticSpec] = _doc("exactly one No-Critiques baseline (none), one or more critics",
+                                          factory=lambda: {"none": "none", "smollm2": "smollm2"})
+    sizes: list[int] = _doc("nested subsets of train_data (one seeded permutation)", factory=lambda: [32, 64, 128, 256])
+    seeds: list[int] | None = _doc("training seeds: one curve per seed (null: train.seed only)", None)
+    worth_metrics: list[str] = _doc("curves to compute worth-N on (Score, a section or PandaLM)",
+                                    factory=lambda: ["Score", "PandaLM"])
+    train_data: DataSpec | None = _doc("training pairs (a data spec)", factory=lambda: {
+        "format": "jsonl", "path": "${data}/mix/train.jsonl"})
+
+
+@dataclass
+class JudgeSpec:
+    model: str = _doc("a name in `models`", "")
+    mode: Literal["direct", "critique"] = _doc("direct (Gen) or critique (Gen + Critiques)", "direct")
+    max_new_tokens: int | None = _doc("score reply length (default judge_max_new_tokens)", None)
+    critic: str | None = _doc("who writes the critiques (a name in models; default the judge's model)", None)
+    template: str | None = _doc("judge prompt: a name in critcore/prompts, a file or the text", None)
+    name: str | None = _doc("table label", None)
+
+
+@dataclass
+class LLMStudy(Base):
+    """The studies that prompt language models (judge, metacritique): named backends, one thread."""
+
+    threads: Threads = _doc("torch CPU threads: a number, null (torch's choice) or auto (1 on a busy CPU)", 1)
+    models: dict[str, CriticSpec] = _doc("named backends (critic specs), shared by every use of the name",
+                                         factory=lambda: {"smollm2": {"backend": "local", "model": "smollm2",
+                                                                      "max_new_tokens": 64}})
+    max_chars: int = _doc("per filled-in text (the prompt keeps its end, the rest their start)", 4000)
+    rq1_runs: list[str] = _doc("RQ1 run folders: their RMs join the table or the chart", factory=list)
+
+
+@dataclass
+class Judge(LLMStudy):
+    study: str = _doc("what these parameters run", "judge")
+    notebook: str | None = _doc("the notebook that runs this study", "notebooks/generative_judge.ipynb")
+    description: str = _doc("one line for run.json and the README", "Point-wise generative judges, Gen and Gen + Critiques.")
+    data: DataSpec = _doc("the pairs to judge (a data spec)", factory=lambda: {
+        "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 4, "seed": 0})
+    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", _SECTIONS)
+    judges: list[JudgeSpec] = _doc("one judge per entry", factory=lambda: [
+        JudgeSpec(model="smollm2", mode="direct"), JudgeSpec(model="smollm2", mode="critique")])
+    judge_max_new_tokens: int = _doc("score reply length", 16)
+
+
+@dataclass
+class Reference:
+    critic: str | None = _doc("a name in `models` that writes the reference critiques", None)
+    file: str | None = _doc("or a JSONL of reference critiques", None)
+
+
+@dataclass
+class Metacritique(LLMStudy):
+    study: str = _doc("what these parameters run", "metacritique")
+    notebook: str | None = _doc("the notebook that runs this study", "notebooks/metacritique.ipynb")
+    description: str = _doc("one line for run.json and the README", "Meta-P, Meta-R and Meta-F1 of critics.")
+    data: DataSpec = _doc("the pairs whose responses are critiqued (a data spec)", factory=lambda: {
+        "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 2, "seed": 0})
+    sides: list[Literal["chosen", "rejected"]] = _doc("which responses", factory=lambda: ["chosen", "rejected"])
+    critics: dict[str, CriticSpec] = _doc("table label -> a name in models or a critic spec",
+                                          factory=lambda: {"SmolLM2": "smollm2"})
+    reference: Reference = _doc("reference critiques: {critic: NAME} or {file: PATH}",
+                                factory=lambda: Reference(critic="smollm2"))
+    evaluator: CriticSpec = _doc("the model that extracts and checks AIUs (a name in models or a spec)", "smollm2")
+    aiu_max_new_tokens: int = _doc("AIU extraction reply length", 96)
+    verdict_max_new_tokens: int = _doc("verdict reply length", 16)
+    max_aius: int | None = _doc("AIUs kept per critique (null: all)", 5)
+    rm_critics: dict[str, str] = _doc("RM folder name -> critic label, where the RM's critic is not recorded",
+                                      factory=dict)
+
+
+@dataclass
+class Evaluate(Base):
+    """`critcore evaluate`: score datasets with a saved reward model."""
+
+    study: str = _doc("what these parameters run", "evaluate")
+    model: str | None = _doc("a saved critcore RM folder", None)
+    eval_data: dict[str, DataSpec] = _doc("{name: data spec}", factory=dict)
+    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", None)
+    critic: CriticSpec | None = _doc("null: the critic in the RM's recipe; else a critic spec", None)
+    critic_options: CriticOptions = _doc("options for the critic (null: the recipe's)", factory=CriticOptions)
+    allow_critic_mismatch: bool = _doc("score with another critic than the RM's (cross-critic experiments)", False)
+    max_length: int | None = _doc("null: the RM's recipe", None)
+    batch_size: int = _doc("sequences per forward pass", 32)
+
+
+@dataclass
+class Critique(Base):
+    """`critcore critique`: add critiques to preference pairs."""
+
+    study: str = _doc("what these parameters run", "critique")
+    critic: CriticSpec = _doc("a critic spec", "smollm2")
+    critic_options: CriticOptions = _doc("options for the critic", factory=CriticOptions)
+    data: DataSpec | None = _doc("the pairs (a data spec)", None)
+    out: str | None = _doc("output JSONL, written atomically", None)
+    on_error: Literal["fail", "skip"] = _doc("an item the critic can never answer: fail the run, or skip it (reported)",
+                                             "fail")
+
+
+@dataclass
+class Score(Base):
+    """`critcore score`: the reward of one response, or of every pair of a file."""
+
+    study: str = _doc("what these parameters run", "score")
+    model: str | None = _doc("a saved critcore RM folder", None)
+    prompt: str | None = _doc("the prompt", None)
+    response: str | None = _doc("the response", None)
+    critique: str | None = _doc("a critique to use instead of the recipe's critic", None)
+    data: DataSpec | None = _doc("score every pair of this data spec instead", None)
+    out: str | None = _doc("with data: the scored pairs as CSV", None)
+    critic: CriticSpec | None = _doc("null: the critic in the RM's recipe", None)
+    critic_options: CriticOptions = _doc("options for the critic (null: the recipe's)", factory=CriticOptions)
+    allow_critic_mismatch: bool = _doc("score with another critic than the RM's", False)
+    max_length: int | None = _doc("null: the RM's recipe", None)
+    batch_size: int = _doc("sequences per forward pass", 32)
+
+
+SCHEMAS: dict[str, type] = {"train": TrainJob, "quickstart": Quickstart, "rq1": RQ1, "rq2": RQ2, "judge": Judge,
+                            "metacritique": Metacritique, "evaluate": Evaluate, "critique": Critique, "score": Score}
+STUDIES = ("quickstart", "rq1", "rq2", "judge", "metacritique")  # the ones with a notebook
+
+
+# ---------------------------------------------------------------- resolving
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(tp) -> type | None:
+    """The dataclass a field holds (directly or as X | None), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def _nearest(key: str, known, path: str = "") -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    prefix = f"{path}." if path else ""
+    return f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+
+
+def _item_dataclass(tp) -> type | None:
+    """The dataclass that items of a list field may be (list[X] or list[str | X]), else None."""
+    if typing.get_origin(tp) is not list or not typing.get_args(tp):
+        return None
+    item = typing.get_args(tp)[0]
+    return next((a for a in (item, *typing.get_args(item)) if dataclasses.is_dataclass(a)), None)
+
+
+def _check_keys(cls, value, where: str, path: str) -> None:
+    """Unknown keys anywhere in the dataclass parts of `value` are errors naming the nearest."""
+    if not isinstance(value, dict):
+        return
+    hints = _hints(cls)
+    for key, v in value.items():
+        at = f"{path}.{key}" if path else str(key)
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key '{at}'{_nearest(key, hints, path)}")
+        sub = _dataclass_of(hints[key])
+        if sub is not None:
+            _check_keys(sub, v, where, at)
+        item = _item_dataclass(hints[key])
+        if item is not None and isinstance(v, list):
+            for i, x in enumerate(v):
+                _check_keys(item, x, where, f"{at}[{i}]")
+
+
+def _merge_layer(cls, base: dict, layer: dict) -> dict:
+    """`layer` over `base`: dataclass blocks merge key by key; anything else is replaced."""
+    out = dict(base)
+    hints = _hints(cls)
+    for key, value in layer.items():
+        sub = _dataclass_of(hints.get(key)) if key in hints else None
+        if sub is not None and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_layer(sub, out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_path(tree: dict, path: list[str], value, where: str) -> None:
+    node = tree
+    for i, key in enumerate(path[:-1]):
+        nxt = node.get(key)
+        if isinstance(nxt, str):
+            from .data import spec_dict  # a data spec FORMAT:PATH becomes {format, path} to take a key
+
+            nxt = spec_dict(nxt)
+        if nxt is None:
+            nxt = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: --set {'.'.join(path)}: '{'.'.join(path[:i + 1])}' is not a mapping")
+        node[key] = nxt = dict(nxt)
+        node = nxt
+    node[path[-1]] = value
+
+
+def defaults(cls) -> dict:
+    """The schema's defaults as plain values."""
+    return to_dict(cls())
+
+
+def to_dict(cfg) -> dict:
+    """A configuration as plain YAML-able values. A `train` block leaves out its backbone, which
+    the study or command sets (`backbone`, `backbones`)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if not (isinstance(cfg, TrainConfig) and f.name == "backbone")}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _validate(cls, merged: dict, where: str):
+    """Coerce to the declared types (pydantic's lax mode: "1e-4" -> 1e-4, "8" -> 8); the keys
+    were checked before (_check_keys), with a nearest-name hint pydantic does not give."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(cls).validate_python(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "union[", "literal[")))
+        loc = re.sub(r"\.(str|dict|list\[[^\]]*\]|int|float|bool|none)(?=\.|$)", "", loc)
+        got = err.get("input")
+        shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+        raise ConfigError(f"{where}: '{loc}': {err['msg'].lower()} (got {shown})") from None
+
+
+def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path | None = None):
+    """The schema's defaults <- each layer (dicts, in order) <- `sets` ((path, value) pairs or
+    "k=v" strings), typed and checked. Raises ConfigError naming `where` and the key."""
+    merged = defaults(cls)
+    for layer in layers:
+        if not layer:
+            continue
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{where}: expected a mapping of parameters, got {type(layer).__name__}")
+        _check_keys(cls, layer, where, "")
+        merged = _merge_layer(cls, merged, layer)
+    pairs = [parse_sets([s])[0] if isinstance(s, str) else s for s in sets]
+    for path, value in pairs:
+        _check_keys(cls, _nest(path, value), "--set", "")
+        _set_path(merged, path, copy.deepcopy(value), "--set")
+    study = merged.get("study")
+    default_study = cls().study
+    if study != default_study:
+        raise ConfigError(f"{where}: these parameters are for '{study}', not '{default_study}'")
+    if "backbone" in _raw_train(list(layers) + [_nest(p, v) for p, v in pairs]):
+        raise ConfigError(f"{where}: 'train.backbone': set it with the top-level "
+                          f"`{'backbones' if cls is RQ1 else 'backbone'}`, not inside train")
+    data_dir = data_dir or shared_data_dir()
+    cfg = _validate(cls, expand(merged, data_dir), where)
+    if hasattr(cfg, "derive"):
+        cfg = cfg.derive(data_dir)
+    _check_specs(cfg, where)
+    return cfg
+
+
+def _raw_train(layers) -> set:
+    keys = set()
+    for layer in layers:
+        if isinstance(layer, dict) and isinstance(layer.get("train"), dict):
+            keys |= set(layer["train"])
+    return keys
+
+
+def _nest(path: list[str], value) -> dict:
+    out: Any = value
+    for key in reversed(path):
+        out = {key: out}
+    return out
+
+
+def _check_specs(cfg, where: str) -> None:
+    """Data specs and critic specs parse (nothing is read or loaded)."""
+    from .critique import parse_critic_spec
+    from .data import DataError, parse_spec
+
+    def spec(value, at):
+        for i, one in enumerate(value if isinstance(value, list) else [value]):
+            try:
+                parse_spec(one)
+            except DataError as e:
+                raise ConfigError(f"{where}: '{at}{f'[{i}]' if isinstance(value, list) else ''}': {e.problem}"
+                                  + (f" ({e.field})" if e.field else "")) from None
+
+    def critic(value, at):
+        try:
+            parse_critic_spec(value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: '{at}': {e}") from None
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if v is None:
+            continue
+        if f.name in ("train_data", "validation_data", "data"):
+            spec(v, f.name)
+        elif f.name == "eval_data":
+            for name, s in v.items():
+                spec(s, f"eval_data.{name}")
+        elif f.name in ("critic", "evaluator") and not (isinstance(cfg, (Metacritique,)) and v in cfg.models):
+            critic(v, f.name)
+        elif f.name in ("critics", "models"):
+            for name, s in v.items():
+                if not (isinstance(cfg, Metacritique) and f.name == "critics" and s in cfg.models):
+                    critic(s, f"{f.name}.{name}")
+
+
+def schema_for(raw: dict, default: str = "train") -> type:
+    """The schema a params mapping names with `study:` (default: `critcore train`'s)."""
+    study = raw.get("study") or default
+    if study not in SCHEMAS:
+        raise ConfigError(f"unknown study '{study}'{_nearest(study, SCHEMAS)}")
+    return SCHEMAS[study]
+
+
+def load(params: str | os.PathLike | dict | None = None, sets=(), flags: dict | None = None,
+         schema: type | str | None = None):
+    """Resolve a params file (or mapping) with --set items and command-line flags (a mapping of
+    key paths "a.b" -> value; None values are left out) into its typed configuration."""
+    where = str(params) if isinstance(params, (str, os.PathLike)) else "params"
+    raw = read_yaml(params) if isinstance(params, (str, os.PathLike)) else dict(params or {})
+    cls = SCHEMAS[schema] if isinstance(schema, str) else schema or schema_for(raw)
+    pairs = [(key.split("."), value) for key, value in (flags or {}).items() if value is not None]
+    return resolve(cls, raw, sets=pairs + parse_sets(sets), where=where)
+
+
+def dump(cfg) -> str:
+    """The configuration as YAML (what `critcore config` prints)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True, width=110)
+
+
+def docs(cls) -> dict[str, str]:
+    """{field: one-line documentation} of a schema."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
+# ---------------------------------------------------------------- notebooks' parameters cells
+
+
+def parameters_cell(study: str) -> str:
+    """The source of a study notebook's `parameters` cell: every key of its schema with its default
+    and documentation. tests/test_config.py checks each notebook against this;
+    `make notebook-parameters` rewrites them."""
+    import pprint
+
+    cls = SCHEMAS[study]
+    lines = [f"# Parameters: critcore.config.{cls.__name__}. papermill -f params/X.yaml (or -p KEY VALUE) replaces them,",
+             "# merged into these defaults as `critcore config` shows; ${data} is ../shared/data ($CRITCORE_DATA)."]
+    for name, value in defaults(cls).items():
+        text = pprint.pformat(value, width=100, sort_dicts=False)
+        first, *rest = text.splitlines()
+        lines.append(f"{name} = {first}" + ("" if rest else f"  # {docs(cls)[name]}"))
+        if rest:
+            lines += [" " * (len(name) + 3) + r for r in rest]
+            lines[-1] += f"  # {docs(cls)[name]}"
+    return "\n".join(lines)
+
+
+def write_parameters_cells(root: Path | None = None) -> list[Path]:
+    """Rewrite the `parameters` cell of every study notebook from its schema."""
+    import nbformat
+
+    root = root or Path(__file__).resolve().parents[1]
+    written = []
+    for study in STUDIES:
+        path = root / SCHEMAS[study]().notebook
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        source = parameters_cell(study)
+        if cell.source != source:
+            cell.source = source
+            nbformat.write(nb, path)
+            written.append(path)
+    return written

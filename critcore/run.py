@@ -1,0 +1,615 @@
+"""One path from a configuration to a run folder, used by `critcore train`, `critcore run`
+and every notebook: the run record (run.json, written once, by `Run.finish`) and the steps
+
+    load_splits -> critique_splits -> train_rm (critique, train, evaluate, report per RM)
+
+Everything a run writes goes under `run.out_dir`, atomically: tables as CSV, charts as HTML and
+PNG, run.json, and one stable folder per reward model, rms/<backbone>__<critic>[__n<size>][__s<seed>]/,
+where `critcore.train.train` finds a finished model, so a rerun reuses it; critiques come from the
+one critique cache (`config.critique_cache_path`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import atomic, config as config_mod
+from . import data as data_mod
+from .data import Pair
+from .provenance import git_info, package_versions
+from .report import results_row
+
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|authorization)$", re.I)
+RUNNER_ENV = "CRITCORE_RUNNER"  # set by `critcore run` for the notebook it executes: {params_file, command}
+
+
+def outputs_root() -> Path:
+    """$CRITCORE_OUTPUTS, else outputs/ in the current folder."""
+    return Path(os.environ.get("CRITCORE_OUTPUTS") or "outputs")
+
+
+def choose_threads(setting) -> int | None:
+    """The torch thread count for `threads`: an int as is; None leaves torch alone; "auto" gives 1
+    when the load average already fills the CPUs (2 threads on 2 busy cores spin-wait and run
+    several times slower than 1), else None."""
+    if setting in (None, "none"):
+        return None
+    if setting == "auto":
+        try:
+            busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+        except OSError:
+            busy = False
+        return 1 if busy else None
+    return int(setting)
+
+
+def log(*parts) -> None:
+    """Progress and notes go to stderr: stdout is for a command's final result."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def _secret_values(params: Mapping) -> list[str]:
+    """Values of the environment variables that critic specs name as API keys (to mask)."""
+    out = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "api_key_env" and isinstance(v, str) and os.environ.get(v):
+                    out.append(os.environ[v])
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(dict(params))
+    return [s for s in out if len(s) >= 4]
+
+
+def redact(obj, secrets: list[str] | None = None):
+    """Drop the values of secret-looking keys (api_key, token, ...; not api_key_env, which only
+    names a variable) and mask any known secret value inside strings."""
+    secrets = secrets or []
+    if isinstance(obj, dict):
+        return {k: ("***" if _SECRET_KEY.search(str(k)) and v is not None else redact(v, secrets)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        for s in secrets:
+            obj = obj.replace(s, "***")
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ---------------------------------------------------------------- the run record
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+@dataclass
+class Run:
+    """One execution of a study or command: its typed configuration, output folder, critique
+    cache, and what run.json will record (timings, critique statistics, RMs, artifacts)."""
+
+    config: Any  # a critcore.config schema instance
+    run_id: str
+    out_dir: Path
+    cache: Any = None  # CritiqueCache
+    threads: int | None = None
+    timings: dict = field(default_factory=dict)
+    critique_stats: dict = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)
+    rms: list = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def study(self) -> str:
+        return self.config.study
+
+    @property
+    def params(self) -> dict:
+        """The resolved configuration as plain values."""
+        return config_mod.to_dict(self.config)
+
+    @property
+    def progress(self) -> bool:
+        return bool(self.config.progress)
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        """Time a step (seconds go to run.json "wall.steps")."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 3)
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / name
+
+    def _record(self, path: Path) -> None:
+        rel = str(path.relative_to(self.out_dir)) if path.is_relative_to(self.out_dir) else str(path)
+        if rel not in self.artifacts:
+            self.artifacts.append(rel)
+
+    def save_table(self, df, name: str) -> Path:
+        """`df` as <out_dir>/<name>.csv, atomically."""
+        from .report import save_table
+
+        path = self.path(f"{name}.csv")
+        save_table(df, path)
+        self._record(path)
+        return path
+
+    def save_json(self, obj, name: str) -> Path:
+        path = self.path(f"{name}.json")
+        atomic.write_json(path, redact(obj, _secret_values(self.params)))
+        self._record(path)
+        return path
+
+    def save_chart(self, chart, name: str) -> tuple[Path, Path]:
+        """An altair chart as <name>.html (offline) and <name>.png, each written atomically."""
+        from .report import save_chart
+
+        html, png = self.path(f"{name}.html"), self.path(f"{name}.png")
+        save_chart(chart, html, png)
+        self._record(html)
+        self._record(png)
+        return html, png
+
+    def record(self, status: str = "completed") -> dict:
+        from . import __version__
+
+        now = time.time()
+        cache = self.cache.report() if self.cache is not None else {}
+        attempt = {"started": _iso(self.started), "finished": _iso(now), "total_s": round(now - self.started, 3),
+                   "status": status, "steps": self.timings, "cache": cache, "by_critic": self.critique_stats}
+        runner = os.environ.get(RUNNER_ENV)
+        return redact({
+            "study": self.study, "run_id": self.run_id, "status": status, "out_dir": str(self.out_dir),
+            "notebook": getattr(self.config, "notebook", None), "description": self.config.description,
+            "config": self.params, "command": shlex.join(sys.argv),
+            "runner": json.loads(runner) if runner else None,
+            "git": git_info(), "versions": package_versions(), "critcore": __version__,
+            "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "threads": self.threads, "wall": attempt,
+            "critique_cache": {**cache, "by_critic": self.critique_stats},
+            "rms": self.rms, "artifacts": sorted(self.artifacts), **self.notes,
+        }, _secret_values(self.params))
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        """A `with` block records the run as completed, or as failed when it raised."""
+        if self.cache is not None:
+            self.finish("completed" if kind is None else "failed")
+
+    def finish(self, status: str = "completed") -> Path:
+        """Write run.json (earlier attempts of the same run id are kept under "history") and close
+        the critique cache."""
+        path = self.path("run.json")
+        record = self.record(status)
+        try:
+            before = json.loads(path.read_text())
+            history = before.pop("history", []) + [before["wall"]]
+        except (OSError, ValueError, KeyError):
+            history = []
+        record["history"] = history
+        atomic.write_json(path, record)
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+        return path
+
+
+def _config_hash(cfg) -> str:
+    keep = {k: v for k, v in config_mod.to_dict(cfg).items() if k not in ("run_id", "out_dir", "progress", "description")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def start(cfg, run_id: str | None = None) -> Run:
+    """Open a run for a resolved configuration: pick run_id and out_dir, set torch threads and
+    open the critique cache."""
+    from .cache import CritiqueCache
+
+    run_id = run_id or cfg.run_id or f"nb-{_config_hash(cfg)}"
+    out_dir = Path(cfg.out_dir or outputs_root() / cfg.study / run_id).resolve()
+    cache_path = config_mod.critique_cache_path(cfg.critique_cache)
+    cfg = dataclasses.replace(cfg, run_id=run_id, out_dir=str(out_dir), critique_cache=cache_path)
+    threads = choose_threads(cfg.threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(config=cfg, run_id=run_id, out_dir=out_dir, cache=CritiqueCache(cache_path), threads=threads)
+    log(f"{cfg.study} run {run_id} -> {out_dir}\ncritique cache {cache_path}" + (f"\ntorch threads {threads}" if threads else ""))
+    return run
+
+
+def setup(study: str, namespace: Mapping | None = None, **params) -> Run:
+    """Start a study run from a notebook: the study's parameters from `namespace` (the notebook's
+    globals(): only the schema's keys are read) updated with `params`, resolved as every command
+    resolves them (critcore.config), then `start`."""
+    schema = config_mod.SCHEMAS[study]
+    names = [f.name for f in dataclasses.fields(schema)]
+    raw = {k: namespace[k] for k in names if namespace is not None and k in namespace}
+    raw.update(params)
+    cfg = config_mod.resolve(schema, raw, where=f"{study} parameters")
+    return start(cfg)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_pairs(spec) -> list[Pair]:
+    """Pairs of a data spec; counted skips go to stderr."""
+    loaded = data_mod.load(spec)
+    note = data_mod.describe_skips(loaded)
+    if note:
+        log(note)
+    return loaded.pairs
+
+
+@dataclass
+class Splits:
+    train: list[Pair]
+    validation: list[Pair] | None
+    eval: dict[str, list[Pair]]
+    sections: dict | None = None
+
+    def all_pairs(self) -> list[Pair]:
+        return self.train + (self.validation or []) + [p for v in self.eval.values() for p in v]
+
+    def with_pairs(self, pairs: list[Pair]) -> "Splits":
+        """Same shape, pairs replaced in all_pairs() order (after augmenting them in one go)."""
+        i = len(self.train)
+        train = pairs[:i]
+        val = None
+        if self.validation is not None:
+            val, i = pairs[i:i + len(self.validation)], i + len(self.validation)
+        ev = {}
+        for k, v in self.eval.items():
+            ev[k], i = pairs[i:i + len(v)], i + len(v)
+        return Splits(train, val, ev, self.sections)
+
+
+def resolve_sections(sections) -> dict | None:
+    """A sections mapping from a params value: None, a {section: {subset: count}} mapping, a JSON
+    path, "rewardbench-v1" (metrics.REWARDBENCH_SECTIONS) or "generated"."""
+    from .generated import GENERATED_SECTIONS
+    from .metrics import REWARDBENCH_SECTIONS, load_sections
+
+    if sections is None or isinstance(sections, dict):
+        return sections
+    if sections == "rewardbench-v1":
+        return REWARDBENCH_SECTIONS
+    if sections == "generated":
+        return GENERATED_SECTIONS
+    return load_sections(sections)
+
+
+def read_splits(cfg) -> Splits:
+    """Train / validation / eval pairs and the sections of a configuration."""
+    train = load_pairs(cfg.train_data)
+    val = load_pairs(cfg.validation_data) if cfg.validation_data else None
+    evals = {name: load_pairs(spec) for name, spec in (cfg.eval_data or {}).items()}
+    return Splits(train, val, evals, resolve_sections(cfg.sections))
+
+
+def load_splits(run: Run) -> Splits:
+    """read_splits, timed and counted in the run record."""
+    with run.step("load data"):
+        splits = read_splits(run.config)
+    _count(run, splits)
+    return splits
+
+
+def _count(run: Run, splits: Splits) -> None:
+    run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or [])]
+                         + list(splits.eval.items())}
+
+
+def describe_splits(splits: Splits):
+    """A small table: split, pairs, subsets (or sources)."""
+    import pandas as pd
+
+    rows = []
+    for name, pairs in [("train", splits.train), ("validation", splits.validation)] + list(splits.eval.items()):
+        if pairs is None:
+            continue
+        groups = sorted({p.subset or p.source or "?" for p in pairs})
+        rows.append({"split": name, "pairs": len(pairs), "subsets": len(groups),
+                     "examples": ", ".join(groups[:6]) + (" ..." if len(groups) > 6 else "")})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- critiques
+
+
+def critique_splits(run: Run, splits: Splits, critics: Mapping[str, Any]) -> dict[str, tuple[Splits, Any]]:
+    """Critique every split once with each critic (name -> spec; one augment call per critic,
+    cache-backed): {name: (critiqued splits, critic or None)}. A local critic's model is released
+    afterwards (later lookups are cache hits and never load it)."""
+    from .critique import augment, make_critic
+
+    out = {}
+    everything = splits.all_pairs()
+    for name, spec in critics.items():
+        critic = make_critic(spec, run.config.critic_options)
+        before = dict(run.cache.stats)
+        with run.step(f"critiques {name}"):
+            pairs = augment(everything, critic if critic is not None else "none", run.cache, progress=run.progress)
+        delta = {k: run.cache.stats[k] - before.get(k, 0) for k in run.cache.stats}
+        run.critique_stats[name] = {"critic": critic.identity if critic else "none",
+                                    "config": critic.config_hash if critic else None,
+                                    "items": 0 if critic is None else 2 * len(everything), **delta,
+                                    "seconds": run.timings[f"critiques {name}"]}
+        if critic is not None:
+            critic.release()
+        out[name] = (splits.with_pairs(pairs), critic)
+    return out
+
+
+def critique_examples(critiqued: Mapping, n: int = 3, split: str = "train", width: int = 160):
+    """The first `n` pairs of a split with each critic's critiques, for a look."""
+    import pandas as pd
+
+    rows = []
+    cut = lambda t: (t or "").replace("\n", " ")[:width]  # noqa: E731
+    for name, (sp, critic) in critiqued.items():
+        if critic is None:
+            continue
+        for p in (sp.train if split == "train" else sp.eval.get(split, []))[:n]:
+            rows.append({"critic": name, "prompt": cut(data_mod.prompt_text(p.prompt)), "chosen": cut(p.chosen),
+                         "chosen critique": cut(p.chosen_critique), "rejected": cut(p.rejected),
+                         "rejected critique": cut(p.rejected_critique)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- one reward model
+
+
+def rm_dir(run: Run, backbone: str, critic: str, size: int | None = None, seed: int | None = None) -> Path:
+    """The stable folder of one reward model: rms/<backbone>__<critic>[__n<size>][__s<seed>]."""
+    from .report import slug
+
+    name = f"{slug(backbone)}__{slug(critic)}" + (f"__n{size}" if size is not None else "") + \
+        (f"__s{seed}" if seed is not None else "")
+    return run.out_dir / "rms" / name
+
+
+def _summaries(d: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in d.glob("**/summary.json") if "eval" not in p.parts}
+
+
+def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cache=None, lrs=None,
+                     progress: bool = True, n_boot: int = 1000) -> dict:
+    """Critique every split with `critic` (a Critic, or None to use the pairs as they are), check
+    that train and test were critiqued alike, train (or sweep learning rates on validation),
+    evaluate, and write eval/summary.json. Returns the evaluation summary with the training
+    summary under "train", the sweep under "sweep" and the critiques used under "critic"."""
+    from .critique import augment, check_same_critic
+    from .evaluate import evaluate
+    from .train import critiques_of, lr_sweep, train
+
+    if critic is not None:
+        splits = splits.with_pairs(augment(splits.all_pairs(), critic, cache, progress=progress))
+    for split in ([splits.validation] if splits.validation else []) + list(splits.eval.values()):
+        check_same_critic(splits.train, split)
+    described = critic.describe() if critic is not None else None
+    sweep = None
+    if lrs:
+        result, sweep = lr_sweep(train_cfg, lrs, splits.train, splits.validation, out_dir / "sweep", progress, described)
+    else:
+        result = train(train_cfg, splits.train, splits.validation, out_dir / "train", progress, described)
+    summary = evaluate(result.model, splits.eval, out_dir / "eval", sections=splits.sections,
+                       max_length=train_cfg.max_length, with_critiques=train_cfg.with_critiques, n_boot=n_boot)
+    used = critiques_of(splits.train, train_cfg.with_critiques)
+    summary["train"] = result.summary
+    summary["sweep"] = sweep
+    summary["critic"] = used["identity"] if used else "none"
+    summary["critic_source"] = (result.summary.get("critic") or {}).get("source")
+    atomic.write_json(out_dir / "eval" / "summary.json", summary)
+    return summary
+
+
+def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Splits, critic=None,
+             train_overrides: Mapping | None = None, size: int | None = None, seed: int | None = None) -> dict:
+    """Train and evaluate one RM of a study in its stable folder: a finished RM with the same
+    config and data is reused. Returns {row, summary, dir, reused}."""
+    cfg = run.config
+    out = rm_dir(run, label, critic_name, size, seed)
+    train_cfg = dataclasses.replace(cfg.train, backbone=backbone, **dict(train_overrides or {}),
+                                    **({"seed": seed} if seed is not None else {}))
+    before = _summaries(out)
+    with run.step(f"rm {out.name}"):
+        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, cfg.lr_sweep, run.progress, cfg.n_boot)
+    reused = bool(before) and before == _summaries(out)
+    tr = summary.get("train") or {}
+    row = {"backbone": label, "critic": critic_name, "critic_id": summary.get("critic"),
+           "n_train": tr.get("train_pairs", len(splits.train)), **({"size": size} if size is not None else {}),
+           **({"seed": seed} if seed is not None else {}), **results_row(summary),
+           "lr": (tr.get("config") or {}).get("lr"), "train_seconds": tr.get("train_seconds"), "reused": reused}
+    record = {"row": row, "summary": summary, "dir": str(out), "reused": reused}
+    atomic.write_json(out / "result.json", redact({k: v for k, v in record.items() if k != "dir"}))
+    run.rms.append({"dir": str(out.relative_to(run.out_dir)), "reused": reused,
+                    "seconds": run.timings.get(f"rm {out.name}")})
+    return record
+
+
+def load_results(run_dir: str | os.PathLike) -> list[dict]:
+    """The finished RMs of a run folder ({row, summary, dir, reused}), read from rms/*/result.json:
+    tabulate an interrupted run, or one made elsewhere, without retraining."""
+    found = sorted(Path(run_dir).glob("rms/*/result.json"))
+    return [{**json.loads(f.read_text()), "dir": str(f.parent)} for f in found]
+
+
+def progress_bar(iterable, total: int, desc: str, run: Run):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="RM", disable=not run.progress)
+
+
+# ---------------------------------------------------------------- `critcore train`
+
+
+def train_job(cfg) -> dict:
+    """`critcore train`: one RM from a TrainJob configuration, in cfg.out_dir (train/, eval/,
+    run.json). critic null keeps the critiques the data carry; "none" trains without critiques."""
+    from .critique import augment, make_critic
+
+    if not cfg.train_data:
+        raise config_mod.ConfigError("train: 'train_data' is required (--train SPEC or train_data in the params file)")
+    from .backbones import check
+
+    check(cfg.backbone)  # names and data fail before anything is written
+    critic = make_critic(cfg.critic, cfg.critic_options) if cfg.critic is not None else None
+    splits = read_splits(cfg)
+    with start(cfg) as run:
+        _count(run, splits)
+        if cfg.critic is not None and critic is None:  # "none": No-Critiques, whatever the data carry
+            splits = splits.with_pairs(augment(splits.all_pairs(), "none"))
+        with run.step("rm"):
+            summary = fit_and_evaluate(dataclasses.replace(cfg.train, backbone=cfg.backbone), splits, run.out_dir,
+                                       critic, run.cache, cfg.lr_sweep, run.progress, cfg.n_boot)
+        if critic is not None:
+            run.critique_stats[str(critic.identity)] = dict(run.cache.stats)
+        run.notes["result"] = results_row(summary)
+    return {**summary, "out_dir": str(run.out_dir)}
+
+
+# ---------------------------------------------------------------- `critcore evaluate`, `score`, `critique`
+
+
+def _scoring_critic(rm, cfg):
+    """The critic to score `rm` with and the critiques its recipe expects (critique.critic_for_model)."""
+    from .critique import critic_for_model
+
+    return critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
+
+
+def _critique_as_trained(pairs: list[Pair], critic, expected, cfg, cache, progress: bool) -> list[Pair]:
+    """Test pairs critiqued the way the model expects: by `critic`; stripped of critiques for a
+    No-Critiques model; as they are for a checkpoint without a recipe. Then checked."""
+    from .critique import augment, check_recipe
+
+    if critic is not None:
+        pairs = augment(pairs, critic, cache, progress=progress)
+    elif expected is None and any(p.has_critiques for p in pairs):
+        log("the model was trained without critiques: the critiques in the data are not used")
+        pairs = augment(pairs, "none")
+    check_recipe(expected, pairs, cfg.allow_critic_mismatch or critic is not None)
+    return pairs
+
+
+def evaluate_job(cfg) -> dict:
+    """`critcore evaluate`: score each eval set with a saved RM, critiqued as the RM was trained
+    (its recipe), into cfg.out_dir (<name>_scores.csv, summary.json, run.json)."""
+    from .evaluate import evaluate
+    from .model import RewardModel
+    from .train import critiques_of
+
+    if not cfg.model:
+        raise config_mod.ConfigError("evaluate: give --model (a saved critcore RM folder)")
+    if not cfg.eval_data:
+        raise config_mod.ConfigError("evaluate: give --data NAME=SPEC or eval_data in the params file")
+    rm = RewardModel.load(cfg.model)
+    critic, expected = _scoring_critic(rm, cfg)
+    sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
+    with start(cfg) as run:
+        with run.step("critiques"):
+            sets = {name: _critique_as_trained(pairs, critic, expected, cfg, run.cache, run.progress)
+                    for name, pairs in sets.items()}
+        with run.step("evaluate"):
+            summary = evaluate(rm, sets, run.out_dir, sections=resolve_sections(cfg.sections), max_length=cfg.max_length,
+                               batch_size=cfg.batch_size, n_boot=cfg.n_boot, progress=run.progress)
+        used = [critiques_of(p) for p in sets.values()]
+        summary["critic"] = next((u["identity"] for u in used if u), "none")
+        summary["recipe_critic"] = expected
+        atomic.write_json(run.out_dir / "summary.json", summary)
+        run.notes["result"] = results_row(summary)
+    return {**summary, "out_dir": str(run.out_dir)}
+
+
+def score_job(cfg) -> dict:
+    """`critcore score`: one response (critiqued with the RM's critic unless a critique is given)
+    -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out."""
+    from .cache import CritiqueCache
+    from .critique import critique_texts
+    from .evaluate import score_one, score_pairs
+    from .model import RewardModel
+
+    if not cfg.model:
+        raise config_mod.ConfigError("score: give --model (a saved critcore RM folder)")
+    if cfg.data is None and (cfg.prompt is None or cfg.response is None):
+        raise config_mod.ConfigError("score: give --prompt and --response, or --data SPEC with --out FILE")
+    if cfg.data is not None and not cfg.out:
+        raise config_mod.ConfigError("score: --data needs --out FILE (the scored pairs as CSV)")
+    rm = RewardModel.load(cfg.model)
+    if cfg.critique is not None:
+        if not cfg.allow_critic_mismatch and (rm.recipe or {}).get("critic", "unknown") is None:
+            raise config_mod.ConfigError("score: the model was trained without critiques, so --critique would not be "
+                                         "read as it was trained; pass --allow-critic-mismatch to score it anyway")
+        critic, expected = None, "given"
+    else:
+        critic, expected = _scoring_critic(rm, cfg)
+    with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
+        if cfg.data is not None:
+            pairs = _critique_as_trained(load_pairs(cfg.data), critic, expected, cfg, cache, cfg.progress)
+            df = score_pairs(rm, pairs, cfg.max_length, cfg.batch_size, progress=cfg.progress)
+            from .report import save_table
+
+            save_table(df, cfg.out)
+            return {"out": str(cfg.out), "pairs": len(df), "critic": critic.identity if critic else None}
+        critique = cfg.critique
+        if critique is None and critic is not None:
+            if critic.needs_labels:
+                raise config_mod.ConfigError(f"score: the critic {critic.identity} needs to know which response is "
+                                             "preferred, so it cannot critique one response; give --critique")
+            critique = critique_texts(critic, [(cfg.prompt, cfg.response, None)], cache, progress=False)[0]
+        elif critique is None and isinstance(expected, dict):
+            raise config_mod.ConfigError(f"score: the model was trained with critiques by {expected.get('identity')!r} "
+                                         "that came with its data; give --critique TEXT or --critic SPEC")
+    reward = score_one(rm, cfg.prompt, cfg.response, critique, cfg.max_length)
+    return {"reward": reward, "critique": critique, "critic": critic.identity if critic else None,
+            "model": str(cfg.model)}
+
+
+def critique_job(cfg) -> dict:
+    """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out (JSONL)."""
+    import time as _time
+
+    from .cache import CritiqueCache
+    from .critique import augment, make_critic
+
+    if cfg.data is None or not cfg.out:
+        raise config_mod.ConfigError("critique: give --data SPEC and --out FILE")
+    pairs = load_pairs(cfg.data)
+    critic = make_critic(cfg.critic, cfg.critic_options)
+    start_t = _time.perf_counter()
+    with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
+        out = augment(pairs, critic, cache, progress=cfg.progress)
+        data_mod.write_pairs(cfg.out, out)
+        return {"critic": critic.identity if critic else "none", "pairs": len(out), **cache.report(),
+                "seconds": round(_time.perf_counter() - start_t, 2), "out": str(cfg.out)}

@@ -1,0 +1,73 @@
+"""What the reward-model studies share: their critics and backbones read from the typed
+configuration, and critiquing every split once per critic."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..config import BackboneSpec
+from ..report import slug
+from ..run import Run, Splits, critique_splits
+
+
+def critic_label(spec) -> str:
+    """A short name for a critic spec: none, smollm2, simulated-0.9, the model of a mapping."""
+    from ..critique import parse_critic_spec
+
+    d = parse_critic_spec(spec) if not hasattr(spec, "identity") else {"backend": "x", "model": spec.identity}
+    if d is None:
+        return "none"
+    if d["backend"] == "simulated":
+        return slug(f"simulated-{d['p']:g}")
+    return slug(str(d.get("model", d["backend"])).split("/")[-1])
+
+
+def is_baseline(spec) -> bool:
+    return critic_label(spec) == "none"
+
+
+def simulated_p(spec) -> float | None:
+    """The accuracy p of a simulated critic's spec, else None."""
+    from ..critique import parse_critic_spec
+
+    d = parse_critic_spec(spec)
+    return float(d["p"]) if d and d["backend"] == "simulated" else None
+
+
+def critics_of(cfg) -> dict[str, Any]:
+    """{name: spec}: a study's `critics`, or the quickstart's single `critic` after No-Critiques."""
+    if hasattr(cfg, "critics"):
+        return dict(cfg.critics)
+    return {"none": "none"} if is_baseline(cfg.critic) else {"none": "none", critic_label(cfg.critic): cfg.critic}
+
+
+@dataclass
+class Backbone:
+    name: str  # label, used in folder names and tables
+    backbone: str  # what TrainConfig.backbone gets
+    n_train: int | None = None
+    n_eval: int | None = None
+    critics: list[str] | None = None
+    train: dict = field(default_factory=dict)
+
+
+def backbones_of(cfg) -> list[Backbone]:
+    """The backbones of a study: RQ1's `backbones` (names or BackboneSpec), else its `backbone`."""
+    raw = cfg.backbones if hasattr(cfg, "backbones") else [cfg.backbone]
+    out = []
+    for b in raw:
+        if isinstance(b, BackboneSpec):
+            spec = b.backbone or b.name
+            out.append(Backbone(slug(b.name or spec), spec, b.n_train, b.n_eval, b.critics, dict(b.train)))
+        else:
+            out.append(Backbone(slug(b.split("/")[-1]), b))
+    return out
+
+
+def critique_all(run: Run, splits: Splits, critics: Mapping | None = None) -> dict[str, tuple[Splits, Any]]:
+    """Critique every split once with each critic a backbone uses (run.critique_splits)."""
+    critics = dict(critics or critics_of(run.config))
+    used = set()
+    for b in backbones_of(run.config):
+        used |= set(b.critics or critics)
+    return critique_splits(run, splits, {k: v for k, v in critics.items() if k in used})

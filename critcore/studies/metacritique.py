@@ -1,0 +1,105 @@
+"""The metacritique study (the paper's Appendix E, Table 4): Meta-P, Meta-R and Meta-F1 of each
+critic against reference critiques, and critique quality against the RM Score gain of RQ1 runs."""
+from __future__ import annotations
+
+from ..critique import make_critic
+from ..report import slug
+from ..run import Run, load_pairs
+
+
+def _backend(cfg, backends: dict, spec):
+    """A name in `models` (one shared object, one model load), else a critic spec."""
+    return backends[spec] if isinstance(spec, str) and spec in backends else make_critic(spec)
+
+
+def metacritique_all(run: Run) -> dict:
+    """Score every critic of run.config.critics against the references: {label: (items frame,
+    summary)}, plus run.notes about the evaluator and the reference. Each frame is saved as
+    items_<label>.csv."""
+    from .. import metacritique as M
+
+    cfg = run.config
+    pairs = load_pairs(cfg.data)
+    backends = {name: make_critic(spec) for name, spec in cfg.models.items()}
+    ev = M.MetaCritic(_backend(cfg, backends, cfg.evaluator), aiu_max_new_tokens=cfg.aiu_max_new_tokens,
+                      verdict_max_new_tokens=cfg.verdict_max_new_tokens, max_aius=cfg.max_aius, max_chars=cfg.max_chars)
+    with run.step("reference"):
+        if cfg.reference.file:
+            refs = M.match_references(M.items_from_pairs(pairs, cfg.sides), M.load_references(cfg.reference.file))
+            reference = f"file {cfg.reference.file}"
+        else:
+            ref_critic = backends[cfg.reference.critic]
+            refs = [it.critique for it in M.critique_items(pairs, ref_critic, run.cache, cfg.sides, run.progress)]
+            reference = ref_critic.identity
+    missing = sum(r is None for r in refs)
+    results = {}
+    for label, spec in cfg.critics.items():
+        critic = _backend(cfg, backends, spec)
+        with run.step(f"critic {label}"):
+            items = M.critique_items(pairs, critic, run.cache, cfg.sides, run.progress)
+            for it, ref in zip(items, refs):
+                it.reference = ref
+            df = M.metacritique([it for it in items if it.reference is not None], ev, run.cache, run.progress)
+        results[label] = (df, M.summarize(df, n_boot=cfg.n_boot, seed=cfg.seed), critic.identity)
+        run.save_table(df, f"items_{slug(label).lower()}")
+    run.notes.update(evaluator=ev.identity, reference=reference, missing_references=missing,
+                     responses=len(pairs) * len(cfg.sides))
+    return results
+
+
+def metacritique_table(run: Run, results: dict):
+    """One row per critic: Meta-P/R/F1 with CIs and the counts. Saved as table.csv, the display
+    form as table.txt (with the evaluator and reference), the summaries as summary.json."""
+    import pandas as pd
+
+    from .. import atomic
+    from .. import metacritique as M
+
+    rows = [{**M.table_row(label, summary), "identity": identity} for label, (_, summary, identity) in results.items()]
+    table = pd.DataFrame(rows)
+    run.save_table(table, "table")
+    head = f"evaluator: {run.notes['evaluator']}; reference: {run.notes['reference']}"
+    shown = M.format_table(rows)
+    atomic.write_text(run.path("table.txt"), head + "\n" + shown.to_string(index=False) + "\n")
+    notes = {k: run.notes[k] for k in ("evaluator", "reference", "missing_references", "responses")}
+    run.save_json({"critics": {label: s for label, (_, s, _) in results.items()}, **notes}, "summary")
+    return table
+
+
+def first_items(results: dict):
+    """One response per critic: its AIUs, the reference's, and the verdicts."""
+    import pandas as pd
+
+    return pd.DataFrame([{"critic": label, **{k: df[k].iloc[0] for k in ("id", "aius", "p_verdicts", "ref_aius",
+                                                                          "r_verdicts")}}
+                         for label, (df, _, _) in results.items() if len(df)])
+
+
+def quality_vs_gain(run: Run, table):
+    """Each RQ1 RM's Score gain over No-Critiques against its critic's Meta-F1 (rm_gains.csv and a
+    chart), or None when run.config.rq1_runs match none of these critics."""
+    import altair as alt
+
+    from .. import metacritique as M
+
+    cfg = run.config
+    if not cfg.rq1_runs:
+        return None
+    names = {label: [label, identity, str(cfg.critics[label])] for label, identity in zip(table["critic"], table["identity"])}
+    gains = M.rm_gains(cfg.rq1_runs, names, cfg.rm_critics)
+    if not len(gains):
+        return None
+    run.save_table(gains, "rm_gains")
+    data = gains.dropna(subset=["critic_label"]).merge(table, left_on="critic_label", right_on="critic")
+    if not len(data):
+        return None
+    data["backbone"] = data["backbone"].fillna("?")
+    base = alt.Chart(data).encode(x=alt.X("Meta-F1:Q", title="critique quality: Meta-F1 (%)"),
+                                  y=alt.Y("gain:Q", title="RM Score gain over No-Critiques (points)"))
+    chart = (base.mark_point(size=80, filled=True).encode(color="critic_label:N", shape="backbone:N",
+                                                          tooltip=["critic_label", "run", "rm", "gain", "Meta-F1"])
+             + base.mark_rule().encode(x="Meta-F1 lo:Q", x2="Meta-F1 hi:Q")
+             + base.mark_text(dy=-10).encode(text="critic_label:N")).properties(
+        title="Critique quality vs RM score gain", width=420, height=300)
+    run.save_chart(chart, "quality_vs_gain")
+    return chart

@@ -1,0 +1,100 @@
+"""One typed configuration: deep merges, YAML 1.2 numbers, unknown keys with the nearest name,
+every params file and notebook on the same schema."""
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from critcore import config
+from critcore.config import ConfigError, load, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = sorted((ROOT / "params").glob("*.yaml"))
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_nested_block_merges_into_its_defaults(tmp_path):
+    cfg = load(_write(tmp_path, "study: rq1\ntrain: {lr: 1e-4}\n"))
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.max_length == 256  # the rq1 default survives: the block merged, not replaced
+    assert cfg.critic_options.max_new_tokens == 48
+    # a free mapping given by a layer replaces the default one
+    cfg = load(_write(tmp_path, "study: rq1\ncritics: {none: none, gemma: gemma3-270m}\n"))
+    assert cfg.critics == {"none": "none", "gemma": "gemma3-270m"}
+
+
+def test_numbers_are_yaml_1_2_and_coerced_to_their_types(tmp_path):
+    path = _write(tmp_path, "study: rq1\ntrain: {lr: 1e-4, epochs: '2'}\nlr_sweep: [5e-5, 8e-5, 1.6e-4]\n")
+    assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-4"  # what PyYAML's YAML 1.1 does
+    cfg = load(path)
+    assert cfg.train.lr == 1e-4 and cfg.train.epochs == 2 and cfg.lr_sweep == [5e-5, 8e-5, 1.6e-4]
+    cfg = load(None, ["train.lr=1e-4", "seeds=[0, 1, 2]"], schema="rq1")
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.seeds == [0, 1, 2]
+    with pytest.raises(ConfigError, match="'train.lr'.*valid number.*'abc'"):
+        load(None, ["train.lr=abc"], schema="rq1")
+    with pytest.raises(ConfigError, match="'train.epochs'.*integer"):
+        load(None, ["train.epochs=1.5"], schema="rq1")
+
+
+def test_unknown_keys_name_the_nearest(tmp_path):
+    with pytest.raises(ConfigError, match=r"p\.yaml: unknown key 'backbone_'; did you mean 'backbone'\?"):
+        load(_write(tmp_path, "backbone_: minilm\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr'; did you mean 'train.lr'\?"):
+        load(_write(tmp_path, "study: rq2\ntrain: {lrr: 1}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'backbones\[0\].n_trian'; did you mean 'backbones\[0\].n_train'"):
+        load(_write(tmp_path, "study: rq1\nbackbones: [{name: m, n_trian: 3}]\n"))
+    with pytest.raises(ConfigError, match=r"--set: unknown key 'critic_options.max_new_token'"):
+        load(None, ["critic_options.max_new_token=3"], schema="rq1")
+    with pytest.raises(ConfigError, match="unknown study 'rq9'"):
+        load(_write(tmp_path, "study: rq9\n"))
+    with pytest.raises(ConfigError, match="train.backbone.*top-level `backbones`"):
+        load(_write(tmp_path, "study: rq1\ntrain: {backbone: smollm2}\n"))
+    with pytest.raises(ConfigError, match="'eval_data.pl': unknown format 'csv'"):
+        load(_write(tmp_path, "study: rq1\neval_data: {pl: {format: csv, path: x}}\n"))
+    with pytest.raises(ConfigError, match="'critics.bad'.*simulated"):
+        load(_write(tmp_path, "study: rq1\ncritics: {bad: 'simulated:x'}\n"))
+
+
+def test_set_reaches_into_a_string_spec_and_flags_come_before_set():
+    cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json"}, schema="evaluate")
+    assert cfg.eval_data["pl"] == {"format": "pandalm", "path": "/x/testset.json", "limit": 300}
+    cfg = load(None, ["train_data.seed=4"], {"train_data": "/x/a:b.jsonl", "train_data.limit": 10}, schema="train")
+    assert cfg.train_data == {"format": "jsonl", "path": "/x/a:b.jsonl", "limit": 10, "seed": 4}
+
+
+def test_config_command_prints_the_resolved_configuration(capsys):
+    from critcore.cli import main
+
+    assert main(["config", str(ROOT / "params" / "rq1_cpu.yaml"), "--set", "train.lr=1e-4"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 1e-4 and printed["train"]["max_length"] == 256
+    assert printed["critics"] == {"none": "none", "smollm2": "smollm2", "gemma3-270m": "gemma3-270m"}
+    assert "${data}" not in str(printed) and printed["eval_data"]["pandalm"]["path"].endswith("pandalm/testset-v1.json")
+    # what it prints resolves to itself: the same object run.json records and notebooks receive
+    assert config.to_dict(resolve(config.RQ1, printed)) == printed
+
+
+@pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])
+def test_every_params_file_resolves(path):
+    cfg = load(path)
+    assert config.to_dict(resolve(type(cfg), config.to_dict(cfg))) == config.to_dict(cfg)
+
+
+@pytest.mark.parametrize("study", config.STUDIES)
+def test_notebook_parameters_cells_mirror_the_schema(study):
+    """Each notebook's `parameters` cell lists exactly the schema's keys with its defaults (run
+    `make notebook-parameters` after changing a schema)."""
+    nb = nbformat.read(ROOT / config.SCHEMAS[study]().notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert cell.source == config.parameters_cell(study)
+    namespace: dict = {}
+    exec(cell.source, namespace)  # noqa: S102 - our own notebook
+    declared = {k: v for k, v in namespace.items() if not k.startswith("__")}
+    assert declared == config.defaults(config.SCHEMAS[study])
+    assert all(config.docs(config.SCHEMAS[study]).values())  # every key documented
