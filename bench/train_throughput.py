@@ -1,16 +1,26 @@
-"""Training throughput: critcore's trainer against TRL's RewardTrainer, in the same process run.
+"""Training and scoring throughput: critcore against TRL's RewardTrainer, in the same process run.
 
 Both sides get the same backbone, the same pairs, the same token ids (critcore's Formatter, trimmed
-to --max-length), the same effective batch (micro-batch x accumulation = 32), learning rate,
-warmup + cosine-to-10% schedule, grad clipping, seed, 1 epoch, fp32 on CPU with 2 threads and no
-dropout. Each side's wall time covers its training loop only (model load, tokenization, optimizer
-and dataloader set-up are timed separately). Both trained models then score the same validation
-pairs; accuracies are compared with an exact McNemar test on the paired outcomes.
+to --max-length, so no pair is dropped), the same effective batch (micro-batch x accumulation =
+32), learning rate, warmup + cosine-to-10% schedule, grad clipping, seed and 1 epoch, on 2 CPU
+threads. --precision default runs each side at its own defaults (TRL 1.16: bf16 autocast and
+activation checkpointing; critcore: bf16 autocast on a CPU with native bf16, no checkpointing,
+length-grouped batches); bf16 or fp32 force both. Each side's wall time covers its training loop
+only. Both trained models then score the same validation pairs; accuracies are compared with an
+exact McNemar test on the paired outcomes.
 
-    python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256
-    python bench/train_throughput.py --backbone smollm2 --pairs 32 --max-length 256
+The sides alternate (ABBA) over --repeats; the load average is recorded before and after each
+timed run, and a ratio taken while it exceeded the core count is flagged and left out of the
+headline. The matmul peak (fp32 and bf16) is measured in the same run, for MFU: 6 x the
+non-embedding parameters x the real tokens, per second, over the peak of the precision used.
+Scoring: critcore's score_pairs against a plain per-pair transformers loop (each sequence
+alone), fp32, on the validation pairs: the speed ratio and the largest score difference.
 
-Writes outputs/bench/train_throughput-<backbone>.json. TRL is a bench-only extra:
+    python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
+    python bench/train_throughput.py --backbone smollm2 --pairs 64 --max-length 256 --repeats 3
+    python bench/train_throughput.py --smoke        # seconds: checks that it runs
+
+Writes outputs/bench/train_throughput-<backbone>[-<precision>].json. TRL is a bench-only extra:
 pip install 'critcore[bench]' (or pip install trl, keeping torch as installed).
 """
 from __future__ import annotations
@@ -29,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mix"
-DEFAULT_PAIRS = {"minilm": 256, "smollm2": 32}
+DEFAULT_PAIRS = {"minilm": 256, "smollm2": 64}
 DEFAULT_VAL_PAIRS = {"minilm": None, "smollm2": 64}  # None: all 207
 
 
@@ -51,13 +61,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed warm-up forward/backward (the first trainer in a process then runs slower)")
     ap.add_argument("--only", choices=["critcore", "trl"], default=None, help="run one side only (profiling)")
-    ap.add_argument("--trl-gradient-checkpointing", action="store_true",
-                    help="keep TRL's own default (gradient checkpointing on); off by default to match critcore")
+    ap.add_argument("--precision", choices=["default", "bf16", "fp32"], default="default",
+                    help="default: each side's own defaults; bf16 or fp32: both sides, TRL without checkpointing")
+    ap.add_argument("--smoke", action="store_true", help="8 pairs, 1 repeat, tiny lengths: checks that it runs")
     ap.add_argument("--no-group-by-length", action="store_true", help="critcore: random batches instead of length-grouped")
     ap.add_argument("--train", default=str(DATA / "train.jsonl"))
     ap.add_argument("--validation", default=str(DATA / "validation.jsonl"))
     ap.add_argument("--out", default=None, help="JSON path (default outputs/bench/train_throughput-<backbone>.json)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.pairs, args.val_pairs, args.max_length, args.repeats = 8, 8, 48, 1
+        args.batch_size, args.micro_batch_size = 8, 8
     if args.pairs is None:
         args.pairs = DEFAULT_PAIRS.get(args.backbone, 64)
     if args.val_pairs == -1:
@@ -179,7 +193,8 @@ def run_critcore(args, train_pairs, val_pairs, score: bool = True) -> dict:
     config = TrainConfig(backbone=args.backbone, lr=args.lr, batch_size=args.batch_size,
                          micro_batch_size=args.micro_batch_size, epochs=1, warmup_ratio=args.warmup_ratio,
                          min_lr_ratio=0.1, max_grad_norm=1.0, max_length=args.max_length, margin="none",
-                         dropout=False, bf16=False, gradient_checkpointing=False,
+                         dropout=False, bf16={"default": None, "bf16": True, "fp32": False}[args.precision],
+                         gradient_checkpointing=False,
                          group_by_length=not args.no_group_by_length, seed=args.seed, threads=args.threads)
     t0 = time.perf_counter()
     result = train(config, train_pairs, None, None, progress=False)
@@ -203,6 +218,7 @@ def run_critcore(args, train_pairs, val_pairs, score: bool = True) -> dict:
         score_s = round(time.perf_counter() - t2, 2)
         val, ok = _validation(val_pairs, scores["score_chosen"].tolist(), scores["score_rejected"].tolist())
     row = {"side": "critcore", "train_loop_s": round(loop, 2), "pairs": len(train_pairs),
+           "bf16": result.summary["config"]["bf16"], "gradient_checkpointing": False,
            "pairs_per_s": round(len(train_pairs) / loop, 3), "steps": result.summary["steps"],
            "train_call_s": round(total, 2), "tokenize_s": round(tokenize_s, 2),
            "setup_s_other": round(total - loop - tokenize_s, 2), "score_val_s": score_s,
@@ -267,8 +283,8 @@ def run_trl(args, train_pairs, val_pairs, score: bool = True) -> dict:
             gradient_accumulation_steps=args.batch_size // args.micro_batch_size, learning_rate=args.lr,
             lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
             warmup_steps=args.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length,
-            activation_checkpointing=args.trl_gradient_checkpointing, disable_dropout=True, bf16=False,
-            use_cpu=True, eval_strategy="no", save_strategy="no", report_to="none",
+            disable_dropout=True, use_cpu=True,
+            **({} if args.precision == "default" else {"activation_checkpointing": False, "bf16": args.precision == "bf16"}), eval_strategy="no", save_strategy="no", report_to="none",
             dataloader_num_workers=0, seed=args.seed, logging_steps=10, disable_tqdm=True,
         )
         t2 = time.perf_counter()
@@ -295,6 +311,7 @@ def run_trl(args, train_pairs, val_pairs, score: bool = True) -> dict:
         m = len(val_pairs)
         val, ok = _validation(val_pairs, scores[:m], scores[m:])
     row = {"side": "trl", "train_loop_s": round(loop, 2), "pairs": n, "pairs_per_s": round(n / loop, 3),
+           "bf16": bool(config.bf16),
            "steps": out.global_step, "train_call_s": round(train_call, 2), "model_load_s": round(load_s, 2),
            "tokenize_s": round(tokenize_s, 2), "trainer_init_s": round(init_s, 2),
            "score_val_s": score_s, "threads": timer.get("threads"), "optim": str(config.optim),
@@ -310,6 +327,51 @@ def run_trl(args, train_pairs, val_pairs, score: bool = True) -> dict:
 # ------------------------------------------------------------------------------------ main
 
 
+def non_embedding_params(backbone: str) -> int:
+    """Parameters outside the token embeddings: the ones a token's forward and backward pay for."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from critcore import backbones
+
+    model = AutoModelForSequenceClassification.from_pretrained(backbones.resolve(backbone), num_labels=1,
+                                                               dtype=torch.float32)
+    embed = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - embed
+
+
+def compare_scoring(args, val_pairs) -> dict:
+    """critcore's score_pairs against a plain per-pair transformers loop (each sequence alone, as a
+    user would first write it) on the same token ids, both fp32: speed and largest difference."""
+    import torch
+
+    from critcore.evaluate import score_pairs
+    from critcore.format import Formatter
+    from critcore.model import RewardModel
+
+    from transformers import set_seed
+
+    set_seed(args.seed)
+    rm = RewardModel.load(args.backbone).eval()
+    features, _ = Formatter(rm.tokenizer, args.max_length).encode_pairs(val_pairs)
+    seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
+    load = [os.getloadavg()[0]]
+    t = time.perf_counter()
+    with torch.inference_mode():
+        plain = [rm.hf(input_ids=torch.tensor([s]), attention_mask=torch.ones(1, len(s), dtype=torch.long)).logits[0, 0].item()
+                 for s in seqs]
+    plain_s = time.perf_counter() - t
+    t = time.perf_counter()
+    df = score_pairs(rm, val_pairs, max_length=args.max_length, batch_size=64)
+    critcore_s = time.perf_counter() - t
+    load.append(os.getloadavg()[0])
+    ours = df["score_chosen"].tolist() + df["score_rejected"].tolist()
+    real = sum(len(x) for x in seqs)
+    return {"sequences": len(seqs), "plain_loop_s": round(plain_s, 3), "critcore_s": round(critcore_s, 3),
+            "ratio": round(plain_s / critcore_s, 2), "max_abs_diff": max(abs(a - b) for a, b in zip(plain, ours)),
+            "critcore_tokens_per_s": round(real / critcore_s, 1), "load": [round(x, 2) for x in load]}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -318,6 +380,7 @@ def main(argv=None) -> int:
     import transformers
 
     from critcore import data
+    from critcore.hardware import matmul_peak
     from critcore.metrics import mcnemar_exact
 
     transformers.logging.set_verbosity_error()
@@ -325,6 +388,11 @@ def main(argv=None) -> int:
                              "seed": args.seed}).pairs
     val_pairs = data.load({"format": "jsonl", "path": args.validation, "limit": args.val_pairs,
                            "stratify": None, "seed": args.seed}).pairs
+    seconds = 0.2 if args.smoke else 3.0
+    peaks = {"fp32": matmul_peak("float32", seconds=seconds), "bf16": matmul_peak("bfloat16", seconds=seconds)}
+    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
+          file=sys.stderr, flush=True)
+    n_params = non_embedding_params(args.backbone)
 
     warmup_s = None
     if not args.no_warmup:
@@ -332,39 +400,52 @@ def main(argv=None) -> int:
         warmup_s = round(warmup(args, train_pairs), 2)
     sides = [args.only] if args.only else ["critcore", "trl"]
     runners = {"critcore": run_critcore, "trl": run_trl}
+    cores = os.cpu_count() or 1
     runs: list[dict] = []
     for r in range(args.repeats):
         order = sides if r % 2 == 0 else sides[::-1]
         for side in order:
             print(f"[repeat {r + 1}/{args.repeats}] training {side} ...", file=sys.stderr, flush=True)
+            before = os.getloadavg()[0]
             row = runners[side](args, train_pairs, val_pairs, score=(r == 0))  # models are deterministic
-            row["repeat"] = r + 1
+            after = os.getloadavg()[0]
+            row.update(repeat=r + 1, load=[round(before, 2), round(after, 2)], loaded=max(before, after) > cores)
+            flops = 6 * n_params * row["padding"]["real_tokens"]
+            row["mfu"] = round(flops / row["train_loop_s"] / peaks["bf16" if row["bf16"] else "fp32"], 3)
             runs.append(row)
             acc = f", val acc {row['validation']['acc']:.3f}" if row["validation"] else ""
-            print(f"  {side}: {row['pairs_per_s']:.2f} pairs/s, loop {row['train_loop_s']:.1f}s{acc}",
-                  file=sys.stderr, flush=True)
+            print(f"  {side}: {row['pairs_per_s']:.2f} pairs/s, loop {row['train_loop_s']:.1f}s, MFU {row['mfu']:.1%}, "
+                  f"load {before:.2f}->{after:.2f}{' LOADED' if row['loaded'] else ''}{acc}", file=sys.stderr, flush=True)
 
     by_side = {s: [x for x in runs if x["side"] == s] for s in sides}
-    same_tokens = None
-    if len(sides) == 2:
-        a, b = by_side["critcore"][0]["_features"], by_side["trl"][0]["_features"]
-        same_tokens = a == b
     summary = {}
     for s, rows in by_side.items():
         pps = [x["pairs_per_s"] for x in rows]
         summary[s] = {"pairs_per_s_median": round(statistics.median(pps), 3), "pairs_per_s_runs": pps,
                       "val_acc": rows[0]["validation"]["acc"], "val_ci": [rows[0]["validation"]["lo"], rows[0]["validation"]["hi"]],
-                      "padding_share": rows[0]["padding"]["padding_share"]}
+                      "padding_share": rows[0]["padding"]["padding_share"], "bf16": rows[0]["bf16"],
+                      "gradient_checkpointing": rows[0]["gradient_checkpointing"],
+                      "mfu_median": round(statistics.median(x["mfu"] for x in rows), 3)}
     result = {"backbone": args.backbone, "pairs": args.pairs, "val_pairs": len(val_pairs), "max_length": args.max_length,
               "lr": args.lr, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
-              "threads": args.threads, "repeats": args.repeats, "warmup_s": warmup_s, "group_by_length": not args.no_group_by_length,
-              "trl_gradient_checkpointing": args.trl_gradient_checkpointing, "summary": summary}
+              "threads": args.threads, "repeats": args.repeats, "warmup_s": warmup_s, "precision": args.precision,
+              "group_by_length": not args.no_group_by_length, "non_embedding_params": n_params,
+              "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "summary": summary}
     if len(sides) == 2:
-        ratios = [round(c["pairs_per_s"] / t["pairs_per_s"], 3) for c, t in zip(by_side["critcore"], by_side["trl"])]
+        pairs_ = list(zip(by_side["critcore"], by_side["trl"]))
+        ratios = [round(c["pairs_per_s"] / t["pairs_per_s"], 3) for c, t in pairs_]
+        quiet = [x for (c, t), x in zip(pairs_, ratios) if not (c["loaded"] or t["loaded"])]
         result["ratio_runs"] = ratios
-        result["ratio_median"] = round(statistics.median(ratios), 3)
-        result["same_token_ids"] = same_tokens
+        result["ratio_loaded"] = [c["loaded"] or t["loaded"] for c, t in pairs_]
+        result["ratio_median"] = round(statistics.median(quiet or ratios), 3)
+        result["ratio_spread"] = [min(quiet or ratios), max(quiet or ratios)]
+        result["headline_all_loaded"] = not quiet
+        result["same_token_ids"] = by_side["critcore"][0]["_features"] == by_side["trl"][0]["_features"]
         result["mcnemar"] = mcnemar_exact(by_side["critcore"][0]["_correct"], by_side["trl"][0]["_correct"])
+        result["pairs_dropped"] = {s: args.pairs - by_side[s][0]["pairs"] for s in sides}
+    print("scoring: critcore against a plain per-pair loop ...", file=sys.stderr, flush=True)
+    result["scoring"] = compare_scoring(args, val_pairs)
+    result["scoring"]["mfu_fp32"] = round(2 * n_params * result["scoring"]["critcore_tokens_per_s"] / peaks["fp32"], 3)
     lens = _lengths(runs[0]["_features"], args.max_length)
     result["train_lengths"] = lens
     result["runs"] = [{k: v for k, v in x.items() if not k.startswith("_")} for x in runs]
@@ -373,24 +454,31 @@ def main(argv=None) -> int:
 
     result["env"] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
                      "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-                     "accelerate": accelerate.__version__, "cpus": os.cpu_count(),
+                     "accelerate": accelerate.__version__, "cpus": cores,
                      "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.machine()}
 
     # table
     print()
     print(f"backbone={args.backbone} pairs={args.pairs} val_pairs={len(val_pairs)} max_length={args.max_length} "
-          f"batch={args.batch_size} (micro {args.micro_batch_size}) lr={args.lr:g} threads={args.threads}")
-    print(f"{'side':<10}{'pairs/s':>10}{'loop s':>9}{'padding':>9}{'val acc':>9}  95% CI")
+          f"batch={args.batch_size} (micro {args.micro_batch_size}) lr={args.lr:g} threads={args.threads} "
+          f"precision={args.precision}")
+    print(f"{'side':<10}{'pairs/s':>10}{'loop s':>9}{'padding':>9}{'MFU':>7}{'val acc':>9}  95% CI")
     for s in sides:
         rows = by_side[s]
         v = rows[0]["validation"]
         print(f"{s:<10}{summary[s]['pairs_per_s_median']:>10.2f}{statistics.median(x['train_loop_s'] for x in rows):>9.1f}"
-              f"{summary[s]['padding_share']:>9.1%}"
+              f"{summary[s]['padding_share']:>9.1%}{summary[s]['mfu_median']:>7.1%}"
               f"{v['acc']:>9.3f}  [{v['lo']:.3f}, {v['hi']:.3f}]")
     if len(sides) == 2:
-        print(f"ratio critcore/trl pairs/s: {result['ratio_median']:.2f}x (runs: {result['ratio_runs']}); "
-              f"McNemar p={result['mcnemar']['p_value']:.3g}; same token ids: {same_tokens}")
-    out = Path(args.out) if args.out else ROOT / "outputs" / "bench" / f"train_throughput-{Path(args.backbone).name}{'-trl-gc' if args.trl_gradient_checkpointing else ''}.json"
+        print(f"ratio critcore/trl pairs/s: {result['ratio_median']:.2f}x median (runs: {result['ratio_runs']}, "
+              f"loaded: {result['ratio_loaded']}); McNemar p={result['mcnemar']['p_value']:.3g}; "
+              f"same token ids: {result['same_token_ids']}; pairs dropped: {result['pairs_dropped']}")
+    sc = result["scoring"]
+    print(f"scoring {sc['sequences']} sequences: critcore {sc['critcore_s']:.2f}s against a per-pair loop "
+          f"{sc['plain_loop_s']:.2f}s: {sc['ratio']:.1f}x, largest difference {sc['max_abs_diff']:.2e}, "
+          f"MFU {sc['mfu_fp32']:.1%}")
+    name = f"train_throughput-{Path(args.backbone).name}{'' if args.precision == 'default' else '-' + args.precision}.json"
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) if args.smoke else ROOT / "outputs" / "bench") / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {out}")

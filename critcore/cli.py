@@ -106,7 +106,8 @@ def cmd_score(args) -> int:
 
 CRITIQUE_FLAGS = {"critic": "critic", "data": "data", "out": "out", "cache": "critique_cache", "limit": "data.limit",
                   "batch_size": "critic_options.batch_size", "max_new_tokens": "critic_options.max_new_tokens",
-                  "template": "critic_options.template", "engine": "critic_options.engine", "on_error": "on_error"}
+                  "template": "critic_options.template", "engine": "critic_options.engine",
+                  "on_error": "critic_options.on_error"}
 
 
 def cmd_critique(args) -> int:

@@ -142,8 +142,11 @@ class CriticOptions:
     max_chars: int | None = _doc("prompt and response are cut to this many characters before templating", None)
     batch_size: int | None = _doc("items per critic call (one cache commit each)", None)
     template: str | None = _doc("critique template: a name in critcore/templates, a file or the text", None)
-    engine: str | None = _doc("local critics: ctranslate2 | transformers (null: the fastest installed)", None)
-    compute_type: str | None = _doc("local critics' compute type (ctranslate2: int8, bfloat16, float32)", None)
+    engine: str | None = _doc("local critics: transformers (null) or ctranslate2", None)
+    dtype: str | None = _doc("local critics on transformers: bfloat16 or float32 (null: bf16 where the CPU has it)", None)
+    compute_type: str | None = _doc("local critics on ctranslate2: float32 (null), int8 or int8_float32", None)
+    on_error: Literal["fail", "skip"] = _doc("an item the critic can never answer (e.g. over its context): fail the "
+                                             "run once the rest is cached, or skip its pair (reported)", "fail")
 
 
 @dataclass
@@ -372,8 +375,6 @@ class Critique(Base):
     critic_options: CriticOptions = _doc("options for the critic", factory=CriticOptions)
     data: DataSpec | None = _doc("the pairs (a data spec)", None)
     out: str | None = _doc("output JSONL, written atomically", None)
-    on_error: Literal["fail", "skip"] = _doc("an item the critic can never answer: fail the run, or skip it (reported)",
-                                             "fail")
 
 
 @dataclass

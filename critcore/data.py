@@ -168,9 +168,9 @@ def _read_bytes(path: Path) -> bytes:
 
     if not str(path):
         raise DataError("dataset spec", "path", "empty path")
-    if path.is_dir():
-        raise DataError(str(path), None, "is a directory, not a file")
     try:
+        if path.is_dir():
+            raise DataError(str(path), None, "is a directory, not a file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(str(path), None, "no such file") from None
@@ -260,7 +260,11 @@ def _json_list_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
 
 def _is_local(path_or_name) -> bool:
     p = Path(path_or_name)
-    return p.exists() or p.suffix in (".json", ".jsonl", ".gz") or str(path_or_name).startswith(("/", ".", "~"))
+    try:
+        exists = p.exists()
+    except OSError:  # a folder on the way cannot be entered: it is a local path all the same
+        exists = True
+    return exists or p.suffix in (".json", ".jsonl", ".gz") or str(path_or_name).startswith(("/", ".", "~"))
 
 
 def _hub_rows(name: str, split: str, data_dir: str | None) -> Iterator[tuple[int, str, Any]]:
@@ -694,9 +698,12 @@ _MEMO: dict[str, Loaded] = {}  # local files already loaded in this process, by 
 def _load_one(s: Spec) -> Loaded:
     path = s.path
     stamp = None
-    if path is not None and Path(str(path)).expanduser().is_file():
-        st = Path(str(path)).expanduser().stat()
-        stamp = (st.st_size, st.st_mtime_ns)
+    try:
+        if path is not None and Path(str(path)).expanduser().is_file():
+            st = Path(str(path)).expanduser().stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:  # not memoised; the loader says what is wrong
+        stamp = None
     key = json.dumps([s.format, s.kwargs, stamp], sort_keys=True, default=str)
     if key not in _MEMO or stamp is None:
         loaded = LOADERS[s.format](**s.kwargs)

@@ -25,3 +25,7 @@ class ModelNotFoundError(UserError):
 
 class CriticMismatchError(UserError):
     """Pairs, or a reward model and its test pairs, were not critiqued the same way."""
+
+
+class CriticError(RuntimeError):
+    """A critic or model backend could not produce its outputs (after retries, for HTTP): exit 1."""

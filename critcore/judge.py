@@ -13,18 +13,18 @@ Scoring rules (as the paper's): equal scores are a judge tie and count wrong; an
 readable score in 0..10 is "unparseable" (never read as 0), and a pair with an unparseable side
 counts wrong. Both are counted and reported beside the accuracy.
 
-Backends are the critique backends of critcore.critique: a `LocalCritic` (transformers) or an
-`OpenAICritic` (any OpenAI-compatible server). A judge prompt goes through the backend's own
-generate path (`Prompter`), so retries, batching and concurrency are the critics'. A local
+Backends are critcore.llm's, named as critics are (a local model, or any OpenAI-compatible
+server): the judge's prompts go through the one cached completion loop
+(critcore.llm.complete_cached), so batching, retries and concurrency are the backends'. A local
 model's answer is prefilled with `answer_prefix` ("Score (0-10):"): a chat model gets it at the
-start of its assistant turn, a base model without a chat template (Gemma 3 270M) after the prompt
-(instead of the critic's "\\n\\nCritique:"); the prefix is kept in the returned output. Tiny models
-then answer with a number at once; an OpenAI-compatible server gets no prefill.
+start of its assistant turn, a base model without a chat template (Gemma 3 270M) after the prompt;
+the prefix is kept in the returned output. Tiny models then answer with a number at once; an
+OpenAI-compatible server gets no prefill.
 
-Outputs are stored in the critique cache (`CritiqueCache`), keyed by the backend's identity and
-generation parameters, the prompt template's sha256, the task name and the full rendered prompt,
-so a changed template, prompt, response, critique or parameter is a miss, reordering is not, and
-an interrupted run resumes from its last committed batch.
+Outputs are stored in the critique cache, keyed by the backend's identity and generation
+parameters, the prompt template's sha256, the task name and the full rendered prompt, so a
+changed template, prompt, response, critique or parameter is a miss, reordering is not, and an
+interrupted run resumes from what it had committed.
 """
 from __future__ import annotations
 
@@ -37,112 +37,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import CritiqueCache, make_key, sha256_text
-from .critique import Critic, LocalCritic, OpenAICritic, augment, make_critic, read_named_text, render
+from .critique import augment, make_critic, model_backend
 from .data import Pair, prompt_text
+from .llm import DEFAULT_MAX_CHARS, complete_cached, fill, load_prompt, sha256_text
+from .llm.cache import open_cache
 
-PROMPTS = Path(__file__).parent / "prompts"
-DEFAULT_MAX_CHARS = 4000  # per filled-in text, as for critiques
 MODES = {"direct": "Gen", "critique": "Gen + Critiques"}
 JUDGE_TEMPLATES = {"direct": "judge_direct", "critique": "judge_with_critique"}
 SCORE_PREFIX = "\n\nScore (0-10):"
 SCORE_RANGE = (0.0, 10.0)
-
-
-# ---------------------------------------------------------------- prompt templates
-
-
-def load_prompt(spec: str | os.PathLike | None, default: str, required: tuple[str, ...] = ()) -> str:
-    """Prompt template text from None (the `default` name), a name in critcore/prompts
-    ("judge_direct" or "judge_direct.txt"), a file path, or the template text itself (anything
-    containing "{"). Every name in `required` must appear in it as {name}."""
-    spec = default if spec is None else str(spec)
-    text = read_named_text(spec, PROMPTS, kind="prompt template")
-    missing = [f"{{{name}}}" for name in required if f"{{{name}}}" not in text]
-    if missing:
-        raise ValueError(f"prompt template {spec[:60]!r} lacks {', '.join(missing)}")
-    return text
-
-
-def fill(template: str, values: dict[str, str], max_chars: int | None = DEFAULT_MAX_CHARS) -> str:
-    """Fill {name} fields in one pass (braces inside the values are left alone). Texts over
-    `max_chars` are cut as critcore.critique.render cuts them: "prompt" keeps its end (the latest
-    turn), every other field its start."""
-    cut = {}
-    for name, text in values.items():
-        text = (text or "").strip()
-        if max_chars and len(text) > max_chars:
-            text = "…" + text[-max_chars:] if name == "prompt" else text[:max_chars] + "…"
-        cut[name] = text
-    pattern = r"\{(" + "|".join(re.escape(k) for k in cut) + r")\}"
-    return re.sub(pattern, lambda m: cut[m.group(1)], template).strip()
-
-
-# ---------------------------------------------------------------- serving prompts through a critic
-
-_RAW = "{prompt}{response}"  # a critic template that passes an already-rendered prompt through
-
-
-class Prompter(Critic):
-    """Sends rendered prompts, as they are, to `backend` (a LocalCritic, an OpenAICritic, or a spec
-    for make_critic): `generate_counted([(rendered_prompt, "")])` returns the replies. For a local
-    model, `answer_prefix` prefills the answer (after the chat template's assistant turn, or after
-    the text for a base model) and the reply comes back with it in front, so "Score:" + " 7" reads
-    "Score: 7"; over HTTP it is not used. `max_new_tokens` overrides the backend's. `params` (part
-    of every cache key) include both. Prompters over one backend share its model (one load)."""
-
-    def __init__(self, backend, answer_prefix: str = "", max_new_tokens: int | None = None):
-        backend = make_critic(backend)
-        if not isinstance(backend, (LocalCritic, OpenAICritic)):
-            raise TypeError(f"a judge needs a local or OpenAI-compatible model, not {backend!r}")
-        self.backend, self.identity, self.template = backend, backend.identity, _RAW
-        self.batch_size = backend.batch_size
-        self.max_new_tokens = int(max_new_tokens) if max_new_tokens is not None else backend.max_new_tokens
-        self.local = isinstance(backend, LocalCritic)
-        self.answer_prefix = answer_prefix if self.local else ""
-        self.params = {**backend.params, "max_new_tokens": self.max_new_tokens}
-        if self.local:
-            self.params["answer_prefix"] = answer_prefix
-
-    def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
-        texts = [render(_RAW, p, r, None) for p, r in items]
-        if not self.local:
-            return self.backend.complete(texts, self.max_new_tokens)
-        head = self.answer_prefix.lstrip()
-        return [((head + " " + text).strip() if head else text, n)
-                for text, n in self.backend.complete(texts, self.max_new_tokens, self.answer_prefix)]
-
-
-def open_cache(cache) -> tuple[CritiqueCache, bool]:
-    """(the cache, whether this call opened it and must close it)."""
-    if isinstance(cache, CritiqueCache):
-        return cache, False
-    return CritiqueCache(cache or ":memory:"), True
-
-
-def complete_cached(runner: Critic, texts: list[str], cache: CritiqueCache, task: str, template_sha: str,
-                    progress: bool = True) -> list[str]:
-    """Replies of `runner` (a Prompter) to rendered prompts, through the critique cache.
-
-    The key is make_key(runner identity, template sha256, runner params + {"task": task},
-    rendered prompt, ""). Identical prompts are generated once; missing ones go to the runner
-    longest first, in batches of runner.batch_size, each committed as soon as it is done."""
-    params = {**runner.params, "task": task}
-    keys = [make_key(runner.identity, template_sha, params, text, "") for text in texts]
-    todo = dict(zip(keys, texts))
-    cache.stats["duplicates"] += len(keys) - len(todo)
-    found = cache.get_many(list(todo))
-    missing = sorted((k for k in todo if k not in found), key=lambda k: -len(todo[k]))
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(missing), desc=f"{task} ({runner.identity})", unit="item", disable=not progress) as bar:
-        for i in range(0, len(missing), runner.batch_size):
-            chunk = missing[i : i + runner.batch_size]
-            results = runner.generate_counted([(todo[k], "") for k in chunk])
-            cache.put_many(f"{runner.identity}#{task}", [(k, text, n) for k, (text, n) in zip(chunk, results)])
-            found.update((k, text) for k, (text, _) in zip(chunk, results))
-            bar.update(len(chunk))
-    return [found[k] for k in keys]
 
 
 # ---------------------------------------------------------------- score parsing
@@ -226,7 +129,8 @@ class Judge:
             raise ValueError(f"judge mode must be one of {sorted(MODES)}, got {mode!r}")
         self.mode, self.max_chars = mode, max_chars
         self.backend = make_critic(backend)
-        self.runner = Prompter(self.backend, answer_prefix, max_new_tokens)
+        self.model = model_backend(self.backend)
+        self.max_new_tokens, self.answer_prefix = int(max_new_tokens), answer_prefix
         required = ("prompt", "response") + (("critique",) if mode == "critique" else ())
         self.template = load_prompt(template, JUDGE_TEMPLATES[mode], required)
         self.critic = None
@@ -282,7 +186,9 @@ def judge_pairs(pairs: list[Pair], judge, cache=None, progress: bool = True) -> 
             q = prompt_text(p.prompt)
             texts.append(judge.render(q, p.chosen, p.chosen_critique))
             texts.append(judge.render(q, p.rejected, p.rejected_critique))
-        outputs = complete_cached(judge.runner, texts, store, f"judge-{judge.mode}", judge.template_sha, progress)
+        outputs = complete_cached(judge.model, texts, store, task=f"judge-{judge.mode}", template_sha=judge.template_sha,
+                                  max_new_tokens=judge.max_new_tokens, answer_prefix=judge.answer_prefix,
+                                  progress=progress)
     finally:
         if owned:
             store.close()

@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import sha256_text
-from .critique import augment, make_critic
+from .critique import augment, make_critic, model_backend
 from .data import Pair, jsonl_records, prompt_text
-from .judge import Prompter, complete_cached, fill, load_prompt, open_cache
+from .llm import complete_cached, fill, load_prompt, sha256_text
+from .llm.cache import open_cache
 
 AIU_PREFIX = "\n\nClaims:\n1."
 VERDICT_PREFIX = "\n\nVerdict:"
@@ -259,8 +259,8 @@ class MetaCritic:
         self.precision_template = load_prompt(precision_template, "metacritique_precision",
                                               ("prompt", "response", "reference", "aiu"))
         self.recall_template = load_prompt(recall_template, "metacritique_recall", ("prompt", "response", "critique", "aiu"))
-        self.aiu_runner = Prompter(self.backend, AIU_PREFIX, aiu_max_new_tokens)
-        self.verdict_runner = Prompter(self.backend, VERDICT_PREFIX, verdict_max_new_tokens)
+        self.model = model_backend(self.backend)
+        self.aiu_max_new_tokens, self.verdict_max_new_tokens = int(aiu_max_new_tokens), int(verdict_max_new_tokens)
         self.max_aius, self.max_chars = max_aius, max_chars
 
     @property
@@ -271,7 +271,8 @@ class MetaCritic:
         """AIUs of each critique (an empty or blank critique has none, without a model call)."""
         todo = [i for i, c in enumerate(critiques) if c and c.strip()]
         texts = [fill(self.aiu_template, {"critique": critiques[i]}, self.max_chars) for i in todo]
-        outs = complete_cached(self.aiu_runner, texts, cache, "metacritique-aiu", sha256_text(self.aiu_template), progress)
+        outs = complete_cached(self.model, texts, cache, task="metacritique-aiu", template_sha=sha256_text(self.aiu_template),
+                               max_new_tokens=self.aiu_max_new_tokens, answer_prefix=AIU_PREFIX, progress=progress)
         aius: list[list[str]] = [[] for _ in critiques]
         for i, out in zip(todo, outs):
             aius[i] = parse_aius(out, self.max_aius)
@@ -279,7 +280,8 @@ class MetaCritic:
 
     def verify(self, template: str, task: str, rows: list[dict], cache, progress: bool = True) -> tuple[list, list[str]]:
         texts = [fill(template, r, self.max_chars) for r in rows]
-        outs = complete_cached(self.verdict_runner, texts, cache, task, sha256_text(template), progress)
+        outs = complete_cached(self.model, texts, cache, task=task, template_sha=sha256_text(template),
+                               max_new_tokens=self.verdict_max_new_tokens, answer_prefix=VERDICT_PREFIX, progress=progress)
         return [parse_verdict(o) for o in outs], outs
 
     def __repr__(self) -> str:

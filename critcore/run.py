@@ -230,7 +230,7 @@ def _config_hash(cfg) -> str:
 def start(cfg, run_id: str | None = None) -> Run:
     """Open a run for a resolved configuration: pick run_id and out_dir, set torch threads and
     open the critique cache."""
-    from .cache import CritiqueCache
+    from .llm import CritiqueCache
 
     run_id = run_id or cfg.run_id or f"nb-{_config_hash(cfg)}"
     out_dir = Path(cfg.out_dir or outputs_root() / cfg.study / run_id).resolve()
@@ -355,20 +355,40 @@ def critique_splits(run: Run, splits: Splits, critics: Mapping[str, Any]) -> dic
 
     out = {}
     everything = splits.all_pairs()
+    on_error = run.config.critic_options.on_error
     for name, spec in critics.items():
         critic = make_critic(spec, run.config.critic_options)
         before = dict(run.cache.stats)
         with run.step(f"critiques {name}"):
-            pairs = augment(everything, critic if critic is not None else "none", run.cache, progress=run.progress)
+            pairs = augment(everything, critic if critic is not None else "none", run.cache, run.progress, on_error)
         delta = {k: run.cache.stats[k] - before.get(k, 0) for k in run.cache.stats}
+        critiqued, dropped = _drop_failed(splits.with_pairs(pairs), name)
         run.critique_stats[name] = {"critic": critic.identity if critic else "none",
                                     "config": critic.config_hash if critic else None,
                                     "items": 0 if critic is None else 2 * len(everything), **delta,
-                                    "seconds": run.timings[f"critiques {name}"]}
+                                    "pairs_skipped": dropped, "seconds": run.timings[f"critiques {name}"]}
         if critic is not None:
             critic.release()
-        out[name] = (splits.with_pairs(pairs), critic)
+        out[name] = (critiqued, critic)
     return out
+
+
+def _drop_failed(splits: Splits, name: str) -> tuple[Splits, dict]:
+    """Leave out the pairs whose critiques failed (on_error: skip), per split, and say so."""
+    from .critique import drop_failed
+
+    dropped = {}
+    train, dropped["train"] = drop_failed(splits.train)
+    val = None
+    if splits.validation is not None:
+        val, dropped["validation"] = drop_failed(splits.validation)
+    evals = {}
+    for k, v in splits.eval.items():
+        evals[k], dropped[k] = drop_failed(v)
+    dropped = {k: n for k, n in dropped.items() if n}
+    if dropped:
+        log(f"critic {name}: pairs left out because a critique could not be had: {dropped}")
+    return Splits(train, val, evals, splits.sections), dropped
 
 
 def critique_examples(critiqued: Mapping, n: int = 3, split: str = "train", width: int = 160):
@@ -403,6 +423,12 @@ def _summaries(d: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in d.glob("**/summary.json") if "eval" not in p.parts}
 
 
+def _critiqued_by(pairs: list[Pair], critic) -> bool:
+    """Every pair already carries this critic's critiques (a study critiqued them up front)."""
+    return all(p.has_critiques and p.meta.get("critic") == critic.identity
+               and p.meta.get("critic_config") == critic.config_hash for p in pairs)
+
+
 def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cache=None, lrs=None,
                      progress: bool = True, n_boot: int = 1000) -> dict:
     """Critique every split with `critic` (a Critic, or None to use the pairs as they are), check
@@ -413,7 +439,7 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     from .evaluate import evaluate
     from .train import critiques_of, lr_sweep, train
 
-    if critic is not None:
+    if critic is not None and not _critiqued_by(splits.all_pairs(), critic):
         splits = splits.with_pairs(augment(splits.all_pairs(), critic, cache, progress=progress))
     for split in ([splits.validation] if splits.validation else []) + list(splits.eval.values()):
         check_same_critic(splits.train, split)
@@ -555,7 +581,7 @@ def evaluate_job(cfg) -> dict:
 def score_job(cfg) -> dict:
     """`critcore score`: one response (critiqued with the RM's critic unless a critique is given)
     -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out."""
-    from .cache import CritiqueCache
+    from .llm import CritiqueCache
     from .critique import critique_texts
     from .evaluate import score_one, score_pairs
     from .model import RewardModel
@@ -600,7 +626,7 @@ def critique_job(cfg) -> dict:
     """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out (JSONL)."""
     import time as _time
 
-    from .cache import CritiqueCache
+    from .llm import CritiqueCache
     from .critique import augment, make_critic
 
     if cfg.data is None or not cfg.out:
@@ -608,8 +634,12 @@ def critique_job(cfg) -> dict:
     pairs = load_pairs(cfg.data)
     critic = make_critic(cfg.critic, cfg.critic_options)
     start_t = _time.perf_counter()
+    from .critique import drop_failed
+
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
-        out = augment(pairs, critic, cache, progress=cfg.progress)
+        out, skipped = drop_failed(augment(pairs, critic, cache, cfg.progress, cfg.critic_options.on_error))
+        if skipped:
+            log(f"{skipped} pairs left out: a critique could not be had (on_error: skip)")
         data_mod.write_pairs(cfg.out, out)
-        return {"critic": critic.identity if critic else "none", "pairs": len(out), **cache.report(),
-                "seconds": round(_time.perf_counter() - start_t, 2), "out": str(cfg.out)}
+        return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": skipped,
+                **cache.report(), "seconds": round(_time.perf_counter() - start_t, 2), "out": str(cfg.out)}

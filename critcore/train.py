@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,7 +47,7 @@ class TrainConfig:
     with_critiques: bool = True  # use pairs' critiques when they have them
     lora: dict | None = None  # e.g. {"r": 16, "alpha": 32}
     dropout: bool = False  # off by default for RM training
-    bf16: bool = False
+    bf16: bool | None = None  # bf16 autocast; None: on a GPU and on a CPU with native bf16 (critcore.hardware)
     gradient_checkpointing: bool = False
     group_by_length: bool = True
     seed: int = 0
@@ -146,10 +146,13 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         raise CriticMismatchError(f"the pairs carry critiques of {used['identity']!r}, not of {critic['identity']!r}")
     critic = None if used is None else {**used, "source": "data"} if critic is None else {**critic, "source": "critic"}
     out = Path(out_dir) if out_dir else None
+    if config.bf16 is None:  # decided here, and part of the run key: a model trained in bf16 is another model
+        from .hardware import use_bf16
+
+        config = replace(config, bf16=use_bf16(PartialState().device.type))
     run_key = {"config": config.key(), "data": _data_key(train_pairs)}
     if out:
-        for orphan in out.glob(".model.*"):  # a save killed half-way
-            shutil.rmtree(orphan, ignore_errors=True)
+        atomic.clean_leftovers(out / "model")  # a save killed half-way
     if out and (out / "summary.json").exists() and (out / "model" / "config.json").exists():
         summary = json.loads((out / "summary.json").read_text())
         if summary.get("run_key") == run_key:
@@ -198,7 +201,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
                               config.min_lr_ratio)
     accelerator.register_for_checkpointing(scheduler)
 
-    step, seconds_before = 0, 0.0
+    step, seconds_before, resumed_from = 0, 0.0, None
     ckpt_root = out / "checkpoints" if out else None
     if ckpt_root and ckpt_root.exists():
         done = sorted((int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*") if p.name[5:].isdigit()),
@@ -206,7 +209,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         # Only this run's checkpoints: another config's or data's would resume the wrong training.
         done = [s for s in done if (_checkpoint_key(ckpt_root / f"step-{s}") or {}).get("run_key") == run_key]
         if done:
-            step = done[0]
+            step = resumed_from = done[0]
             accelerator.load_state(str(ckpt_root / f"step-{step}"))
             seconds_before = _checkpoint_key(ckpt_root / f"step-{step}").get("train_seconds", 0.0)
     if out:
@@ -260,7 +263,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     rm = accelerator.unwrap_model(rm)
     rm.eval()
     summary = {"run_key": run_key, "config": asdict(config), "train_pairs": len(train_pairs), "skipped_ties": ties,
-               "steps": total_steps, "train_seconds": round(train_seconds, 2),
+               "steps": total_steps, "resumed_from_step": resumed_from, "train_seconds": round(train_seconds, 2),
                "pairs_per_s": round(pairs_seen * accelerator.num_processes / max(segment, 1e-9), 3),
                "truncated": dict(trims), "critic": critic}
     if val_pairs:
@@ -326,8 +329,6 @@ def lr_sweep(config: TrainConfig, lrs: list[float], train_pairs: list[Pair], val
     """Train one RM per learning rate; pick the best on validation accuracy (never on test)."""
     if not val_pairs:
         raise ValueError("a learning-rate sweep needs validation pairs")
-    from dataclasses import replace
-
     rows, best = [], None
     for lr in lrs:
         sub = Path(out_dir) / f"lr-{float(lr):g}" if out_dir else None

@@ -3,8 +3,11 @@
 `ChatServer` is a stdlib ThreadingHTTPServer on 127.0.0.1 (port 0) answering
 POST /v1/chat/completions with an `engine(user_text, max_tokens) -> (content, tokens)`:
 `local_engine(critic)` runs the real SmolLM2 model, `digest_engine` is an instant, deterministic
-stand-in for tests that need speed (kill/restart). Faults are injected on a seeded share of
-requests: 429, 500, a hang past the client's timeout, or a malformed 200 body."""
+stand-in for tests whose outcome must not depend on machine speed. Faults are injected on a
+seeded share of requests (FAULTS): 429, 500 with the Authorization header echoed in a long body,
+a hang and a one-byte-at-a-time trickle that both outlast the client's deadline, a dropped
+connection, a malformed 200 body, an empty or whitespace-only reply, and a redirect to another
+host (`redirect_to`)."""
 from __future__ import annotations
 
 import hashlib
@@ -67,6 +70,7 @@ def digest_engine(text: str, max_tokens: int):
 
 MALFORMED = (b'{"choices": [{"message": {"content": "cut', b'{"choices": []}',
              b'{"choices": [{"message": {"content": null}}]}', b"<html>bad gateway</html>")
+FAULTS = ("429", "500", "hang", "trickle", "drop", "malformed", "empty", "redirect")
 
 
 class ChatServer:
@@ -77,8 +81,12 @@ class ChatServer:
     always: answer every request with this HTTP status (echoing the Authorization header in the
     body, as a careless server might). delay: seconds each good answer takes."""
 
-    def __init__(self, engine, *, faults=None, block=10, seed=0, hang=2.0, delay=0.0, always=None):
+    def __init__(self, engine, *, faults=None, block=10, seed=0, hang=2.0, delay=0.0, always=None, redirect_to=None,
+                 hold=None, refuse=None):
         self.engine, self.hang, self.delay, self.always = engine, hang, delay, always
+        self.redirect_to = redirect_to  # where "redirect" faults point (another server's URL)
+        self.hold = hold  # (text fragment, threading.Event): a request whose text holds it waits for the event
+        self.refuse = refuse  # a text fragment: requests holding it get a permanent 400 ("context too long")
         self.rng, self.lock = random.Random(seed), threading.Lock()
         self.block = [k for k, n in (faults or {}).items() for _ in range(n)]
         self.block += ["ok"] * (block - len(self.block)) if faults else []
@@ -137,20 +145,48 @@ class ChatServer:
             with self.lock:
                 self.counts["requests"] += 1
             return self._send(h, self.always, json.dumps({"error": f"refused; you sent {auth}"}).encode())
+        text = req["messages"][-1]["content"]
+        if self.refuse and self.refuse in text:
+            with self.lock:
+                self.counts["refused"] += 1
+            return self._send(h, 400, json.dumps({"error": "prompt exceeds the context window; you sent "
+                                                           + auth + " " + "x" * 400}).encode())
+        if self.hold and self.hold[0] in text:
+            self.hold[1].wait(60)
         mode = self._next_mode()
         with self.lock:
             self.counts[mode] += 1
         try:
             if mode == "429":
                 return self._send(h, 429, b'{"error": "rate limited"}', [("Retry-After", "0")])
-            if mode == "500":
-                return self._send(h, 500, b'{"error": "internal"}')
+            if mode == "500":  # a long error body that echoes the key near its end
+                return self._send(h, 500, json.dumps({"error": "internal " + "y" * 280 + " " + auth}).encode())
             if mode == "hang":
                 time.sleep(self.hang)  # the client has timed out by now
                 return self._send(h, 503, b'{"error": "late"}')
+            if mode == "trickle":  # headers at once, then one byte every 0.3 s: longer than any deadline
+                body = json.dumps({"choices": [{"message": {"content": "slow"}}]}).encode() + b" " * 1000
+                h.send_response(200)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(body)))
+                h.end_headers()
+                for byte in body:
+                    h.wfile.write(bytes([byte]))
+                    h.wfile.flush()
+                    time.sleep(0.3)
+                return None
+            if mode == "drop":
+                h.close_connection = True
+                h.connection.shutdown(2)
+                return None
             if mode == "malformed":
                 return self._send(h, 200, MALFORMED[self.counts["malformed"] % len(MALFORMED)])
-            text = req["messages"][-1]["content"]
+            if mode == "empty":
+                content = ("", "   \n ")[self.counts["empty"] % 2]
+                return self._send(h, 200, json.dumps({"choices": [{"message": {"content": content}}]}).encode())
+            if mode == "redirect":
+                return self._send(h, 307, b"", [("Location", (self.redirect_to or "http://127.0.0.1:9/v1")
+                                                  + "/chat/completions")])
             content, tokens = self.engine(text, int(req.get("max_tokens") or 64))
             time.sleep(self.delay)
             with self.lock:
@@ -160,7 +196,7 @@ class ChatServer:
                                  "message": {"role": "assistant", "content": content}}],
                     "usage": {"completion_tokens": tokens}}
             return self._send(h, 200, json.dumps(body).encode())
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the client gave up on this request
 
     def __enter__(self) -> "ChatServer":

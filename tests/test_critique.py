@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from critcore.cache import CritiqueCache, make_key
+from critcore.llm import CritiqueCache, make_key
 from critcore.critique import (CriticMismatchError, LocalCritic, OpenAICritic, SimulatedCritic, augment,
-                               check_same_critic, load_template, make_critic, render)
+                               check_same_critic, make_critic)
+from critcore.llm import load_template, render
 from critcore.data import prompt_text, read_pairs, write_pairs
-from critcore.errors import ModelNotFoundError
+from critcore.errors import ModelNotFoundError, UserError
 
 from critic_servers import MIX_VALIDATION, SHARED_DATA, modest_threads, short_real_pairs
 
@@ -47,7 +48,7 @@ def test_user_template_file(tmp_path):
     (tmp_path / "bad.txt").write_text("no placeholders")
     with pytest.raises(ValueError, match="must contain"):
         load_template(str(tmp_path / "bad.txt"))
-    with pytest.raises(FileNotFoundError, match="paper"):
+    with pytest.raises(UserError, match="paper"):
         load_template("no-such-template")
 
 
@@ -213,15 +214,41 @@ def smollm2():
 
 
 @needs_data
-def test_local_critic_batched_equals_alone_and_is_deterministic(smollm2):
+def test_fp32_reference_is_batch_invariant_and_ctranslate2_writes_the_same(smollm2):
+    """The fp32 reference: left padding does not change greedy output; CTranslate2 in float32
+    writes the very same texts."""
+    reference = LocalCritic("smollm2", max_new_tokens=32, batch_size=4, dtype="float32")
     items = [(prompt_text(p.prompt), p.chosen) for p in short_real_pairs(3)]
-    batched = smollm2.generate(items)
-    alone = [smollm2.generate([it])[0] for it in items]
-    assert batched == alone  # left padding does not change greedy output
-    assert smollm2.generate(items[::-1]) == batched[::-1]  # same again, in another order
+    batched = reference.generate(items)
+    alone = [reference.generate([it])[0] for it in items]
+    assert batched == alone
+    assert reference.generate(items[::-1]) == batched[::-1]  # same again, in another order
     for text in batched:
         assert text.strip() and ECHO not in text
         assert "<|im_end|>" not in text and "<|im_start|>" not in text and not text.startswith("assistant")
+    ct2 = LocalCritic("smollm2", max_new_tokens=32, batch_size=4, engine="ctranslate2")
+    assert ct2.generate(items) == batched
+    assert ct2.config_hash != reference.config_hash  # the engine is part of every cache key
+
+
+@needs_data
+def test_a_resumed_run_writes_what_an_uninterrupted_one_writes(tmp_path, smollm2):
+    """The default critic (bf16 on this CPU) is not batch-invariant, but a run killed after some
+    batches regenerates exactly the batches it had not committed: the same texts."""
+    from critcore.critique import critique_texts
+
+    pairs = short_real_pairs(4)
+    items = [(prompt_text(p.prompt), r, None) for p in pairs for r in (p.chosen, p.rejected)]
+    with CritiqueCache(tmp_path / "full.sqlite") as cache:
+        full = critique_texts(smollm2, items, cache, progress=False)
+    rows = sqlite3.connect(tmp_path / "full.sqlite").execute("SELECT key, critique, tokens FROM critiques "
+                                                             "ORDER BY rowid LIMIT 4").fetchall()
+    with CritiqueCache(tmp_path / "resumed.sqlite") as cache:
+        cache.put_many(smollm2.identity, rows)  # what a run killed after its first batch had committed
+        before = cache.stats["generated"]
+        resumed = critique_texts(smollm2, items, cache, progress=False)
+        assert cache.stats["hits"] == 4 and cache.stats["generated"] - before == len(set(items)) - 4
+    assert resumed == full
 
 
 @needs_data

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 
 from critcore import judge as J
-from critcore.cache import CritiqueCache
+from critcore.llm import CritiqueCache
 from critcore.critique import LocalCritic, OpenAICritic
+from critcore.errors import UserError
+from critcore.llm import fill, load_prompt
 from critcore.data import prompt_text
 from critcore.metrics import summarize
 
@@ -101,17 +103,17 @@ def test_parse_score_range_is_configurable():
 
 
 def test_prompt_templates_ship_and_fill_once():
-    direct = J.load_prompt(None, "judge_direct", ("prompt", "response"))
-    with_critique = J.load_prompt("judge_with_critique.txt", "x", ("prompt", "response", "critique"))
+    direct = load_prompt(None, "judge_direct", ("prompt", "response"))
+    with_critique = load_prompt("judge_with_critique.txt", "x", ("prompt", "response", "critique"))
     assert "{critique}" not in direct and "{critique}" in with_critique
-    text = J.fill(with_critique, {"prompt": "Say {response}", "response": "{critique}!", "critique": "Fine."})
+    text = fill(with_critique, {"prompt": "Say {response}", "response": "{critique}!", "critique": "Fine."})
     assert "User: Say {response}" in text and "Chatbot: {critique}!" in text and "Critique: Fine." in text
-    cut = J.fill("{prompt}|{response}", {"prompt": "a" * 10 + "END", "response": "START" + "b" * 10}, max_chars=5)
+    cut = fill("{prompt}|{response}", {"prompt": "a" * 10 + "END", "response": "START" + "b" * 10}, max_chars=5)
     assert cut == "…aaEND|START…"  # the prompt keeps its end, the response its start
     with pytest.raises(ValueError, match="critique"):
         J.Judge(OpenAICritic("http://127.0.0.1:9/v1", "m"), "critique", template="{prompt} {response}")
-    with pytest.raises(FileNotFoundError, match="judge_direct"):
-        J.load_prompt("no_such_prompt", "x")
+    with pytest.raises(UserError, match="judge_direct"):
+        load_prompt("no_such_prompt", "x")
 
 
 # ---------------------------------------------------------------- accounting
@@ -282,7 +284,7 @@ def test_smollm2_judge_both_modes_end_to_end(tmp_path, smollm2):
         with CritiqueCache(tmp_path / "c.sqlite") as cache:
             again = J.judge_pairs(pairs, fresh, cache, progress=False)
             assert cache.stats["generated"] == 0
-        assert fresh.backend._model is None and again["output_chosen"].tolist() == df["output_chosen"].tolist()
+        assert fresh.model._model is None and again["output_chosen"].tolist() == df["output_chosen"].tolist()
     s = J.summarize_judge(df, None, n_boot=100)
     assert s["n"] == 2 and 0 <= s["judge"]["tie_rate"] <= 1
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from critcore import metacritique as M
-from critcore.cache import CritiqueCache
+from critcore.llm import CritiqueCache
 from critcore.critique import LocalCritic, OpenAICritic
 from critcore.data import prompt_text
 from critcore.metrics import summarize as rm_summarize

@@ -137,7 +137,7 @@ def _rows(out: Path) -> list[dict]:
 
 def _stable(summary: dict) -> dict:
     """The summary without its wall-clock fields and the settings that do not change the model."""
-    out = {k: v for k, v in summary.items() if k not in ("train_seconds", "pairs_per_s")}
+    out = {k: v for k, v in summary.items() if k not in ("train_seconds", "pairs_per_s", "resumed_from_step")}
     out["config"] = {k: v for k, v in out["config"].items() if k not in ("save_every", "threads", "eval_batch_size")}
     return out
 
@@ -199,6 +199,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_model(runs):
     s_killed = json.loads((killed / "summary.json").read_text())
     assert _stable(s_killed) == _stable(s_ref)
     assert s_killed["config"]["save_every"] == 1 and s_ref["config"]["save_every"] == 0
+    assert s_killed["resumed_from_step"] == runs["at_kill"] and s_ref["resumed_from_step"] is None
+    # train_seconds covers every segment: the steps before the kill too, not only the resumed ones
+    per_step = s_ref["train_seconds"] / STEPS
+    assert s_killed["train_seconds"] > 0.5 * per_step * STEPS
     assert s_ref["steps"] == STEPS and "validation" in s_ref
     torch.testing.assert_close(_scores(killed / "model", runs["val"]), _scores(ref / "model", runs["val"]),
                                atol=1e-5, rtol=0)
@@ -235,13 +239,17 @@ def test_finished_run_is_reused_without_training(runs):
 
 def test_changed_config_retrains_from_scratch(runs):
     """A directory with a finished run and a leftover checkpoint of the old config: a new config
-    must train from step 0, not load the old run's model, optimizer and schedule."""
+    must train from step 0, not load the old run's model, optimizer and schedule; and when it
+    saves its own step-1 checkpoint it replaces the stale one instead of dying on it."""
     work = runs["work"]
     mixed = work / "mixed"
     shutil.copytree(runs["ref"], mixed)
     shutil.copytree(runs["stale"] / "checkpoints", mixed / "checkpoints")
+    assert (mixed / "checkpoints" / "step-1").is_dir()
+    (mixed / ".model.12345678.killed").mkdir()  # a save killed half-way, by a process long gone
+    ((mixed / ".model.12345678.killed") / "model.safetensors").write_bytes(b"x" * 1000)
     old_weights = load_file(mixed / "model" / "model.safetensors")
-    new_cfg = replace(CFG, lr=2 * CFG.lr, save_every=0)
+    new_cfg = replace(CFG, lr=2 * CFG.lr, save_every=1)
     result = train(new_cfg, runs["train"], runs["val"], out_dir=mixed, progress=False)
     summary = json.loads((mixed / "summary.json").read_text())
     assert summary["config"]["lr"] == new_cfg.lr and summary == result.summary
@@ -253,6 +261,7 @@ def test_changed_config_retrains_from_scratch(runs):
     new_weights = load_file(mixed / "model" / "model.safetensors")
     assert max((new_weights[k] - old_weights[k]).abs().max().item() for k in new_weights) > 1e-4
     assert not (mixed / "checkpoints").exists()
+    assert not list(mixed.glob(".model.*"))  # the orphan of the killed save is gone
 
 
 def _expected_lrs(peak: float) -> list[float]:

@@ -122,8 +122,9 @@ def _critic(spec, options, rep: Report, name: str) -> str:
     if isinstance(c, OpenAICritic):
         if not re.match(r"https?://[^/\s]+", c.url):
             raise ValueError(f"base_url {c.url!r} is not an http(s) URL")
-        if c.api_key_env and not os.environ.get(c.api_key_env):
-            rep.warnings.append(f"critic {name}: ${c.api_key_env} is not set here (needed when it runs)")
+        key_env = c.backend.api_key_env
+        if key_env and not os.environ.get(key_env):
+            rep.warnings.append(f"critic {name}: ${key_env} is not set here (needed when it runs)")
     return f"{c.identity} (config {c.config_hash})"
 
 

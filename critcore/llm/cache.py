@@ -38,7 +38,9 @@ class CritiqueCache:
     """Critiques by key. `path=":memory:"` keeps them for this process only.
 
     `stats` counts, since this object was opened: hits and misses (unique keys looked up),
-    duplicates (repeats of an item within one run, generated once), generated and tokens_generated."""
+    duplicates (repeats of an item within one run, generated once), generated and tokens_generated
+    (rows this process really inserted: when two processes share the file and both generate an
+    item, only the first insert counts), and failed (items the generator gave up on)."""
 
     def __init__(self, path: str | Path = ":memory:"):
         self.path = str(path)
@@ -49,7 +51,7 @@ class CritiqueCache:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
         self._db.commit()
-        self.stats = {"hits": 0, "misses": 0, "duplicates": 0, "generated": 0, "tokens_generated": 0}
+        self.stats = {"hits": 0, "misses": 0, "duplicates": 0, "generated": 0, "tokens_generated": 0, "failed": 0}
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
         """The stored critiques among `keys`; counts hits and misses."""
@@ -65,18 +67,22 @@ class CritiqueCache:
         self.stats["misses"] += len(keys) - len(found)
         return found
 
-    def put_many(self, critic: str, rows: list[tuple[str, str, int]]) -> None:
-        """Store (key, critique, tokens) rows in one transaction; a key already there is kept."""
+    def put_many(self, critic: str, rows: list[tuple[str, str, int]]) -> int:
+        """Store (key, critique, tokens) rows in one transaction; a key already there is kept.
+        Returns how many rows were new."""
         for key, critique, tokens in rows:
             if not isinstance(critique, str):
                 raise TypeError(f"critique for {key[:12]} is {type(critique).__name__}, not str")
+        new = 0
         with self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO critiques (key, critique, tokens, critic) VALUES (?, ?, ?, ?)",
-                [(k, c, int(t), critic) for k, c, t in rows],
-            )
-        self.stats["generated"] += len(rows)
-        self.stats["tokens_generated"] += sum(int(t) for _, _, t in rows)
+            for k, c, t in rows:
+                cur = self._db.execute("INSERT OR IGNORE INTO critiques (key, critique, tokens, critic) VALUES (?, ?, ?, ?)",
+                                       (k, c, int(t), critic))
+                if cur.rowcount:
+                    new += 1
+                    self.stats["tokens_generated"] += int(t)
+        self.stats["generated"] += new
+        return new
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM critiques").fetchone()[0]
@@ -95,3 +101,11 @@ class CritiqueCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_cache(cache) -> tuple[CritiqueCache, bool]:
+    """(the cache, whether this call opened it and must close it) for a CritiqueCache, a path or
+    None (in memory)."""
+    if isinstance(cache, CritiqueCache):
+        return cache, False
+    return CritiqueCache(cache or ":memory:"), True

@@ -1,0 +1,85 @@
+"""One cached, resumable completion loop, for critiques, the generative judge and metacritique.
+
+Items are looked up by a content key in the cache; the missing ones go to a generator (a
+backend's `stream`), longest first, and every finished output is committed in small groups as
+soon as it arrives, so a run killed at any moment keeps all it had finished. An item the
+generator gives up on (a `Failure`) is never cached: with on_error="fail" the loop raises a
+CriticError once everything else is committed; with "skip" it returns None for that item.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+from ..errors import CriticError
+from .cache import CritiqueCache, make_key
+
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An item the backend could not answer (after its retries): why."""
+
+    reason: str
+
+
+Generate = Callable[[list], Iterator[tuple[int, "str | Failure", int]]]
+
+
+def cached(cache: CritiqueCache, keys: Sequence[str], items: Sequence, generate: Generate, writer: str,
+           batch_size: int = 16, desc: str = "outputs", progress: bool = True, on_error: str = "fail") -> list:
+    """The output for each item (None for a skipped failure), from `cache` or from
+    `generate(missing items)`, which yields (index into them, text or Failure, tokens) in any order.
+    Identical keys are generated once; outputs are committed `batch_size` at a time."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    todo = dict(zip(keys, items))
+    cache.stats["duplicates"] += len(keys) - len(todo)
+    found = cache.get_many(list(todo))
+    missing = sorted((k for k in todo if k not in found), key=lambda k: -len(str(todo[k])))
+    failures: dict[str, str] = {}
+    pending: list[tuple[str, str, int]] = []
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(missing), desc=desc, unit="item", disable=not progress or not missing) as bar:
+        try:
+            for i, out, tokens in (generate([todo[k] for k in missing]) if missing else ()):
+                key = missing[i]
+                if isinstance(out, Failure):
+                    failures[key] = out.reason
+                    cache.stats["failed"] += 1
+                else:
+                    found[key] = out
+                    pending.append((key, out, tokens))
+                if len(pending) >= batch_size:
+                    cache.put_many(writer, pending)
+                    pending = []
+                bar.update(1)
+        finally:
+            if pending:  # what finished before an error or a Ctrl-C is kept
+                cache.put_many(writer, pending)
+    if failures and on_error == "fail":
+        reasons = sorted(set(failures.values()))
+        raise CriticError(f"{len(failures)} of {len(missing)} items failed ({'; '.join(reasons[:3])}); the "
+                          f"{len(missing) - len(failures)} that finished are cached, so a rerun asks only for these "
+                          "(on_error: skip leaves them out instead)")
+    return [found.get(k) for k in keys]
+
+
+def complete_cached(backend, texts: list[str], cache: CritiqueCache, *, task: str, template_sha: str,
+                    max_new_tokens: int | None = None, answer_prefix: str | None = None, progress: bool = True,
+                    on_error: str = "fail") -> list:
+    """A backend's replies to rendered prompts, through the cache. The key is the backend's
+    identity, its generation parameters with the task, the answer prefix and max_new_tokens, the
+    prompt template's sha256 and the rendered prompt."""
+    params = {**backend.params, "task": task, "max_new_tokens": max_new_tokens or backend.max_new_tokens}
+    if answer_prefix is not None and backend.uses_prefix:
+        params["answer_prefix"] = answer_prefix
+    keys = [make_key(backend.identity, template_sha, params, text, "") for text in texts]
+
+    def generate(todo: list[str]) -> Iterable:
+        return backend.stream(todo, max_new_tokens, answer_prefix)
+
+    return cached(cache, keys, texts, generate, f"{backend.identity}#{task}", backend.batch_size,
+                  f"{task} ({backend.identity})", progress, on_error)

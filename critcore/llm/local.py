@@ -1,0 +1,214 @@
+"""Local models: any alias, GGUF file, model folder or hub name that critcore.backbones resolves,
+run by one of two engines (bench/critique_throughput.py measures them, and llama.cpp, on the
+same items):
+
+- "transformers" (the default): bf16 on a GPU and on a CPU with native bf16 instructions
+  (AVX512-BF16 or AMX), where it measured 1.8x the fp32 speed; fp32 elsewhere, and fp32 is
+  the reference (dtype: float32), whose greedy output does not depend on the batch.
+- "ctranslate2" (pip install ctranslate2): the checkpoint converted once into a CTranslate2
+  model (cached under $CRITCORE_CACHE/ct2), float32 by default, whose texts equal the fp32
+  reference; int8 halves the memory (compute_type: int8). On the 2-core CPU here it was 2x
+  transformers at batch 1 and no faster at batch 16.
+
+Generation is greedy unless temperature > 0 (then seeded). Chat models get each prompt as a user
+turn; a base model without a chat template (Gemma 3 270M) gets the text plus "\\n\\nCritique:"
+and its answer is cut at the first blank line, since base models run on. The model loads on the
+first call, so a run served from the cache never loads it. The engine and its compute type are
+part of `params`, and so of every cache key.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Iterator
+
+ENGINES = ("ctranslate2", "transformers")
+BASE_PREFIX = "\n\nCritique:"
+
+
+def default_engine() -> str:
+    return "transformers"
+
+
+def default_dtype(device: str) -> str:
+    from ..hardware import use_bf16
+
+    return "bfloat16" if use_bf16(device.split(":")[0]) else "float32"
+
+
+class LocalBackend:
+    """A local causal LM. `complete` / `stream` take already-templated user messages."""
+
+    uses_prefix = True
+
+    def __init__(self, model: str = "smollm2", *, engine: str | None = None, compute_type: str | None = None,
+                 max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0, batch_size: int = 16,
+                 device: str | None = None, dtype: str | None = None):
+        import torch
+
+        from ..backbones import check
+
+        self.model_name = str(model)
+        check(self.model_name, "critic model")  # a typo fails now, not at the first generate
+        self.engine = engine or default_engine()
+        if self.engine not in ENGINES:
+            from ..errors import UserError
+
+            raise UserError(f"unknown engine {self.engine!r}; expected one of {', '.join(ENGINES)}")
+        self.identity = f"local:{self.model_name}"
+        self.max_new_tokens, self.temperature, self.seed = int(max_new_tokens), float(temperature), int(seed)
+        self.batch_size = int(batch_size)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.params = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
+        if self.engine == "transformers":
+            self.dtype = dtype or default_dtype(self.device)
+            self.params["dtype"] = self.dtype
+        else:
+            if importlib.util.find_spec("ctranslate2") is None:
+                from ..errors import UserError
+
+                raise UserError("engine ctranslate2 needs the ctranslate2 package: pip install ctranslate2")
+            self.compute_type = compute_type or "float32"
+            self.params.update(engine="ctranslate2", compute_type=self.compute_type)
+        if self.temperature > 0:
+            self.params["seed"] = self.seed  # greedy output does not depend on the seed
+        self._tok = self._model = None
+
+    def spec(self) -> dict:
+        out = {"backend": "local", "model": self.model_name, "engine": self.engine, "max_new_tokens": self.max_new_tokens,
+               "temperature": self.temperature, "seed": self.seed, "batch_size": self.batch_size}
+        out.update({"dtype": self.dtype} if self.engine == "transformers" else {"compute_type": self.compute_type})
+        return out
+
+    def release(self) -> None:
+        self._tok = self._model = None
+
+    # ------------------------------------------------------------ loading
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoTokenizer
+
+        from ..backbones import resolve
+
+        path = resolve(self.model_name, "critic model")
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        self._tok = tok
+        self._eos = set(_generation_eos(path) or [tok.eos_token_id])
+        self._model = self._load_transformers(path) if self.engine == "transformers" else self._load_ct2(path)
+
+    def _load_transformers(self, path: str):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), trust_remote_code=False)
+        return model.to(self.device).eval()
+
+    def _load_ct2(self, path: str):
+        import ctranslate2
+        import torch
+
+        return ctranslate2.Generator(str(ct2_model(path, self.compute_type)), device=self.device,
+                                     compute_type=self.compute_type, intra_threads=torch.get_num_threads())
+
+    def _input_ids(self, text: str, answer_prefix: str | None) -> list[int]:
+        if self._tok.chat_template:
+            text = self._tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+            return self._tok(text + (answer_prefix or "").lstrip(), add_special_tokens=False).input_ids
+        return self._tok(text + (BASE_PREFIX if answer_prefix is None else answer_prefix)).input_ids
+
+    # ------------------------------------------------------------ generating
+
+    def complete(self, texts: list[str], max_new_tokens: int | None = None,
+                 answer_prefix: str | None = None) -> list[tuple[str, int]]:
+        """(reply, tokens generated) for each already-templated user message (also used to serve
+        HTTP). `answer_prefix` prefills the answer (after the chat template's assistant turn, or
+        after the text for a base model) and comes back in front of the reply; None gives a base
+        model "\\n\\nCritique:", kept out of the reply."""
+        out: list = [None] * len(texts)
+        for i, text, n in self.stream(texts, max_new_tokens, answer_prefix):
+            out[i] = (text, n)
+        return out
+
+    def stream(self, texts: list[str], max_new_tokens: int | None = None,
+               answer_prefix: str | None = None) -> Iterator[tuple[int, str, int]]:
+        """(index, reply, tokens) as each batch finishes; batches are length-sorted (less padding)."""
+        if not texts:
+            return
+        self._load()
+        encoded = [self._input_ids(t, answer_prefix) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
+        n_new = int(max_new_tokens or self.max_new_tokens)
+        generate = self._generate_transformers if self.engine == "transformers" else self._generate_ct2
+        head = (answer_prefix or "").strip()
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start:start + self.batch_size]
+            for i, row in zip(idx, generate([encoded[i] for i in idx], n_new, b)):
+                n = next((k + 1 for k, t in enumerate(row) if t in self._eos), len(row))  # through EOS
+                text = self._tok.decode(row[:n], skip_special_tokens=True).strip()
+                if not self._tok.chat_template and answer_prefix is None:
+                    text = text.split("\n\n")[0].strip()
+                yield i, (f"{head} {text}".strip() if head else text), n
+
+    def _generate_transformers(self, batch: list[list[int]], n_new: int, b: int) -> list[list[int]]:
+        import torch
+        from transformers import GenerationConfig
+
+        model, tok = self._model, self._tok
+        config = GenerationConfig(max_new_tokens=n_new, do_sample=self.temperature > 0,
+                                  temperature=self.temperature if self.temperature > 0 else None,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=sorted(self._eos))
+        with torch.inference_mode():
+            inputs = tok.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
+            if self.temperature > 0:
+                torch.manual_seed(self.seed + b)
+            return model.generate(**inputs, generation_config=config)[:, inputs["input_ids"].shape[1]:].tolist()
+
+    def _generate_ct2(self, batch: list[list[int]], n_new: int, b: int) -> list[list[int]]:
+        import ctranslate2
+
+        tokens = [self._tok.convert_ids_to_tokens(ids) for ids in batch]
+        end = self._tok.convert_ids_to_tokens(sorted(self._eos))
+        sampling = {"sampling_topk": 1}
+        if self.temperature > 0:
+            ctranslate2.set_random_seed(self.seed + b)
+            sampling = {"sampling_topk": 0, "sampling_temperature": self.temperature}
+        results = self._model.generate_batch(tokens, max_length=n_new, include_prompt_in_result=False, end_token=end,
+                                             beam_size=1, **sampling)
+        return [r.sequences_ids[0] for r in results]
+
+
+def _generation_eos(path: str) -> list[int] | None:
+    """The end-of-sequence ids in a checkpoint's generation_config.json, if it has one."""
+    import json
+
+    try:
+        eos = json.loads((Path(path) / "generation_config.json").read_text()).get("eos_token_id")
+    except (OSError, ValueError):
+        return None
+    return eos if isinstance(eos, list) else [eos] if eos is not None else None
+
+
+def ct2_model(path: str, compute_type: str) -> Path:
+    """A CTranslate2 conversion of the transformers checkpoint at `path`, quantized for
+    `compute_type`, made once and cached beside critcore's dequantized models."""
+    from .. import atomic
+    from ..backbones import _file_key, cache_dir
+
+    source = Path(path)
+    stamp = _file_key(source / "config.json") if (source / "config.json").is_file() else "hub"
+    out = cache_dir() / "ct2" / f"{source.name}-{stamp}-{compute_type}"
+    if (out / "model.bin").is_file():
+        return out
+    from ctranslate2.converters import TransformersConverter
+
+    quantization = {"int8_float32": "int8", "int8_bfloat16": "int8_bfloat16"}.get(compute_type, compute_type)
+    with atomic.atomic_dir(out) as tmp:
+        TransformersConverter(str(source), low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization,
+                                                                           force=True)
+    return out
