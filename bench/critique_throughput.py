@@ -15,8 +15,9 @@ when it is installed). The reference of every ratio is fp32 transformers.
 2. The headline pairs then alternate (ABBA) over --repeats: the fast engine at its best batch
    against transformers at its best batch, and against transformers at batch 1. Each repeat
    gives a ratio; the report is the median ratio and its spread. The load average is recorded
-   before and after every timed run; a ratio taken while it exceeded the core count is flagged
-   and left out of the headline.
+   before and after every timed run, with the CPU other processes used meanwhile
+   (bench/loadmeter.py); a ratio taken while others used more than a quarter of a core is
+   flagged and left out of the headline.
 Writes outputs/bench/critique_throughput.json (transformers_best_tok_s, fast_best_tok_s, ratio,
 ...). Run it with nothing else running.
 """
@@ -34,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadmeter import Meter  # noqa: E402
 OUT = ROOT / "outputs" / "bench" / "critique_throughput.json"
 
 
@@ -101,22 +104,21 @@ def _llama_cpp(texts: list[str], args) -> dict:
 
 def timed(engine: str, batch: int, args) -> dict:
     """One configuration in its own process (in this one for --smoke, which skips the imports)."""
-    before = os.getloadavg()[0]
-    if args.smoke:
-        out = worker(engine, batch, args)
-    else:
-        cmd = [sys.executable, __file__, "--worker", engine, str(batch), "--items-file", args.items_file,
-               "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-        if proc.returncode:
-            raise SystemExit(f"{engine} batch {batch} failed:\n{proc.stderr[-3000:]}")
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-    after = os.getloadavg()[0]
-    out.update(engine=engine, batch=batch, tok_s=out["tokens"] / out["seconds"], load_before=before, load_after=after,
-               loaded=max(before, after) > (os.cpu_count() or 1))
+    with Meter() as meter:
+        if args.smoke:
+            out = worker(engine, batch, args)
+        else:
+            cmd = [sys.executable, __file__, "--worker", engine, str(batch), "--items-file", args.items_file,
+                   "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens)]
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            if proc.returncode:
+                raise SystemExit(f"{engine} batch {batch} failed:\n{proc.stderr[-3000:]}")
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out.update(engine=engine, batch=batch, tok_s=out["tokens"] / out["seconds"], **meter.record())
     print(f"  {engine:22} batch {batch:3d}: {out['tok_s']:8.2f} tok/s  {out['tokens']:5d} tokens in {out['seconds']:7.2f} s"
-          f"  peak {out['peak_rss_mb']:7.1f} MB  load {before:.2f}->{after:.2f}{'  LOADED' if out['loaded'] else ''}",
-          flush=True)
+          f"  peak {out['peak_rss_mb']:7.1f} MB  load {out['load'][0]:.2f}->{out['load'][1]:.2f}, other work "
+          f"{out['other_cores']:.2f} cores{'  LOADED' if out['loaded'] else ''}", flush=True)
     return out
 
 
@@ -128,8 +130,8 @@ def abba(a: tuple, b: tuple, repeats: int, args) -> list[dict]:
         x, y = timed(*first, args), timed(*second, args)
         ra, rb = (x, y) if r % 2 == 0 else (y, x)
         rows.append({"ratio": ra["tok_s"] / rb["tok_s"], "a_tok_s": ra["tok_s"], "b_tok_s": rb["tok_s"],
-                     "loaded": ra["loaded"] or rb["loaded"],
-                     "load": [ra["load_before"], ra["load_after"], rb["load_before"], rb["load_after"]]})
+                     "loaded": ra["loaded"] or rb["loaded"], "load": ra["load"] + rb["load"],
+                     "other_cores": [ra["other_cores"], rb["other_cores"]]})
     return rows
 
 

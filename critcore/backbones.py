@@ -59,8 +59,9 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
+    with quiet_transformers():
+        tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
     # transformers refuses to save a GGUF-loaded model, but its weights are already dequantized.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -145,3 +146,23 @@ def resolve(name: str, what: str = "backbone") -> str:
     else:
         return str(Path(name).expanduser()) if kind == "local" else name
     return str(_dequantize(directory, gguf)) if gguf else str(directory)
+
+
+class quiet_transformers:
+    """Within it, transformers loads without progress bars and load reports (a fresh head's
+    'newly initialized' weights are what critcore expects); warnings and errors still show."""
+
+    def __enter__(self):
+        from transformers.utils import logging
+
+        self.level, self.bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging
+
+        logging.set_verbosity(self.level)
+        if self.bars:
+            logging.enable_progress_bar()

@@ -120,7 +120,7 @@ def cmd_critique(args) -> int:
 def cmd_run(args) -> int:
     from .studies.runner import run_study
 
-    out = run_study(args.params, run_id=args.run_id, dry_run=args.dry_run, sets=args.set)
+    out = run_study(args.params, run_id=args.run_id, dry_run=args.dry_run, sets=args.set, project_time=args.dry_run)
     _print({"out_dir": str(out), "dry_run": args.dry_run})
     return 0
 
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, params=False)
     p.add_argument("--run-id", help="default: the params file's stem")
     p.add_argument("--dry-run", action="store_true",
-                   help="check the parameters and data, train nothing")
+                   help="check the parameters and data, print the projected wall time, train nothing")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="print the fully resolved, typed parameters as YAML")

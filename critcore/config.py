@@ -212,6 +212,11 @@ class Quickstart(RMStudy):
     critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)", factory=lambda: CriticOptions(
         max_new_tokens=24, max_chars=240, batch_size=32))
 
+    def problems(self) -> list[str]:
+        """What a dry run reports as errors, beyond types and keys."""
+        return [f"{k} must be a positive integer, got {getattr(self, k)!r}" for k in ("n_train", "n_eval")
+                if getattr(self, k) < 1]
+
     def derive(self, data_dir: Path) -> "Quickstart":
         """Fill the data specs that `data` implies (those given are kept)."""
         mode = self.data
@@ -244,6 +249,8 @@ class BackboneSpec:
     n_eval: int | None = _doc("a seeded sample of each evaluation set", None)
     critics: list[str] | None = _doc("critic names to train with (default all)", None)
     train: dict = _doc("TrainConfig overrides for this backbone", factory=dict)
+    lr_sweep: list[float] | None = _doc("this backbone's learning rates (null: the study's; []: no sweep)", None)
+    seeds: list[int] | None = _doc("this backbone's training seeds (null: the study's)", None)
 
 
 @dataclass
@@ -268,7 +275,8 @@ class RQ1(CPUSized):
                                                             factory=lambda: ["minilm"])
     critics: dict[str, CriticSpec] = _doc("name -> critic spec; none is No-Critiques",
                                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
-    seeds: list[int] | None = _doc("training seeds: one RM per seed in every cell (null: train.seed only)", None)
+    seeds: list[int] | None = _doc("training seeds: one RM per seed in every cell (null: train.seed only); a "
+                                   "learning-rate sweep runs at the first seed, the others use the rate it picks", None)
     train_data: DataSpec | None = _doc("training pairs (a data spec)", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
 
@@ -288,6 +296,24 @@ class RQ2(CPUSized):
                                     factory=lambda: ["Score", "PandaLM"])
     train_data: DataSpec | None = _doc("training pairs (a data spec)", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl"})
+
+    def problems(self) -> list[str]:
+        """What a dry run reports as errors, beyond types and keys."""
+        from .critique import parse_critic_spec
+        from .report import METRICS
+
+        out = []
+        baselines = [n for n, s in self.critics.items() if parse_critic_spec(s) is None]
+        if len(baselines) != 1 or len(self.critics) < 2:
+            out.append("rq2 needs exactly one No-Critiques critic ('none') and at least one critic")
+        if not self.sizes or not all(s > 0 for s in self.sizes):
+            out.append(f"sizes must be positive integers, got {self.sizes!r}")
+        elif sorted(set(self.sizes)) != self.sizes:
+            out.append(f"sizes must be strictly increasing, got {self.sizes}")
+        bad = [m for m in self.worth_metrics if m not in METRICS]
+        if bad:
+            out.append(f"worth_metrics: unknown {bad}; use {', '.join(METRICS)}")
+        return out
 
 
 @dataclass

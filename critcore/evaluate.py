@@ -9,7 +9,7 @@ import torch
 
 from . import atomic
 from .collate import pad_right, sorted_batches
-from .data import Pair
+from .data import Pair, prompt_text
 from .format import Formatter
 from .model import RewardModel
 from .train import TrainConfig
@@ -46,14 +46,20 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
 
 def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = None, batch_size: int = 32,
                 with_critiques: bool = True, progress: bool = False) -> pd.DataFrame:
-    """One row per pair: id, subset, source, tie, score_chosen, score_rejected, lengths (characters)
-    and whether critiques were used. max_length: None takes the RM's recipe."""
+    """One row per pair, the whole example: id, subset, source, tie (annotators), score_chosen,
+    score_rejected, margin (chosen minus rejected reward), verdict (right: chosen strictly above
+    rejected and no annotator tie; else wrong), lengths (characters), whether critiques were
+    used, and the texts: prompt, chosen, rejected, chosen_critique, rejected_critique.
+    max_length: None takes the RM's recipe."""
+    from .metrics import correct
+
     fmt = Formatter(rm.tokenizer, max_length_of(rm, max_length))
     features, _ = fmt.encode_pairs(pairs, with_critiques)
     seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
     scores = score_texts(rm, seqs, batch_size, progress)
     n = len(pairs)
-    return pd.DataFrame({
+    used = [with_critiques and p.has_critiques for p in pairs]
+    df = pd.DataFrame({
         "id": [p.id for p in pairs],
         "subset": [p.subset or p.source or "all" for p in pairs],
         "source": [p.source for p in pairs],
@@ -62,8 +68,16 @@ def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = Non
         "score_rejected": scores[n:],
         "len_chosen": [len(p.chosen) for p in pairs],
         "len_rejected": [len(p.rejected) for p in pairs],
-        "critiques": [with_critiques and p.has_critiques for p in pairs],
+        "critiques": used,
     })
+    df["margin"] = df["score_chosen"] - df["score_rejected"]
+    df["verdict"] = ["right" if ok else "wrong" for ok in correct(df)]
+    df["prompt"] = [prompt_text(p.prompt) for p in pairs]
+    df["chosen"] = [p.chosen for p in pairs]
+    df["rejected"] = [p.rejected for p in pairs]
+    df["chosen_critique"] = [p.chosen_critique if u else None for p, u in zip(pairs, used)]
+    df["rejected_critique"] = [p.rejected_critique if u else None for p, u in zip(pairs, used)]
+    return df
 
 
 def score_one(rm: RewardModel, prompt, response: str, critique: str | None = None, max_length: int | None = None) -> float:
@@ -93,10 +107,13 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
         if df["tie"].any() or (df["source"] == "pandalm").any():  # both tie policies, one set of scores
             summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
         if out_dir:
+            from .report import example_page
+
             path = Path(out_dir) / f"{name}_scores.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
                 df.to_csv(f, index=False)
+            atomic.write_text(Path(out_dir) / f"{name}_report.html", example_page(df, f"{name}: {len(df)} pairs"))
     if out_dir:
         atomic.write_json(Path(out_dir) / "summary.json", summary)
     return summary

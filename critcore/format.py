@@ -47,7 +47,8 @@ class Formatter:
 
     def ids(self, text: str) -> list[int]:
         # A chat template already carries its special tokens.
-        return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+        # verbose=False: the untrimmed text may exceed the model's length; encode() trims it
+        return self.tokenizer(text, add_special_tokens=not self.chat, verbose=False)["input_ids"]
 
     def encode(self, prompt, completion: str, critique: str | None = None) -> tuple[list[int], list[str]]:
         """Token ids within max_length, and the parts trimmed, in order ('prompt', 'completion',
@@ -95,12 +96,12 @@ class Formatter:
 
 
 def _token_count(tok, text: str) -> int:
-    return len(tok(text, add_special_tokens=False)["input_ids"])
+    return len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def _trim_left(tok, text: str, excess: int) -> str | None:
     """Drop at least `excess` tokens from the left of `text`; None when nothing is left to drop."""
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids = tok(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) <= 1:
         return None
     keep = ids[min(len(ids) - 1, excess + 1):]
@@ -110,7 +111,7 @@ def _trim_left(tok, text: str, excess: int) -> str | None:
 
 def _trim_right(tok, text: str, excess: int) -> str | None:
     """Drop at least `excess` tokens from the right of `text`; None when nothing is left to drop."""
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids = tok(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) <= 1:
         return None
     new = tok.decode(ids[: max(0, len(ids) - excess - 1)], skip_special_tokens=True) + TRIM_MARK

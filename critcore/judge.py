@@ -28,7 +28,6 @@ interrupted run resumes from what it had committed.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -251,12 +250,11 @@ def summarize_judge(df: pd.DataFrame, sections: dict | None = None, n_boot: int 
 def table_row(name: str, summary: dict, kind: str = "judge") -> dict:
     """One table row: model, kind, the results_row columns (section %, lo, hi), and for judges
     Ties % and Unparseable % (pairs) overall and per section ("Chat ties %", ...)."""
-    from .report import SECTION_LABELS, results_row
+    from .report import SECTION_LABELS, pct, results_row
 
     row = {"model": name, "kind": kind, **results_row({"rewardbench": summary})}
     row.pop("PandaLM", None), row.pop("PandaLM lo", None), row.pop("PandaLM hi", None)
     stats = summary.get("judge")
-    pct = lambda x: None if x is None else round(100 * x, 1)  # noqa: E731
     row["n"] = summary.get("n")
     row["Ties %"] = pct(stats["tie_rate"]) if stats else None
     row["Unparseable %"] = pct(stats["unparseable_rate"]) if stats else None
@@ -275,37 +273,19 @@ def rewardbench_set(summary: dict) -> dict:
 
 
 def find_rm_summaries(run_dirs) -> list[dict]:
-    """Classifier RMs of RQ1 runs: every <run dir>/rms/<name>/eval/summary.json, as dicts
-    {run, name, backbone, critic, critic_id, summary, path}. Missing directories or unreadable
-    files are skipped with a printed note, never an error.
+    """Classifier RMs of RQ1 runs (critcore.run.load_results of each folder), as dicts {run, name,
+    backbone, critic, critic_id, summary, path}. A folder without RMs is a printed note."""
+    from .run import load_results
 
-    The backbone and critic come from <name>/result.json's "row" (what critcore.studies writes:
-    backbone, critic name, critic_id = the critic's identity), else from the summary's "critic",
-    else from the folder name "<backbone>__<critic>[__n<size>]"."""
     out = []
     for run in [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs or []):
-        run = Path(run)
-        paths = sorted(run.glob("rms/*/eval/summary.json"))
-        if not paths:
+        results = load_results(run)
+        if not results:
             print(f"note: no RM summaries under {run}/rms/*/eval/summary.json; skipped")
-            continue
-        for path in paths:
-            try:
-                summary = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                print(f"note: unreadable {path} ({e}); skipped")
-                continue
-            rm_dir = path.parent.parent
-            row = {}
-            try:
-                row = json.loads((rm_dir / "result.json").read_text(encoding="utf-8")).get("row") or {}
-            except (OSError, json.JSONDecodeError, AttributeError):
-                pass
-            parts = rm_dir.name.split("__")
-            out.append({"run": run.name, "name": rm_dir.name, "path": str(path), "summary": summary,
-                        "backbone": row.get("backbone") or (parts[0] if len(parts) > 1 else None),
-                        "critic": row.get("critic") or (parts[1] if len(parts) > 1 else None),
-                        "critic_id": row.get("critic_id") or summary.get("critic")})
+        for r in results:
+            row = r["row"]
+            out.append({"run": Path(run).name, "name": Path(r["dir"]).name, "path": r["dir"], "summary": r["summary"],
+                        "backbone": row.get("backbone"), "critic": row.get("critic"), "critic_id": row.get("critic_id")})
     return out
 
 

@@ -50,6 +50,8 @@ from .critique import augment, make_critic, model_backend
 from .data import Pair, jsonl_records, prompt_text
 from .llm import complete_cached, fill, load_prompt, sha256_text
 from .llm.cache import open_cache
+from .report import pct
+from .stats import mean_with_ci
 
 AIU_PREFIX = "\n\nClaims:\n1."
 VERDICT_PREFIX = "\n\nVerdict:"
@@ -146,20 +148,6 @@ def example_scores(precision_verdicts: list, recall_verdicts: list) -> dict:
     return {"precision": p, "recall": r, "f1": f1, "n_aius": n_p, "n_ref_aius": n_r,
             "true_aius": true_p, "covered_ref_aius": true_r,
             "unparseable": sum(v is None for v in precision_verdicts) + sum(v is None for v in recall_verdicts)}
-
-
-def mean_with_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Mean of the finite values with a bootstrap percentile CI: {mean, lo, hi, n} (NaN when n = 0)."""
-    x = np.asarray(values, dtype=float).ravel()
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
-    rng = np.random.default_rng(seed)
-    boots = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    return {"mean": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": n}
 
 
 def summarize(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -334,7 +322,6 @@ def metacritique(items: list[Item], evaluator, cache=None, progress: bool = True
 
 def table_row(critic: str, summary: dict) -> dict:
     """A Table 4-like row, in percent: critic, items, Meta-P/R/F1 with lo and hi, and counts."""
-    pct = lambda x: None if x is None or (isinstance(x, float) and math.isnan(x)) else round(100 * x, 1)  # noqa: E731
     row = {"critic": critic, "items": summary["items"]}
     for key, name in (("meta_p", "Meta-P"), ("meta_r", "Meta-R"), ("meta_f1", "Meta-F1")):
         s = summary[key]

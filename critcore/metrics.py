@@ -7,7 +7,7 @@ Conventions used throughout:
 - A pair is correct when score_chosen > score_rejected strictly and the annotators did not
   tie. Equal scores, NaN scores and annotator ties all count wrong.
 - Accuracies are fractions in [0, 1], not percentages.
-- Confidence intervals are bootstrap percentile intervals, deterministic given `seed`.
+- Confidence intervals are bootstrap percentile intervals (critcore.stats), deterministic given `seed`.
   An empty array gives acc = lo = hi = NaN; an all-equal array gives lo = hi = acc.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .stats import bootstrap_accuracies, check_level, percentile_interval
 
 REQUIRED_COLUMNS = ("subset", "score_chosen", "score_rejected", "tie")
 
@@ -89,32 +91,12 @@ def correct(df: pd.DataFrame) -> np.ndarray:
 # ---------------------------------------------------------------- bootstrap
 
 
-def _bootstrap_accuracies(k: int, n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """n_boot bootstrap accuracies of a 0/1 array with k ones among n.
-
-    Resampling n items with replacement from such an array draws each item as a one with
-    probability k/n, so the count of ones is Binomial(n, k/n): drawing that count directly is the
-    same bootstrap as resampling the pairs, without the n_boot x n index matrix."""
-    return rng.binomial(n, k / n, size=n_boot) / n
-
-
-def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def _check_level(level: float) -> None:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-
-
 def accuracy_with_ci(correct, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Accuracy of a 0/1 outcome array with a bootstrap percentile CI.
 
     Returns {acc, lo, hi, n}. n = 0 gives acc = lo = hi = NaN; an all-correct or all-wrong
     array gives a degenerate interval lo = hi = acc."""
-    _check_level(level)
+    check_level(level)
     values = np.asarray(correct, dtype=float).ravel()
     if not np.isin(values, (0.0, 1.0)).all():
         raise ValueError("accuracy_with_ci expects 0/1 (boolean) outcomes")
@@ -122,8 +104,8 @@ def accuracy_with_ci(correct, n_boot: int = 1000, seed: int = 0, level: float = 
     if n == 0:
         return {"acc": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
     k = int(values.sum())
-    boots = _bootstrap_accuracies(k, n, n_boot, np.random.default_rng(seed))
-    lo, hi = _percentile_interval(boots, level)
+    boots = bootstrap_accuracies(k, n, n_boot, np.random.default_rng(seed))
+    lo, hi = percentile_interval(boots, level)
     return {"acc": k / n, "lo": lo, "hi": hi, "n": n}
 
 
@@ -209,7 +191,7 @@ def section_scores_with_ci(df: pd.DataFrame, sections: dict, n_boot: int = 1000,
     subset independently and recomputes all section scores and Score from those.
     Returns {section: {acc, lo, hi, n}, ..., "score": {acc, lo, hi, n}}, where n counts pairs."""
     _require(df, REQUIRED_COLUMNS)
-    _check_level(level)
+    check_level(level)
     ok = correct(df)
     wanted = {s for members in sections.values() for s in _subsets_of(members)}
     groups = {s: idx for s, idx in df.groupby("subset", sort=True).indices.items() if s in wanted}
@@ -218,12 +200,12 @@ def section_scores_with_ci(df: pd.DataFrame, sections: dict, n_boot: int = 1000,
 
     point = section_scores({s: hits[s] / counts[s] for s in groups}, counts, sections)
     rng = np.random.default_rng(seed)
-    draws = {s: _bootstrap_accuracies(hits[s], counts[s], n_boot, rng) for s in sorted(groups)}
+    draws = {s: bootstrap_accuracies(hits[s], counts[s], n_boot, rng) for s in sorted(groups)}
     boot = section_scores(draws, counts, sections)
 
     out = {}
     for name, acc in point.items():
-        lo, hi = _percentile_interval(boot[name], level)
+        lo, hi = percentile_interval(boot[name], level)
         members = counts if name == "score" else _subsets_of(sections[name])
         n = sum(counts[s] for s in members if s in counts)
         out[name] = {"acc": float(acc), "lo": lo, "hi": hi, "n": int(n)}

@@ -16,9 +16,18 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from . import atomic, backbones
+from .backbones import quiet_transformers
 
 PAD_TOKEN = "<|pad|>"
 RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs to read the RM as it was trained
+# For a tokenizer without a chat template, a saved RM carries one that writes critcore's own plain
+# text (templates/rm_plain.txt), so RewardBench and TRL see the text critcore trained on. critcore
+# itself recognizes it by its first line and keeps using the plain template.
+PLAIN_CHAT_MARK = "{#- critcore plain template: User: ...\n\nAssistant: ... -#}"
+PLAIN_CHAT_TEMPLATE = PLAIN_CHAT_MARK + (
+    "{%- for m in messages[:-1] -%}{{ m['role'] | capitalize }}: {{ m['content'] }}"
+    "{%- if not loop.last %}\n\n{% endif -%}{%- endfor -%}"
+    "\n\nAssistant: {{ messages[-1]['content'] }}")
 
 
 class RewardModel(nn.Module):
@@ -36,11 +45,14 @@ class RewardModel(nn.Module):
         """Load `backbone` (alias, local dir, .gguf file or hub name) with a fresh one-scalar head,
         or a saved critcore RM with its trained head and its recipe."""
         path = backbones.resolve(backbone, "model")
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        hf = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
-            dtype=torch.float32,
-        )
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            hf = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
+                dtype=torch.float32,
+            )
+        if (getattr(tok, "chat_template", None) or "").startswith(PLAIN_CHAT_MARK):
+            tok.chat_template = None  # our own export of the plain template (see save)
         _set_pad_token(hf, tok)
         if not dropout:
             _disable_dropout(hf)
@@ -69,13 +81,38 @@ class RewardModel(nn.Module):
         if self.peft_model is not None:
             model = _merged_copy(self.peft_model)
         recipe = recipe if recipe is not None else self.recipe
-        with atomic.atomic_dir(directory) as tmp:
+        with atomic.atomic_dir(directory) as tmp, quiet_transformers():
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
+            portable(tmp)
             if recipe is not None:
                 atomic.write_json(tmp / RECIPE_FILE, recipe)
         self.recipe = recipe
         return directory
+
+
+def portable(folder: Path) -> None:
+    """Make a saved checkpoint read the same way in transformers 4.x (RewardBench pins 4.51) as in
+    5.x: config.json gets the legacy top-level rope_theta (4.x reads only that and would quietly
+    use 10000), the tokenizer a class 4.x knows (not 5.x's TokenizersBackend) and its chat
+    template in tokenizer_config.json; a tokenizer without one gets PLAIN_CHAT_TEMPLATE."""
+    config_file, tok_file = folder / "config.json", folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    rope = config.get("rope_parameters") or (config.get("text_config") or {}).get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in config:
+        config["rope_theta"] = rope["rope_theta"]
+        if rope.get("rope_type", "default") != "default":
+            config["rope_scaling"] = rope
+    atomic.write_json(config_file, config)
+    if not tok_file.is_file():
+        return
+    tok = json.loads(tok_file.read_text())
+    if tok.get("tokenizer_class") in ("TokenizersBackend", None):
+        tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    jinja = folder / "chat_template.jinja"
+    if "chat_template" not in tok:
+        tok["chat_template"] = jinja.read_text() if jinja.is_file() else PLAIN_CHAT_TEMPLATE
+    atomic.write_json(tok_file, tok)
 
 
 def read_recipe(path: str | os.PathLike) -> dict | None:

@@ -97,3 +97,134 @@ def save_table(df, path) -> None:
 
     with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
         df.to_csv(f, index=False)
+
+
+# ---------------------------------------------------------------- per-example pages
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 6px; vertical-align: top; text-align: left; }}
+th {{ cursor: pointer; background: #f4f4f4; position: sticky; top: 0; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+tr.wrong td.verdict {{ color: #b00; font-weight: bold; }} tr.right td.verdict {{ color: #070; }}
+details summary {{ cursor: pointer; }} pre {{ white-space: pre-wrap; margin: 0.3em 0; max-width: 60em; }}
+.critique {{ color: #335; font-style: italic; }}
+#controls {{ margin-bottom: 1em; }} #controls * {{ margin-right: 1em; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>{note}</p>
+<div id="controls">
+<label>subset <select id="subset"><option value="">all</option>{subsets}</select></label>
+<label>verdict <select id="verdict"><option value="">all</option><option>right</option><option>wrong</option></select></label>
+<label>search <input id="search" size="30"></label><span id="count"></span>
+</div>
+<table id="t"><thead><tr>{head}</tr></thead><tbody>
+{rows}
+</tbody></table>
+<script>
+const rows = Array.from(document.querySelectorAll("#t tbody tr"));
+function filter() {{
+  const s = document.getElementById("subset").value, v = document.getElementById("verdict").value;
+  const q = document.getElementById("search").value.toLowerCase();
+  let n = 0;
+  for (const r of rows) {{
+    const show = (!s || r.dataset.subset === s) && (!v || r.dataset.verdict === v) &&
+                 (!q || r.textContent.toLowerCase().includes(q));
+    r.style.display = show ? "" : "none"; if (show) n++;
+  }}
+  document.getElementById("count").textContent = n + " of " + rows.length + " rows";
+}}
+for (const id of ["subset", "verdict", "search"]) document.getElementById(id).addEventListener("input", filter);
+document.querySelectorAll("#t th").forEach((th, i) => th.addEventListener("click", () => {{
+  const asc = th.dataset.asc !== "1"; th.dataset.asc = asc ? "1" : "0";
+  const key = r => {{ const c = r.children[i]; const x = parseFloat(c.dataset.sort ?? c.textContent);
+                     return isNaN(x) ? c.textContent : x; }};
+  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1));
+  const body = document.querySelector("#t tbody"); rows.forEach(r => body.appendChild(r));
+}}));
+filter();
+</script></body></html>
+"""
+
+
+def _text_cell(text, cls: str = "", limit: int = 160) -> str:
+    import html
+
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return "<td></td>"
+    text = str(text)
+    short = html.escape(text[:limit].replace("\n", " ")) + ("…" if len(text) > limit else "")
+    body = f"<details><summary>{short}</summary><pre>{html.escape(text)}</pre></details>" if len(text) > limit \
+        else f"<pre>{html.escape(text)}</pre>"
+    return f'<td class="{cls}">{body}</td>'
+
+
+def _page(title: str, note: str, head: list[str], rows: list[str], subsets) -> str:
+    import html
+
+    options = "".join(f"<option>{html.escape(str(s))}</option>" for s in sorted(set(subsets), key=str))
+    return _PAGE.format(title=html.escape(title), note=note, subsets=options,
+                        head="".join(f"<th>{html.escape(h)}</th>" for h in head), rows="\n".join(rows))
+
+
+def example_page(df, title: str) -> str:
+    """A self-contained HTML page (no network) with a row per pair of an evaluation frame
+    (critcore.evaluate.score_pairs): subset, verdict, margin, both rewards, the prompt, both
+    responses and their critiques. Filter by subset and verdict, search, sort by any column;
+    the worst mistakes (wrong, most negative margin) come first."""
+    import html
+
+    order = df.assign(_wrong=df["verdict"] == "wrong").sort_values(["_wrong", "margin"], ascending=[False, True])
+    rows = []
+    for r in order.itertuples(index=False):
+        rows.append(
+            f'<tr class="{r.verdict}" data-subset="{html.escape(str(r.subset))}" data-verdict="{r.verdict}">'
+            f"<td>{html.escape(str(r.id))}</td><td>{html.escape(str(r.subset))}</td><td class='verdict'>{r.verdict}"
+            f"{' (tie)' if r.tie else ''}</td><td class='num'>{r.margin:.3f}</td>"
+            f"<td class='num'>{r.score_chosen:.3f}</td><td class='num'>{r.score_rejected:.3f}</td>"
+            + _text_cell(r.prompt) + _text_cell(r.chosen) + _text_cell(r.chosen_critique, "critique")
+            + _text_cell(r.rejected) + _text_cell(r.rejected_critique, "critique") + "</tr>")
+    wrong = int((df["verdict"] == "wrong").sum())
+    note = (f"{len(df)} pairs, {wrong} wrong ({100 * wrong / max(1, len(df)):.1f}%): the margin is the chosen "
+            "reward minus the rejected one; a pair is right when it is positive and the annotators did not tie.")
+    head = ["id", "subset", "verdict", "margin", "reward chosen", "reward rejected", "prompt", "chosen",
+            "chosen critique", "rejected", "rejected critique"]
+    return _page(title, note, head, rows, df["subset"])
+
+
+def disagreements(a, b, name_a: str, name_b: str):
+    """The pairs two RMs scored differently (one right, the other wrong), side by side: the
+    paper's Figure 1 for any two RMs on the same pairs (frames from score_pairs or their CSVs)."""
+    cols = ["id", "verdict", "margin", "chosen_critique", "rejected_critique"]
+    m = a.merge(b[cols], on="id", suffixes=(f" {name_a}", f" {name_b}"), validate="one_to_one")
+    return m[m[f"verdict {name_a}"] != m[f"verdict {name_b}"]].reset_index(drop=True)
+
+
+def disagreement_page(a, b, name_a: str, name_b: str, title: str | None = None) -> str:
+    """disagreements() as a self-contained HTML page, with each RM's critiques."""
+    import html
+
+    d = disagreements(a, b, name_a, name_b)
+    rows = []
+    for r in d.to_dict(orient="records"):
+        winner = name_a if r[f"verdict {name_a}"] == "right" else name_b
+        rows.append(
+            f'<tr class="right" data-subset="{html.escape(str(r["subset"]))}" data-verdict="{html.escape(winner)}">'
+            f"<td>{html.escape(str(r['id']))}</td><td>{html.escape(str(r['subset']))}</td>"
+            f"<td class='verdict'>{html.escape(winner)}</td>"
+            f"<td class='num'>{r[f'margin {name_a}']:.3f}</td><td class='num'>{r[f'margin {name_b}']:.3f}</td>"
+            + _text_cell(r["prompt"]) + _text_cell(r["chosen"]) + _text_cell(r["rejected"])
+            + _text_cell(r[f"chosen_critique {name_a}"], "critique") + _text_cell(r[f"rejected_critique {name_a}"], "critique")
+            + _text_cell(r[f"chosen_critique {name_b}"], "critique") + _text_cell(r[f"rejected_critique {name_b}"], "critique")
+            + "</tr>")
+    note = (f"{len(d)} of {len(a)} pairs scored differently: {name_a} right on {int((d[f'verdict {name_a}'] == 'right').sum())}, "
+            f"{name_b} right on {int((d[f'verdict {name_b}'] == 'right').sum())}. The verdict filter picks the RM that was right.")
+    head = ["id", "subset", "right", f"margin {name_a}", f"margin {name_b}", "prompt", "chosen", "rejected",
+            f"chosen critique ({name_a})", f"rejected critique ({name_a})", f"chosen critique ({name_b})",
+            f"rejected critique ({name_b})"]
+    page = _page(title or f"{name_a} against {name_b}: the pairs they disagree on", note, head, rows, d["subset"])
+    return page.replace('<option>right</option><option>wrong</option>',
+                        f"<option>{html.escape(name_a)}</option><option>{html.escape(name_b)}</option>")

@@ -461,16 +461,19 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
 
 
 def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Splits, critic=None,
-             train_overrides: Mapping | None = None, size: int | None = None, seed: int | None = None) -> dict:
+             train_overrides: Mapping | None = None, size: int | None = None, seed: int | None = None,
+             lrs: list[float] | None | str = "study") -> dict:
     """Train and evaluate one RM of a study in its stable folder: a finished RM with the same
-    config and data is reused. Returns {row, summary, dir, reused}."""
+    config and data is reused. `lrs`: the learning rates to sweep ("study": the study's lr_sweep;
+    None: no sweep). Returns {row, summary, dir, reused}."""
     cfg = run.config
+    lrs = cfg.lr_sweep if lrs == "study" else lrs
     out = rm_dir(run, label, critic_name, size, seed)
     train_cfg = dataclasses.replace(cfg.train, backbone=backbone, **dict(train_overrides or {}),
                                     **({"seed": seed} if seed is not None else {}))
     before = _summaries(out)
     with run.step(f"rm {out.name}"):
-        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, cfg.lr_sweep, run.progress, cfg.n_boot)
+        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, lrs, run.progress, cfg.n_boot)
     reused = bool(before) and before == _summaries(out)
     tr = summary.get("train") or {}
     row = {"backbone": label, "critic": critic_name, "critic_id": summary.get("critic"),
@@ -485,10 +488,28 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
 
 
 def load_results(run_dir: str | os.PathLike) -> list[dict]:
-    """The finished RMs of a run folder ({row, summary, dir, reused}), read from rms/*/result.json:
-    tabulate an interrupted run, or one made elsewhere, without retraining."""
-    found = sorted(Path(run_dir).glob("rms/*/result.json"))
-    return [{**json.loads(f.read_text()), "dir": str(f.parent)} for f in found]
+    """The reward models of a run folder, read from rms/*/eval/summary.json with the row the
+    study wrote in rms/*/result.json ({row, summary, dir, reused}): tabulate an interrupted run,
+    or one made elsewhere, without retraining. Where there is no result.json, the row's backbone
+    and critic come from the folder name <backbone>__<critic>[...] and its critic_id from the
+    summary. An unreadable summary is a note on stderr, never an error."""
+    out = []
+    for path in sorted(Path(run_dir).glob("rms/*/eval/summary.json")):
+        rm = path.parent.parent
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            log(f"note: unreadable {path} ({e}); skipped")
+            continue
+        try:
+            record = json.loads((rm / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        parts = rm.name.split("__")
+        row = {"backbone": parts[0] if len(parts) > 1 else None, "critic": parts[1] if len(parts) > 1 else None,
+               "critic_id": summary.get("critic"), **(record.get("row") or {})}
+        out.append({"row": row, "summary": summary, "dir": str(rm), "reused": record.get("reused")})
+    return out
 
 
 def progress_bar(iterable, total: int, desc: str, run: Run):

@@ -14,8 +14,8 @@ Conventions (also in the docstrings below):
   `math.inf` (the ratio is at least max(sizes) / s, reported as inf). A target at or below the
   first point is `at_or_below_min`: the size is sizes[0], an upper bound (the ratio is at most
   sizes[0] / s). NaN inputs give `undefined` with NaN size and ratio.
-- Percentile intervals use numpy's "inverted_cdf" quantiles (actual replicate values), so a
-  replicate ratio of inf is carried into the interval instead of producing NaN.
+- Percentile intervals come from critcore.stats (actual replicate values), so a replicate
+  ratio of inf is carried into the interval instead of producing NaN.
 
 Pure functions on numbers and numpy arrays; no torch, no files.
 """
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from .stats import percentile_interval
 
 INTERPOLATED, AT_OR_BELOW_MIN, NOT_REACHED, UNDEFINED = "interpolated", "at_or_below_min", "not_reached", "undefined"
 
@@ -88,20 +90,6 @@ def worth_n(base_sizes: Sequence[float], base_accs: Sequence[float], size: float
     return {"ratio": eq.size / size, "equivalent_size": eq.size, "status": eq.status}
 
 
-def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of replicate values that may contain inf; NaN replicates are dropped
-    (all NaN gives (nan, nan))."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    v = np.asarray(values, dtype=float).ravel()
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        return math.nan, math.nan
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(v, [alpha, 1 - alpha], method="inverted_cdf")
-    return float(lo), float(hi)
-
-
 # ---------------------------------------------------------------- metrics on subset accuracies
 
 SubsetMetric = Callable[[Mapping[str, "float | np.ndarray"], Mapping[str, int]], "float | np.ndarray"]
@@ -139,15 +127,15 @@ def bootstrap_metric(correct: Mapping, strata=None, metric: SubsetMetric = poole
                      seed: int = 0) -> tuple[dict, dict]:
     """Point values and bootstrap replicates of `metric` for several models scored on the SAME pairs.
 
-    `correct` maps a model key to its boolean per-pair outcomes (aligned: position i is the same
-    pair for every model). Each replicate resamples the pairs with replacement within every
+    `correct` maps a model key to its per-pair outcomes (aligned: position i is the same pair for
+    every model): booleans, or shares in [0, 1] (a pair's outcome averaged over training seeds). Each replicate resamples the pairs with replacement within every
     stratum (`strata`: a label per pair, e.g. the RewardBench subset; None = one stratum), and the
     one resample is shared by all models, as they were scored on the same pairs.
     Returns ({key: point value}, {key: array of n_boot replicate values})."""
     keys = list(correct)
     if not keys:
         return {}, {}
-    arrays = {k: np.asarray(correct[k], dtype=bool).ravel() for k in keys}
+    arrays = {k: np.asarray(correct[k], dtype=float).ravel() for k in keys}
     n = arrays[keys[0]].size
     for k, v in arrays.items():
         if v.size != n:
@@ -190,5 +178,5 @@ def worth_n_table(base: Mapping[int, "np.ndarray"], critique: Mapping[int, "np.n
     return rows
 
 
-__all__ = ["Equivalent", "equivalent_size", "worth_n", "percentile_interval", "pooled_accuracy", "section_score",
+__all__ = ["Equivalent", "equivalent_size", "worth_n", "pooled_accuracy", "section_score",
            "bootstrap_metric", "worth_n_table", "INTERPOLATED", "AT_OR_BELOW_MIN", "NOT_REACHED", "UNDEFINED"]

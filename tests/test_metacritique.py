@@ -19,6 +19,7 @@ from critcore.llm import CritiqueCache
 from critcore.critique import LocalCritic, OpenAICritic
 from critcore.data import prompt_text
 from critcore.metrics import summarize as rm_summarize
+from critcore.stats import mean_with_ci
 
 from critic_servers import MIX_VALIDATION, SHARED_DATA, ChatServer, short_real_pairs
 
@@ -107,7 +108,7 @@ def test_summarize_means_exclusions_and_counts():
     assert s["meta_p"]["lo"] <= s["meta_p"]["mean"] <= s["meta_p"]["hi"]
     assert (s["items"], s["empty_critiques"], s["empty_references"], s["unparseable_verdicts"]) == (3, 1, 1, 1)
     assert (s["aius"], s["ref_aius"], s["verdicts"]) == (4, 3, 7)
-    assert M.mean_with_ci([0.5, 0.5])["lo"] == 0.5 and M.mean_with_ci([math.nan])["n"] == 0
+    assert mean_with_ci([0.5, 0.5])["lo"] == 0.5 and mean_with_ci([math.nan])["n"] == 0
     row = M.table_row("c", s)
     assert row["Meta-F1"] == 20.0 and row["Meta-R n"] == 2 and row["empty_critiques"] == 1
     assert M.format_table([row]).loc[0, "unparseable verdicts"] == "1/7"

@@ -90,10 +90,11 @@ class LocalBackend:
             return
         from transformers import AutoTokenizer
 
-        from ..backbones import resolve
+        from ..backbones import quiet_transformers, resolve
 
         path = resolve(self.model_name, "critic model")
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -105,7 +106,10 @@ class LocalBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), trust_remote_code=False)
+        from ..backbones import quiet_transformers
+
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), trust_remote_code=False)
         return model.to(self.device).eval()
 
     def _load_ct2(self, path: str):

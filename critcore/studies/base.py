@@ -49,6 +49,8 @@ class Backbone:
     n_eval: int | None = None
     critics: list[str] | None = None
     train: dict = field(default_factory=dict)
+    lr_sweep: list[float] | None = None  # None: the study's
+    seeds: list[int] | None = None  # None: the study's
 
 
 def backbones_of(cfg) -> list[Backbone]:
@@ -58,7 +60,8 @@ def backbones_of(cfg) -> list[Backbone]:
     for b in raw:
         if isinstance(b, BackboneSpec):
             spec = b.backbone or b.name
-            out.append(Backbone(slug(b.name or spec), spec, b.n_train, b.n_eval, b.critics, dict(b.train)))
+            out.append(Backbone(slug(b.name or spec), spec, b.n_train, b.n_eval, b.critics, dict(b.train),
+                                b.lr_sweep, b.seeds))
         else:
             out.append(Backbone(slug(b.split("/")[-1]), b))
     return out

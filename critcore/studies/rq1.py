@@ -25,18 +25,25 @@ def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) ->
 
 def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
     """One RM per backbone x critic x training seed (a backbone's n_train / n_eval slice the data
-    the same way for all its critics, so its paired tests compare the same pairs)."""
+    the same way for all its critics, so its paired tests compare the same pairs). With a
+    learning-rate sweep and several seeds, the sweep runs at the first seed and the other seeds
+    train at the rate it picked for that backbone and critic."""
     cfg = run.config
-    seeds = getattr(cfg, "seeds", None)
     jobs = [(b, c, s) for b in backbones_of(cfg) for c in critiqued if b.critics is None or c in b.critics
-            for s in (seeds or [None])]
-    results = []
+            for s in (b.seeds or getattr(cfg, "seeds", None) or [None])]
+    results, picked = [], {}
     for b, c, s in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
         sliced = Splits(_slice(sp.train, b.n_train, cfg.seed, nested=True), sp.validation,
                         {k: _slice(v, b.n_eval, cfg.seed) for k, v in sp.eval.items()}, sp.sections)
-        results.append(train_rm(run, b.backbone, b.name, c, sliced, critic, b.train,
-                                seed=s if seeds and len(seeds) > 1 else None))
+        seeds = b.seeds or getattr(cfg, "seeds", None) or [None]
+        lrs = cfg.lr_sweep if b.lr_sweep is None else (b.lr_sweep or None)
+        overrides = dict(b.train)
+        if lrs and (b.name, c) in picked:
+            overrides["lr"], lrs = picked[(b.name, c)], None
+        r = train_rm(run, b.backbone, b.name, c, sliced, critic, overrides, seed=s if len(seeds) > 1 else None, lrs=lrs)
+        picked.setdefault((b.name, c), r["row"]["lr"])
+        results.append(r)
     return results
 
 
@@ -87,12 +94,13 @@ def rq1_table(run, results: list[dict]):
     critics = critics_of(cfg)
     base_names = [n for n, s in critics.items() if is_baseline(s)]
     rows = []
-    by_key = {(r["row"]["backbone"], r["row"]["critic"]): r for r in results}
+    key = lambda row, critic: (row["backbone"], critic, row.get("seed"))  # noqa: E731 - a baseline of the same seed
+    by_key = {key(r["row"], r["row"]["critic"]): r for r in results}
     for r in results:
         row = dict(r["row"])
         spec = critics.get(row["critic"])
         row["critic_p"] = simulated_p(spec) if spec is not None else None
-        base = next((by_key.get((row["backbone"], b)) for b in base_names if (row["backbone"], b) in by_key), None)
+        base = next((by_key[key(row, b)] for b in base_names if key(row, b) in by_key), None)
         if base is not None and base is not r:
             for col in ("Score", "PandaLM"):
                 a, b = base["row"].get(col), row.get(col)
@@ -105,15 +113,51 @@ def rq1_table(run, results: list[dict]):
                 row[f"discordant {label}"] = f"{t['b']}/{t['c']}"
         rows.append(row)
     order = [b.name for b in backbones_of(cfg)], list(critics)
-    rows.sort(key=lambda x: tuple(o.index(v) if v in o else len(o) for o, v in zip(order, (x["backbone"], x["critic"]))))
+    rows.sort(key=lambda x: tuple(o.index(v) if v in o else len(o) for o, v in zip(order, (x["backbone"], x["critic"])))
+              + (x.get("seed") or 0,))
     df = pd.DataFrame(rows)
-    first = ["backbone", "critic", "critic_id", "critic_p", "n_train"]
+    first = ["backbone", "critic", "seed", "critic_id", "critic_p", "n_train"]
     tests = [c for c in df if c.endswith(" change")] + sorted(
         (c for c in df if c.startswith(("p ", "discordant "))),
         key=lambda c: (c.split(" ", 1)[1] != "RewardBench", c.split(" ", 1)[1] != "PandaLM", c.split(" ", 1)[1], c[0] != "p"))
     last = ["lr", "train_seconds", "reused"]
     middle = [c for c in df if c not in first + tests + last]
     return df[[c for c in first + middle + tests + last if c in df]]
+
+
+def rq1_seed_table(table):
+    """With several training seeds (rq1_table rows carry a seed): one row per backbone x critic.
+    For Score and PandaLM: the seed mean, the seed SD, the mean 95% bootstrap CI; against the
+    backbone's No-Critiques RM the mean change and an exact McNemar test pooled over the seeds
+    (the discordant pairs of each seed-matched comparison summed); and which is larger, the seed
+    spread (SD across seeds) or the sampling error (the bootstrap SE, CI width / 3.92)."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    rows = []
+    for (b, c), g in table.groupby(["backbone", "critic"], sort=False):
+        row = {"backbone": b, "critic": c, "seeds": len(g)}
+        for m in ("Score", "PandaLM"):
+            if m not in g or g[m].isna().all():
+                continue
+            sd = float(g[m].std(ddof=1)) if len(g) > 1 else 0.0
+            se = float(((g[f"{m} hi"] - g[f"{m} lo"]) / 3.92).mean())
+            row.update({m: round(float(g[m].mean()), 1), f"{m} seed SD": round(sd, 2),
+                        f"{m} lo": round(float(g[f"{m} lo"].mean()), 1), f"{m} hi": round(float(g[f"{m} hi"].mean()), 1),
+                        f"{m} bootstrap SE": round(se, 2), f"{m} larger": "seed spread" if sd > se else "sampling error"})
+            if f"{m} change" in g and g[f"{m} change"].notna().any():
+                label = "RewardBench" if m == "Score" else "PandaLM"
+                disc = g.get(f"discordant {label}")
+                row[f"{m} change"] = round(float(g[f"{m} change"].mean()), 1)
+                row[f"{m} change range"] = f"{g[f'{m} change'].min():+.1f} .. {g[f'{m} change'].max():+.1f}"
+                if disc is not None and disc.notna().all():
+                    bc = np.array([[int(x) for x in str(d).split("/")] for d in disc]).sum(axis=0)
+                    n = int(bc.sum())
+                    row[f"{m} pooled p"] = 1.0 if n == 0 else float(stats.binomtest(int(bc[0]), n, 0.5).pvalue)
+                    row[f"{m} pooled discordant"] = f"{bc[0]}/{bc[1]}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def rq1_length_table(results: list[dict], n_boot: int = 1000):
@@ -203,3 +247,39 @@ def rq1_charts(table) -> dict:
     if "critic_p" in table and table["critic_p"].notna().any() and table["Score"].notna().any():
         charts["rq1_dose_response"] = rq1_dose_chart(table)
     return charts
+
+
+def disagreement_examples(run: Run, results: list[dict], n: int = 3):
+    """For every critic's RM against its backbone's No-Critiques RM, on every eval set: a page of
+    the pairs they score differently, side by side with the critiques (disagree_<backbone>__<critic>
+    __<set>.html, the paper's Figure 1), and the first `n` of them as a table."""
+    import pandas as pd
+
+    from .. import atomic
+    from ..report import disagreement_page, disagreements
+
+    critics = critics_of(run.config)
+    by_key = {(r["row"]["backbone"], r["row"]["critic"], r["row"].get("seed")): r for r in results}
+    shown = []
+    for r in results:
+        b, c, seed = r["row"]["backbone"], r["row"]["critic"], r["row"].get("seed")
+        if is_baseline(critics.get(c, "none")) or seed not in (None, min(x["row"].get("seed") or 0 for x in results)):
+            continue  # one page per critic: its first seed against the baseline of that seed
+        base = next((by_key[(b, k, seed)] for k, s in critics.items() if is_baseline(s) and (b, k, seed) in by_key), None)
+        if base is None:
+            continue
+        for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
+            other = Path(base["dir"]) / "eval" / path.name
+            if not other.is_file():
+                continue
+            a, z = pd.read_csv(other), pd.read_csv(path)
+            name = path.name.removesuffix("_scores.csv")
+            page = run.path(f"disagree_{b}__{c}__{name}.html")
+            atomic.write_text(page, disagreement_page(a, z, "No-Critiques", c, f"{b}, {name}: No-Critiques against {c}"))
+            run._record(page)
+            d = disagreements(a, z, "No-Critiques", c).head(n)
+            shown += [{"backbone": b, "critic": c, "eval": name, "id": x["id"], "subset": x["subset"],
+                       "right": "No-Critiques" if x["verdict No-Critiques"] == "right" else c,
+                       "prompt": str(x["prompt"])[:120], "chosen critique": x[f"chosen_critique {c}"],
+                       "rejected critique": x[f"rejected_critique {c}"]} for x in d.to_dict(orient="records")]
+    return pd.DataFrame(shown)

@@ -49,23 +49,30 @@ def rq2_table(results: list[dict]):
 
 
 def rq2_curves(table):
-    """Long format for the curves: critic, size, metric, acc, lo, hi (%)."""
+    """Long format for the curves: critic, size, metric, acc, lo, hi (%), averaged over seeds."""
+    if "seed" in table:
+        numeric = [c for c in table.columns if c not in ("backbone", "critic", "critic_id", "size", "seed", "reused")
+                   and table[c].dtype.kind in "fi"]
+        table = table.groupby(["critic", "size"], as_index=False, sort=False)[numeric].mean()
     return long_table(table, ["critic", "size"])
 
 
-def _correct_by_id(rm: Path, name: str, sections: dict | None):
+def _correct_by_id(rms: list[Path], name: str):
+    """Per pair, the share of the RMs (one per training seed) that score it right."""
     import pandas as pd
 
     from ..metrics import correct
 
-    df = pd.read_csv(Path(rm) / "eval" / f"{name}_scores.csv")
-    df["correct"] = correct(df)
+    frames = [pd.read_csv(Path(rm) / "eval" / f"{name}_scores.csv") for rm in rms]
+    df = frames[0][["id", "subset", "tie"]].copy()
+    df["correct"] = sum(correct(f).astype(float) for f in frames) / len(frames)
     return df.set_index("id")
 
 
 def rq2_worth_n(run: Run, results: list[dict]):
     """Worth-N (critcore.scaling.worth_n_table) of every critic against No-Critiques, for each of
-    `worth_metrics` (Score, a section or PandaLM), with bootstrap CIs over the evaluation pairs:
+    `worth_metrics` (Score, a section or PandaLM), on curves averaged over the training seeds
+    (per pair, the share of seeds that score it right), with bootstrap CIs over the evaluation pairs:
     critic, metric, size, acc, base_acc (%), equivalent_size, ratio, lo, hi, status, share_not_reached."""
     import numpy as np
     import pandas as pd
@@ -76,12 +83,12 @@ def rq2_worth_n(run: Run, results: list[dict]):
     critics = critics_of(cfg)
     base = next(n for n, s in critics.items() if is_baseline(s))
     sections = resolve_sections(cfg.sections)
-    by = {}
+    by: dict = {}  # critic -> size -> the RMs of every seed
     for r in results:
-        by.setdefault(r["row"]["critic"], {})[r["row"]["size"]] = r
+        by.setdefault(r["row"]["critic"], {}).setdefault(r["row"]["size"], []).append(r)
     if base not in by:
         return pd.DataFrame()
-    any_summary = next(iter(by[base].values()))["summary"]
+    any_summary = next(iter(by[base].values()))[0]["summary"]
     rb, pl = eval_names(any_summary)
     rows = []
     inverse = {v: k for k, v in SECTION_LABELS.items()}
@@ -96,14 +103,14 @@ def rq2_worth_n(run: Run, results: list[dict]):
             key = inverse[metric_name]
             secs = sections if key == "score" else {key: sections[key]}
             name, metric, strat_col = rb, section_score(secs), "subset"
-        frames = {(c, s): _correct_by_id(Path(r["dir"]), name, sections) for c in by for s, r in by[c].items()}
+        frames = {(c, s): _correct_by_id([Path(r["dir"]) for r in rs], name) for c in by for s, rs in by[c].items()}
         ref = frames[(base, min(by[base]))]
         keep = ~ref["tie"].astype(bool)
         if strat_col:
             keep &= ref["subset"].isin({s for m in secs.values() for s in m})
         ids = ref.index[keep]
         strata = ref.loc[ids, strat_col].to_numpy() if strat_col else None
-        arr = {k: f.loc[ids, "correct"].to_numpy(dtype=bool) for k, f in frames.items()}
+        arr = {k: f.loc[ids, "correct"].to_numpy(dtype=float) for k, f in frames.items()}
         for c in by:
             if c == base:
                 continue

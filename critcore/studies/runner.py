@@ -39,12 +39,14 @@ def kernel_name() -> str:
 
 
 def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run: bool = False, *,
-              out_root: str | os.PathLike | None = None, sets=(), progress: bool = True) -> Path:
+              out_root: str | os.PathLike | None = None, sets=(), progress: bool = True,
+              project_time: bool = False) -> Path:
     """`critcore run PARAMS`: resolve and validate the params (local data loaded), then execute the
     notebook of their study with papermill, writing everything under <out_root>/<study>/<run_id>/
     (out_root: $CRITCORE_OUTPUTS or outputs/; run_id: the params file's stem): the executed
     notebook, tables, charts and run.json. dry_run stops after the validation report (and the
-    returns the folder a run would use; nothing is written."""
+    returns the folder a run would use; nothing is written. project_time adds the projected wall
+    time of a reward-model study (critcore.studies.budget)."""
     path = _find_params(params_path)
     raw = config_mod.read_yaml(path)
     if not raw.get("study"):
@@ -59,6 +61,10 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     log(f"{path}:\n{report.text()}")
     report.raise_if_errors()
     if dry_run:
+        if project_time and getattr(cfg, "train_data", None) is not None:
+            from .budget import projection_text
+
+            log(projection_text(cfg))
         log(f"dry run: nothing trained; a run would write to {out_dir}")
         return out_dir
     import papermill
