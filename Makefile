@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.critcore-installed
 
-.PHONY: setup demo test lab clean notebook-parameters
+.PHONY: setup demo test test-fast lab clean notebook-parameters
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup  # day-to-day: everything but the tests marked slow (CI runs them all)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 notebook-parameters: setup
 	$(BIN)/python -c "from critcore.config import write_parameters_cells; print(write_parameters_cells())"

@@ -38,7 +38,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.pairs, args.max_new_tokens = 2, 4
-    import pandas as pd
     import torch
 
     from critcore.critique import LocalCritic, augment

@@ -29,9 +29,7 @@ interrupted run resumes from what it had committed.
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -263,41 +261,6 @@ def table_row(name: str, summary: dict, kind: str = "judge") -> dict:
         if key != "score":
             row[f"{label} ties %"] = pct(s["tie_rate"]) if s else None
     return row
-
-
-def rewardbench_set(summary: dict) -> dict:
-    """The evaluation set of an RM summary that has section scores ("rewardbench" if present)."""
-    if isinstance(summary.get("rewardbench"), dict):
-        return summary["rewardbench"]
-    return next((v for v in summary.values() if isinstance(v, dict) and v.get("sections")), {})
-
-
-def find_rm_summaries(run_dirs) -> list[dict]:
-    """Classifier RMs of RQ1 runs (critcore.run.load_results of each folder), as dicts {run, name,
-    backbone, critic, critic_id, summary, path}. A folder without RMs is a printed note."""
-    from .run import load_results
-
-    out = []
-    for run in [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs or []):
-        results = load_results(run)
-        if not results:
-            print(f"note: no RM summaries under {run}/rms/*/eval/summary.json; skipped")
-        for r in results:
-            row = r["row"]
-            out.append({"run": Path(run).name, "name": Path(r["dir"]).name, "path": r["dir"], "summary": r["summary"],
-                        "backbone": row.get("backbone"), "critic": row.get("critic"), "critic_id": row.get("critic_id")})
-    return out
-
-
-def rm_rows(run_dirs) -> list[dict]:
-    """table_row for every classifier RM found by find_rm_summaries (kind "classifier RM")."""
-    rows = []
-    for rm in find_rm_summaries(run_dirs):
-        row = table_row(f"RM {rm['run']}/{rm['name']}", {"n": None, **rewardbench_set(rm["summary"])},
-                        kind="classifier RM")
-        row["critic"] = rm["critic_id"] or rm["critic"]
-        rows.append(row)
-    return rows
 
 
 def format_table(rows: list[dict], columns=("Chat", "Chat Hard", "Safety", "Reasoning", "Score")) -> pd.DataFrame:

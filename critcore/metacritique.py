@@ -43,7 +43,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .critique import augment, make_critic, model_backend
@@ -344,51 +343,3 @@ def format_table(rows: list[dict]) -> pd.DataFrame:
         d["unparseable verdicts"] = f"{r['unparseable_verdicts']}/{r['verdicts']}"
         shown.append(d)
     return pd.DataFrame(shown)
-
-
-_BASELINE = {"none", "nocritiques", "nocritique", "baseline"}
-
-
-def _key(text) -> str:
-    return re.sub(r"[^a-z0-9.]+", "", str(text).lower())
-
-
-def rm_gains(run_dirs, critics: dict[str, list[str]] | None = None, rm_critics: dict[str, str] | None = None) -> pd.DataFrame:
-    """RM score gains from RQ1 runs: each RM's Score minus the Score of the No-Critiques RM of
-    the same run and backbone (critic "none"; in critcore.studies runs the folders are
-    rms/<backbone>__<critic>).
-
-    An RM's critic is rm_critics[folder name] if given, else what judge.find_rm_summaries reads
-    (critic name and identity). `critics` maps a critic label (of the metacritique table) to the
-    names that identify it (label, identity, spec); an RM gets the first label one of whose
-    names equals (ignoring case and punctuation) its critic name, identity or folder name.
-    Returns columns run, backbone, rm, rm_critic, critic_label, score, baseline_score, gain
-    (Score points); empty when nothing is found."""
-    from .judge import find_rm_summaries, rewardbench_set
-
-    columns = ["run", "backbone", "rm", "rm_critic", "critic_label", "score", "baseline_score", "gain"]
-    found = find_rm_summaries(run_dirs)
-    for f in found:
-        f["names"] = {_key(n) for n in ((rm_critics or {}).get(f["name"]), f["critic"], f["critic_id"]) if n}
-        if not f["names"]:
-            f["names"] = {_key(f["name"])}
-        score = ((rewardbench_set(f["summary"]).get("sections") or {}).get("score") or {}).get("acc")
-        f["score"] = None if score is None else 100 * score
-    rows = []
-    for group in sorted({(f["run"], f["backbone"]) for f in found}, key=str):
-        rms = [f for f in found if (f["run"], f["backbone"]) == group]
-        base = [f for f in rms if f["names"] & _BASELINE]
-        if not base or base[0]["score"] is None:
-            print(f"note: run {group[0]}, backbone {group[1]}: no No-Critiques RM (critic 'none'); gains skipped")
-            continue
-        b = base[0]["score"]
-        for f in rms:
-            if f is base[0] or f["score"] is None:
-                continue
-            tag = next((label for label, names in (critics or {}).items()
-                        if {_key(n) for n in [label, *names]} & (f["names"] | {_key(f["name"])})), None)
-            rows.append({"run": group[0], "backbone": group[1], "rm": f["name"],
-                         "rm_critic": (rm_critics or {}).get(f["name"]) or f["critic_id"] or f["critic"] or f["name"],
-                         "critic_label": tag, "score": round(f["score"], 2), "baseline_score": round(b, 2),
-                         "gain": round(f["score"] - b, 2)})
-    return pd.DataFrame(rows, columns=columns)

@@ -25,8 +25,8 @@ RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs t
 # itself recognizes it by its first line and keeps using the plain template.
 PLAIN_CHAT_MARK = "{#- critcore plain template: User: ...\n\nAssistant: ... -#}"
 PLAIN_CHAT_TEMPLATE = PLAIN_CHAT_MARK + (
-    "{%- for m in messages[:-1] -%}{{ m['role'] | capitalize }}: {{ m['content'] }}"
-    "{%- if not loop.last %}\n\n{% endif -%}{%- endfor -%}"
+    "{%- for m in messages[:-1] %}{{ m['role'] | capitalize }}: {{ m['content'] }}"
+    "{% if not loop.last %}\n\n{% endif %}{% endfor %}"
     "\n\nAssistant: {{ messages[-1]['content'] }}")
 
 

@@ -125,10 +125,24 @@ def run(*args, **kw):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
 
 
+class _Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(capsys, *args):
+    """critcore's main() in this process (tests/test_cli.py runs it as a real process)."""
+    from critcore.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return _Result(code, captured.out, captured.err)
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_cli(corpus, name, tmp_path):
+def test_cli(corpus, name, tmp_path, capsys):
     out = tmp_path / "out" / "critiqued.jsonl"
-    res = run("critique", "--critic", "simulated:0.9", "--data", spec(corpus[name]), "--out", out,
+    res = cli(capsys, "critique", "--critic", "simulated:0.9", "--data", spec(corpus[name]), "--out", out,
               "--cache", tmp_path / "c.sqlite", "--quiet")
     expect = corpus[name][2]
     if not expect:
@@ -142,6 +156,14 @@ def test_cli(corpus, name, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("critcore critique: error: ") and expect in lines[0], lines
     assert not res.stdout.strip() and not (tmp_path / "out").exists()
+
+
+def test_a_real_process_prints_one_line_too(corpus, tmp_path):
+    res = run("critique", "--critic", "simulated:0.9", "--data", spec(corpus["latin1.jsonl"]), "--out",
+              tmp_path / "out" / "o.jsonl", "--cache", tmp_path / "c.sqlite")
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and ":5: byte " in lines[0] and not res.stdout
+    assert not (tmp_path / "out").exists()
 
 
 def _as_nobody(fn):

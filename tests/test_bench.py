@@ -21,15 +21,18 @@ def test_adamw_fused_smoke():
     assert "ratio" in smoke("adamw_fused.py")
 
 
+@pytest.mark.slow
 def test_critique_throughput_smoke(shared_data):
     last = json.loads(smoke("critique_throughput.py").strip().splitlines()[-1])
     assert set(last) == {"transformers_best_tok_s", "fast_best_tok_s", "ratio"} and last["ratio"] > 0
 
 
+@pytest.mark.slow
 def test_critique_quality_smoke(shared_data):
     assert "critiques identical" in smoke("critique_quality.py")
 
 
+@pytest.mark.slow
 def test_train_throughput_smoke(shared_data):
     pytest.importorskip("trl", reason="TRL is the bench extra (pip install 'critcore[bench]')")
     out = smoke("train_throughput.py")

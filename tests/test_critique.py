@@ -214,6 +214,7 @@ def smollm2():
 
 
 @needs_data
+@pytest.mark.slow
 def test_fp32_reference_is_batch_invariant_and_ctranslate2_writes_the_same(smollm2):
     """The fp32 reference: left padding does not change greedy output; CTranslate2 in float32
     writes the very same texts."""

@@ -65,6 +65,7 @@ def test_real_model_over_real_http(tmp_path, smollm2, key):
     assert KEY.encode() not in files_bytes(db) and KEY not in repr(http)  # ... and never stored
 
 
+@pytest.mark.slow
 def test_every_fault_kind_is_survived_and_nothing_empty_is_cached(tmp_path, key):
     """100 real pairs (200 critiques) against a server that fails 30% of requests with every
     fault kind: all are critiqued, nothing empty is cached, the redirect target never hears from
@@ -230,6 +231,7 @@ def _cache_count(db: Path) -> int:
         con.close()
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_lose_and_duplicate_nothing(tmp_path):
     pairs = read_pairs(MIX_VALIDATION)[:60]
     data, out, db = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.sqlite"

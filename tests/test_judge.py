@@ -19,6 +19,7 @@ from critcore.llm import CritiqueCache
 from critcore.critique import LocalCritic, OpenAICritic
 from critcore.errors import UserError
 from critcore.llm import fill, load_prompt
+from critcore.studies.rq1_runs import rm_rows
 from critcore.data import prompt_text
 from critcore.metrics import summarize
 
@@ -157,7 +158,7 @@ def test_table_row_and_rm_rows(tmp_path, capsys):
     rm_summary = {"rewardbench": summarize(rm_df, sections=sections, n_boot=200)}
     (tmp_path / "rq1" / "rms" / "none" / "eval").mkdir(parents=True)
     (tmp_path / "rq1" / "rms" / "none" / "eval" / "summary.json").write_text(json.dumps(rm_summary))
-    rows = J.rm_rows([tmp_path / "rq1", tmp_path / "missing"])
+    rows = rm_rows([tmp_path / "rq1", tmp_path / "missing"])
     assert "no RM summaries under" in capsys.readouterr().out  # the absent run is a note, not an error
     assert len(rows) == 1 and rows[0]["model"] == "RM rq1/none" and rows[0]["kind"] == "classifier RM"
     assert rows[0]["Chat"] == 100.0 and rows[0]["Reasoning"] == 50.0 and rows[0]["Ties %"] is None

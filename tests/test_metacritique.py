@@ -20,6 +20,7 @@ from critcore.critique import LocalCritic, OpenAICritic
 from critcore.data import prompt_text
 from critcore.metrics import summarize as rm_summarize
 from critcore.stats import mean_with_ci
+from critcore.studies.rq1_runs import rm_gains
 
 from critic_servers import MIX_VALIDATION, SHARED_DATA, ChatServer, short_real_pairs
 
@@ -276,13 +277,13 @@ def _rm_run(root, scores: dict[str, tuple[list[float], str | None]], rows: dict[
 def test_rm_gains(tmp_path, capsys):
     run = _rm_run(tmp_path / "rq1", {"none": ([1, 0, 1, 0], "none"), "sim9": ([1, 1, 1, 0], "simulated(p=0.9,seed=0)"),
                                      "mystery": ([0, 0, 0, 0], None)})
-    gains = M.rm_gains([run, tmp_path / "absent"], {"p=0.9": ["simulated:0.9", "simulated(p=0.9,seed=0)"]},
+    gains = rm_gains([run, tmp_path / "absent"], {"p=0.9": ["simulated:0.9", "simulated(p=0.9,seed=0)"]},
                        rm_critics={"mystery": "other"})
     assert "no RM summaries" in capsys.readouterr().out
     g = gains.set_index("rm")
     assert g.loc["sim9", "gain"] == 25.0 and g.loc["sim9", "critic_label"] == "p=0.9"
     assert g.loc["mystery", "gain"] == -50.0 and g.loc["mystery", "rm_critic"] == "other" and pd.isna(g.loc["mystery", "critic_label"])
-    assert M.rm_gains([tmp_path / "absent"]).empty
+    assert rm_gains([tmp_path / "absent"]).empty
 
 
 def test_rm_gains_per_backbone_in_a_studies_run(tmp_path):
@@ -291,7 +292,7 @@ def test_rm_gains_per_backbone_in_a_studies_run(tmp_path):
     run = _rm_run(tmp_path / "rq1", {"minilm__none": ([1, 0, 0, 0], None), "minilm__smollm2": ([1, 1, 0, 0], None),
                                      "minilm__gemma3-270m": ([0, 0, 0, 0], None), "smollm2__none": ([1, 1, 1, 0], None),
                                      "smollm2__smollm2": ([1, 1, 1, 1], None)}, rows)
-    gains = M.rm_gains(run, {"SmolLM2": ["local:smollm2"], "Gemma": ["gemma3-270m"]})
+    gains = rm_gains(run, {"SmolLM2": ["local:smollm2"], "Gemma": ["gemma3-270m"]})
     g = gains.set_index("rm")
     assert sorted(g.index) == ["minilm__gemma3-270m", "minilm__smollm2", "smollm2__smollm2"]
     assert g.loc["minilm__smollm2", "gain"] == 25.0 and g.loc["minilm__smollm2", "critic_label"] == "SmolLM2"  # by name

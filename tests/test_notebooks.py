@@ -96,6 +96,7 @@ def _write(path: Path, params: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_quickstart_runs_with_the_real_smollm2_critic(tmp_path):
     params = _write(tmp_path / "qs.yaml", {
         "study": "quickstart", "notebook": "notebooks/quickstart.ipynb", "data": "generated", "n_train": 2, "n_eval": 2,
@@ -113,6 +114,7 @@ def test_quickstart_runs_with_the_real_smollm2_critic(tmp_path):
     assert sorted(p.name for p in (out / "rms").iterdir()) == ["minilm__none", "minilm__smollm2"]
 
 
+@pytest.mark.slow
 def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     params = _write(tmp_path / "rq1.yaml", {
         "study": "rq1", "notebook": "notebooks/rq1_critic_quality.ipynb", "backbones": ["minilm"],
@@ -148,6 +150,7 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert (lb["rejected longer n"] > 0).all() and lb["rejected longer"].between(0, 100).all()
 
 
+@pytest.mark.slow
 def test_rq2_notebook_through_the_papermill_cli(tmp_path, shared_data):
     params = _write(tmp_path / "rq2.yaml", {
         "study": "rq2", "notebook": "notebooks/rq2_scaling.ipynb", "backbone": "minilm",

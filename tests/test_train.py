@@ -193,6 +193,7 @@ def runs(tmp_path_factory):
             "train": read_pairs(work / "train.jsonl")}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_model(runs):
     ref, killed = runs["ref"], runs["killed"]
     s_ref = json.loads((ref / "summary.json").read_text())
@@ -221,6 +222,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_model(runs):
             assert r[k] == pytest.approx(q[k], abs=1e-5), (r["step"], k)
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused_without_training(runs):
     ref = runs["ref"]
     model_file, metrics = ref / "model" / "model.safetensors", ref / "metrics.jsonl"
@@ -237,6 +239,7 @@ def test_finished_run_is_reused_without_training(runs):
     assert model_file.stat().st_mtime_ns == before[0]
 
 
+@pytest.mark.slow
 def test_changed_config_retrains_from_scratch(runs):
     """A directory with a finished run and a leftover checkpoint of the old config: a new config
     must train from step 0, not load the old run's model, optimizer and schedule; and when it
@@ -277,6 +280,7 @@ def _expected_lrs(peak: float) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_metrics_log_every_step_with_the_lr_schedule(runs):
     rows = _rows(runs["ref"])
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))

@@ -90,5 +90,5 @@ def projection_text(cfg) -> str:
     lines = project(cfg)
     total = sum(x.seconds for x in lines)
     rows = [f"  {x.step:28} {x.count:8d}  {x.seconds / 60:7.1f} min" for x in lines]
-    return "\n".join([f"projected wall time on this project's 2-core CPU (critcore.studies.budget.RATES):"] + rows
+    return "\n".join(["projected wall time on this project's 2-core CPU (critcore.studies.budget.RATES):"] + rows
                      + [f"  {'total':28} {'':8}  {total / 60:7.1f} min"])

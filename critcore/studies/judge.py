@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..critique import make_critic
 from ..report import slug
 from ..run import Run, load_pairs, resolve_sections
+from .rq1_runs import rm_rows
 
 
 def judge_all(run: Run) -> dict:
@@ -38,7 +39,7 @@ def judge_table(run: Run, results: dict):
     from .. import atomic
     from .. import judge as J
 
-    rows = [J.table_row(name, summary) for name, (_, summary) in results.items()] + J.rm_rows(run.config.rq1_runs)
+    rows = [J.table_row(name, summary) for name, (_, summary) in results.items()] + rm_rows(run.config.rq1_runs)
     table = pd.DataFrame(rows)
     run.save_table(table, "table")
     shown = J.format_table(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..critique import make_critic
 from ..report import slug
 from ..run import Run, load_pairs
+from .rq1_runs import rm_gains
 
 
 def _backend(cfg, backends: dict, spec):
@@ -80,13 +81,12 @@ def quality_vs_gain(run: Run, table):
     chart), or None when run.config.rq1_runs match none of these critics."""
     import altair as alt
 
-    from .. import metacritique as M
 
     cfg = run.config
     if not cfg.rq1_runs:
         return None
     names = {label: [label, identity, str(cfg.critics[label])] for label, identity in zip(table["critic"], table["identity"])}
-    gains = M.rm_gains(cfg.rq1_runs, names, cfg.rm_critics)
+    gains = rm_gains(cfg.rq1_runs, names, cfg.rm_critics)
     if not len(gains):
         return None
     run.save_table(gains, "rm_gains")

@@ -2,10 +2,9 @@
 paired tests and charts."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from .. import data as data_mod
 from ..data import Pair
