@@ -18,6 +18,15 @@ from .data import Pair, prompt_text
 
 TRIM_MARK = "…"
 OVER_LENGTH_POLICY = "keep-critique-and-response-end/trim-prompt-then-response-from-left"
+# For a tokenizer without a chat template, a saved RM carries one that writes critcore's own plain
+# text (templates/rm_plain.txt), so RewardBench and TRL see the text critcore trained on. critcore
+# itself recognizes it by its first line and keeps using the plain template.
+PLAIN_CHAT_MARK = "{#- critcore plain template: User: ...\n\nAssistant: ... -#}"
+PLAIN_CHAT_TEMPLATE = PLAIN_CHAT_MARK + (
+    # newlines inside expressions: transformers renders with trim_blocks, which eats one after a tag
+    "{%- for m in messages[:-1] %}{{ m['role'] | capitalize }}: {{ m['content'] }}"
+    "{{ '\\n\\n' if not loop.last }}{% endfor %}"
+    "{{ '\\n\\nAssistant: ' + messages[-1]['content'] }}")
 
 
 def template(name: str) -> str:
@@ -33,7 +42,9 @@ class Formatter:
 
     @property
     def chat(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        """True when the tokenizer has a chat template other than critcore's own export of the plain one."""
+        chat_template = getattr(self.tokenizer, "chat_template", None) or ""
+        return bool(chat_template) and not chat_template.startswith(PLAIN_CHAT_MARK)
 
     def text(self, prompt: str | list[dict], completion: str, critique: str | None = None) -> str:
         if critique is not None:

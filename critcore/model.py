@@ -17,19 +17,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from . import atomic, backbones
 from .backbones import quiet_transformers
+from .format import PLAIN_CHAT_TEMPLATE
 
 PAD_TOKEN = "<|pad|>"
 RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs to read the RM as it was trained
-# For a tokenizer without a chat template, a saved RM carries one that writes critcore's own plain
-# text (templates/rm_plain.txt), so RewardBench and TRL see the text critcore trained on. critcore
-# itself recognizes it by its first line and keeps using the plain template.
-PLAIN_CHAT_MARK = "{#- critcore plain template: User: ...\n\nAssistant: ... -#}"
-PLAIN_CHAT_TEMPLATE = PLAIN_CHAT_MARK + (
-    "{%- for m in messages[:-1] %}{{ m['role'] | capitalize }}: {{ m['content'] }}"
-    "{% if not loop.last %}\n\n{% endif %}{% endfor %}"
-    "\n\nAssistant: {{ messages[-1]['content'] }}")
-
-
 class RewardModel(nn.Module):
     def __init__(self, hf_model: nn.Module, tokenizer, peft_model=None, recipe: dict | None = None):
         super().__init__()
@@ -51,8 +42,6 @@ class RewardModel(nn.Module):
                 path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
                 dtype=torch.float32,
             )
-        if (getattr(tok, "chat_template", None) or "").startswith(PLAIN_CHAT_MARK):
-            tok.chat_template = None  # our own export of the plain template (see save)
         _set_pad_token(hf, tok)
         if not dropout:
             _disable_dropout(hf)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 
@@ -109,8 +110,8 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     policies = summary["pl"]["pandalm"]
     assert policies["wrong"]["n"] == 40 and policies["drop"]["n"] == 40 - summary["pl"]["n_ties"]
     assert summary["pl"]["n_ties"] > 0
-    lines = (tmp_path / "ev" / "pl_scores.csv").read_text().splitlines()
-    assert lines[0].startswith("id,subset") and len(lines) == 41
+    scores = pd.read_csv(tmp_path / "ev" / "pl_scores.csv")  # one row per pair, with its texts and critiques
+    assert len(scores) == 40 and scores.chosen_critique.notna().all() and set(scores.verdict) <= {"right", "wrong"}
 
     # scoring a critique RM without its critic, or with another, is an error naming both
     line = one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--critic", "none", "--out",

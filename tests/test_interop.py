@@ -10,6 +10,7 @@ import torch
 
 from critcore.data import Pair
 from critcore.evaluate import score_pairs
+from critcore.format import Formatter
 
 PAIRS = [Pair(id=f"p{i}", prompt=q, chosen=a, rejected=b) for i, (q, a, b) in enumerate([
     ("What is the capital of France?", "Paris.", "Lyon, I think."),
@@ -52,23 +53,17 @@ def test_trl_loads_the_rm_and_gets_the_same_rewards(saved):
     pytest.importorskip("trl")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from critcore.format import Formatter
 
     name, folder, ours = saved
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1).eval()
     tok = AutoTokenizer.from_pretrained(folder)
-    fmt = Formatter(tok if name == "smollm2" else _plain(tok), 256)
+    fmt = Formatter(tok, 256)  # the exported plain template is recognized: critcore's own text
     for pair, row in zip(PAIRS, ours.itertuples()):
         for response, want in ((pair.chosen, row.score_chosen), (pair.rejected, row.score_rejected)):
             ids, _ = fmt.encode(pair.prompt, response)
             with torch.inference_mode():
                 got = model(input_ids=torch.tensor([ids])).logits[0, 0].item()
             assert got == pytest.approx(want, abs=1e-4)
-
-
-def _plain(tok):
-    tok.chat_template = None  # critcore's own plain path: what the exported template reproduces
-    return tok
 
 
 def test_the_exported_chat_template_writes_critcores_text(saved):
@@ -89,4 +84,4 @@ def test_the_exported_chat_template_writes_critcores_text(saved):
             assert model(**enc).logits[0, 0].item() == pytest.approx(row.score_chosen, abs=1e-4)
     from critcore.model import RewardModel
 
-    assert (RewardModel.load(str(folder)).tokenizer.chat_template is None) == (name == "minilm")  # critcore reads it back
+    assert Formatter(RewardModel.load(str(folder)).tokenizer, 256).chat == (name == "smollm2")  # critcore reads it back
