@@ -23,6 +23,7 @@ from .data import Pair, prompt_text
 from .errors import CriticError, CriticMismatchError, UserError  # noqa: F401 - CriticError is part of this API
 from .llm import DEFAULT_MAX_CHARS, CritiqueCache, Failure, HTTPBackend, LocalBackend, cached, load_template, make_key
 from .llm.cache import open_cache, sha256_text
+from .llm.complete import in_order
 from .llm.prompts import render
 
 
@@ -66,12 +67,7 @@ class Critic:
 
     def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
         """(critique, tokens generated) for each item, in order."""
-        out: list = [None] * len(items)
-        for i, text, n in self.stream(items, labels):
-            if isinstance(text, Failure):
-                raise CriticError(text.reason)
-            out[i] = (text, n)
-        return out
+        return in_order(self.stream(items, labels), len(items))
 
     def generate(self, items: list[tuple[str, str]], labels: list[bool] | None = None) -> list[str]:
         """Critiques of `(prompt_text, response)` items, in order."""

@@ -73,18 +73,20 @@ class RewardModel(nn.Module):
         with atomic.atomic_dir(directory) as tmp, quiet_transformers():
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            portable(tmp)
+            portable(tmp, self.tokenizer.model_input_names)
             if recipe is not None:
                 atomic.write_json(tmp / RECIPE_FILE, recipe)
         self.recipe = recipe
         return directory
 
 
-def portable(folder: Path) -> None:
+def portable(folder: Path, model_input_names: list[str] | None = None) -> None:
     """Make a saved checkpoint read the same way in transformers 4.x (RewardBench pins 4.51) as in
     5.x: config.json gets the legacy top-level rope_theta (4.x reads only that and would quietly
     use 10000), the tokenizer a class 4.x knows (not 5.x's TokenizersBackend) and its chat
-    template in tokenizer_config.json; a tokenizer without one gets PLAIN_CHAT_TEMPLATE."""
+    template in tokenizer_config.json (a tokenizer without one gets PLAIN_CHAT_TEMPLATE), and the
+    tokenizer's input names (4.x's PreTrainedTokenizerFast would add token_type_ids, which a decoder
+    refuses)."""
     config_file, tok_file = folder / "config.json", folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
     rope = config.get("rope_parameters") or (config.get("text_config") or {}).get("rope_parameters")
@@ -98,6 +100,8 @@ def portable(folder: Path) -> None:
     tok = json.loads(tok_file.read_text())
     if tok.get("tokenizer_class") in ("TokenizersBackend", None):
         tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if model_input_names and "model_input_names" not in tok:
+        tok["model_input_names"] = list(model_input_names)
     jinja = folder / "chat_template.jinja"
     if "chat_template" not in tok:
         tok["chat_template"] = jinja.read_text() if jinja.is_file() else PLAIN_CHAT_TEMPLATE

@@ -44,6 +44,8 @@ def test_checkpoint_carries_what_transformers_4_needs(saved):
     assert tok["chat_template"]
     if name == "smollm2":
         assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 100000.0
+        # 4.x's PreTrainedTokenizerFast would otherwise add token_type_ids, which a Llama refuses
+        assert tok["model_input_names"] == ["input_ids", "attention_mask"]
 
 
 def test_trl_loads_the_rm_and_gets_the_same_rewards(saved):

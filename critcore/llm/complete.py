@@ -27,6 +27,16 @@ class Failure:
 Generate = Callable[[list], Iterator[tuple[int, "str | Failure", int]]]
 
 
+def in_order(stream: Iterable[tuple[int, "str | Failure", int]], n: int) -> list[tuple[str, int]]:
+    """(text, tokens) of a backend's `stream` of n items, in item order; CriticError on a Failure."""
+    out: list = [None] * n
+    for i, text, tokens in stream:
+        if isinstance(text, Failure):
+            raise CriticError(text.reason)
+        out[i] = (text, tokens)
+    return out
+
+
 def cached(cache: CritiqueCache, keys: Sequence[str], items: Sequence, generate: Generate, writer: str,
            batch_size: int = 16, desc: str = "outputs", progress: bool = True, on_error: str = "fail") -> list:
     """The output for each item (None for a skipped failure), from `cache` or from

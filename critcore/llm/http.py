@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterator
 
 from ..errors import CriticError
-from .complete import Failure
+from .complete import Failure, in_order
 
 
 class _Retryable(Exception):
@@ -205,9 +205,4 @@ class HTTPBackend:
     def complete(self, texts: list[str], max_new_tokens: int | None = None,
                  answer_prefix: str | None = None) -> list[tuple[str, int]]:
         """(reply, completion tokens) for each user message; CriticError if any cannot be had."""
-        out: list = [None] * len(texts)
-        for i, text, n in self.stream(texts, max_new_tokens):
-            if isinstance(text, Failure):
-                raise CriticError(text.reason)
-            out[i] = (text, n)
-        return out
+        return in_order(self.stream(texts, max_new_tokens), len(texts))

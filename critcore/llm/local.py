@@ -22,6 +22,8 @@ import importlib.util
 from pathlib import Path
 from typing import Iterator
 
+from .complete import in_order
+
 ENGINES = ("ctranslate2", "transformers")
 BASE_PREFIX = "\n\nCritique:"
 
@@ -134,10 +136,7 @@ class LocalBackend:
         HTTP). `answer_prefix` prefills the answer (after the chat template's assistant turn, or
         after the text for a base model) and comes back in front of the reply; None gives a base
         model "\\n\\nCritique:", kept out of the reply."""
-        out: list = [None] * len(texts)
-        for i, text, n in self.stream(texts, max_new_tokens, answer_prefix):
-            out[i] = (text, n)
-        return out
+        return in_order(self.stream(texts, max_new_tokens, answer_prefix), len(texts))
 
     def stream(self, texts: list[str], max_new_tokens: int | None = None,
                answer_prefix: str | None = None) -> Iterator[tuple[int, str, int]]:
