@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.critcore-installed
 
-.PHONY: setup demo test test-fast lab clean notebook-parameters
+.PHONY: setup demo test test-slow lab clean notebook-parameters
 
 setup: $(STAMP)
 
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/critcore demo
 
-test: setup
-	$(BIN)/python -m pytest -q
-
-test-fast: setup  # day-to-day: everything but the tests marked slow (CI runs them all)
+test: setup  # everything but the tests marked slow (under 10 min on a quiet 2-core machine)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup  # the slow ones: whole studies through papermill, GPU-script dry run, RewardBench's venv (CI runs both)
+	$(BIN)/python -m pytest -q -m slow
 
 notebook-parameters: setup
 	$(BIN)/python -c "from critcore.config import write_parameters_cells; print(write_parameters_cells())"

@@ -240,7 +240,7 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, str, Any]]:
         try:
             d = json.loads(_decode(line, path, start, lineno))
         except json.JSONDecodeError as e:
-            raise DataError(where, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+            raise DataError(where, None, f"invalid JSON at column {e.colno} ({e.msg})") from None
         yield i, where, d
         i += 1
 

@@ -87,3 +87,25 @@ def test_the_exported_chat_template_writes_critcores_text(saved):
     from critcore.model import RewardModel
 
     assert Formatter(RewardModel.load(str(folder)).tokenizer, 256).chat == (name == "smollm2")  # critcore reads it back
+
+
+@pytest.mark.slow
+def test_rewardbench_0_1_4_gives_critcores_rewards(shared_data, tmp_path):
+    """RewardBench 0.1.4's own CLI, in an isolated venv with its pinned transformers 4.51
+    (scripts/rewardbench/check.sh builds it on first use, from PyPI; $RB_VENV names another), on
+    saved MiniLM and SmolLM2 RMs over 30 mix pairs within the length limit: rewards match
+    critcore's to 1e-4, except MiniLM at a batch RewardBench pads on the left (reported, expected)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RB_OUT": str(tmp_path)}
+    res = subprocess.run([str(root / "scripts/rewardbench/check.sh"), "30"], capture_output=True, text=True, env=env)
+    print(res.stdout[-3000:])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    report = json.loads((tmp_path / "rewardbench_check.json").read_text())
+    assert set(report) == {"minilm-b1", "minilm-b8", "smollm2-b8"}
+    for run in ("minilm-b1", "smollm2-b8"):
+        assert report[run]["pairs"] == 30 and report[run]["max_abs_diff"] <= 1e-4 and report[run]["same_winner"] == 1.0
+        assert report[run]["largest_reward"] > 0.5  # a head far from 0, so a misread input would show

@@ -7,14 +7,15 @@
 # Needs PyPI once (the venv, about 1 GB with the CPU torch wheel; kept in .venv-rewardbench) and
 # ../shared/data. Prints the largest reward difference per run; exits 1 if one that should
 # match does not (check.py says which).
-# Writes outputs/interop/rewardbench/ (the RMs, pairs.jsonl, both sides' scores, rewardbench_check.json).
+# Writes $RB_OUT (default outputs/interop/rewardbench/): the RMs, pairs.jsonl, both sides' scores,
+# RewardBench's logs and rewardbench_check.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100}
 RB=${RB_VENV:-.venv-rewardbench}
-OUT=outputs/interop/rewardbench
+OUT=${RB_OUT:-outputs/interop/rewardbench}
 if [[ ! -x $RB/bin/rewardbench ]]; then
-  python3.11 -m venv "$RB"
+  python3.11 -m venv "$RB" || python3 -m venv "$RB"
   "$RB/bin/pip" install -q torch==2.13.0
   "$RB/bin/pip" install -q -r scripts/rewardbench/requirements.txt
   # rewardbench 0.1.4 declares trl/wandb/... it does not import for classifier RMs; its pins of
