@@ -12,7 +12,6 @@ validation split that fit 512 tokens for both RMs.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
