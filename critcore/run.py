@@ -120,6 +120,7 @@ class Run:
     rms: list = field(default_factory=list)
     notes: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    git: dict = field(default_factory=git_info)  # the code as it was when the run started
 
     @property
     def study(self) -> str:
@@ -189,7 +190,7 @@ class Run:
             "notebook": getattr(self.config, "notebook", None), "description": self.config.description,
             "config": self.params, "command": shlex.join(sys.argv),
             "runner": json.loads(runner) if runner else None,
-            "git": git_info(), "versions": package_versions(), "critcore": __version__,
+            "git": self.git, "versions": package_versions(), "critcore": __version__,
             "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "threads": self.threads, "wall": attempt,
             "critique_cache": {**cache, "by_critic": self.critique_stats},

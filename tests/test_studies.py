@@ -379,3 +379,16 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
     record = json.loads((tmp_path / "qs" / "run.json").read_text())
     assert all(r["reused"] for r in record["rms"]) and record["critique_cache"]["by_critic"]["simulated-0.9"]["generated"] == 0
     assert record["history"][0]["by_critic"]["simulated-0.9"]["generated"] == 32
+
+
+def test_rq1_score_chart_shows_seed_means_not_stacked_seeds():
+    import pandas as pd
+
+    from critcore.studies.rq1 import rq1_score_chart
+
+    table = pd.DataFrame({"critic": ["none", "none"], "backbone": ["m", "m"], "Score": [40.0, 60.0],
+                          "Score lo": [30.0, 50.0], "Score hi": [50.0, 70.0]})
+    spec = rq1_score_chart(table).to_dict()
+    rows = [r for ds in spec["datasets"].values() for r in ds]
+    assert {"critic": "none", "backbone": "m", "acc": 50.0, "lo": 40.0, "hi": 60.0} in rows  # one bar: the mean
+    assert "seed means" in spec["title"]["text"] if isinstance(spec["title"], dict) else "seed means" in spec["title"]

@@ -214,12 +214,22 @@ def quickstart_chart(table):
 
 
 def rq1_score_chart(table, metric: str = "Score"):
-    """Grouped bar chart of `metric`: x critic, grouped by backbone, with 95% CI error bars."""
+    """Grouped bar chart of `metric`: x critic, grouped by backbone, with 95% CI error bars; with
+    several seeds, each bar and interval is the seed mean and a dot marks each seed."""
+    import altair as alt
     import pandas as pd
 
     df = pd.DataFrame({"critic": table["critic"], "backbone": table["backbone"], "acc": table[metric],
                        "lo": table[f"{metric} lo"], "hi": table[f"{metric} hi"]})
-    return _bars(df, "critic", "backbone", title=f"{metric} by critic and backbone (95% CI)", y_title=f"{metric} (%)")
+    mean = df.groupby(["critic", "backbone"], sort=False, as_index=False)[["acc", "lo", "hi"]].mean().round(1)
+    seeds = len(df) > len(mean)
+    title = f"{metric} by critic and backbone (95% CI{'; seed means, dots: seeds' if seeds else ''})"
+    chart = _bars(mean, "critic", "backbone", title=title, y_title=f"{metric} (%)")
+    if seeds:
+        dots = alt.Chart(df).mark_point(filled=True, color="black", size=18).encode(
+            x=alt.X("critic:N", sort=None), xOffset=alt.XOffset("backbone:N", sort=None), y="acc:Q")
+        chart = chart + dots
+    return chart
 
 
 def rq1_dose_chart(table, metric: str = "Score"):
