@@ -93,8 +93,11 @@ def shared_data_dir() -> Path:
     if os.environ.get("CRITCORE_DATA"):
         return Path(os.environ["CRITCORE_DATA"])
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        if (base.parent / "shared" / "data").is_dir():
-            return (base.parent / "shared" / "data").resolve()
+        try:
+            if (base.parent / "shared" / "data").is_dir():
+                return (base.parent / "shared" / "data").resolve()
+        except OSError:  # a folder this user may not enter: not the one
+            continue
     return Path.cwd().parent / "shared" / "data"
 
 
