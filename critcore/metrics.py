@@ -224,8 +224,11 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     b_ = np.asarray(correct_b, dtype=bool).ravel()
     if a.shape != b_.shape:
         raise ValueError(f"paired outcomes differ in length: {a.size} vs {b_.size}")
-    b = int((a & ~b_).sum())
-    c = int((~a & b_).sum())
+    return mcnemar_counts(int((a & ~b_).sum()), int((~a & b_).sum()))
+
+
+def mcnemar_counts(b: int, c: int) -> dict:
+    """The exact McNemar test from its discordant counts (b only A right, c only B right)."""
     p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
     return {"b": b, "c": c, "p_value": p}
 

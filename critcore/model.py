@@ -21,6 +21,8 @@ from .format import PLAIN_CHAT_TEMPLATE
 
 PAD_TOKEN = "<|pad|>"
 RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs to read the RM as it was trained
+
+
 class RewardModel(nn.Module):
     def __init__(self, hf_model: nn.Module, tokenizer, peft_model=None, recipe: dict | None = None):
         super().__init__()

@@ -392,3 +392,17 @@ def test_rq1_score_chart_shows_seed_means_not_stacked_seeds():
     rows = [r for ds in spec["datasets"].values() for r in ds]
     assert {"critic": "none", "backbone": "m", "acc": 50.0, "lo": 40.0, "hi": 60.0} in rows  # one bar: the mean
     assert "seed means" in spec["title"]["text"] if isinstance(spec["title"], dict) else "seed means" in spec["title"]
+
+
+def test_backbones_resolve_their_sweep_and_seeds_against_the_study():
+    from critcore import config
+    from critcore.studies.base import backbones_of
+
+    cfg = config.resolve(config.SCHEMAS["rq1"], {
+        "study": "rq1", "lr_sweep": [5e-5, 8e-5], "seeds": [0, 1, 2],
+        "backbones": ["minilm", {"name": "smol", "backbone": "smollm2", "lr_sweep": [], "seeds": [7]},
+                      {"name": "mini2", "backbone": "minilm", "lr_sweep": [1e-4, 2e-4]}]})
+    got = {b.name: (b.lr_sweep, b.seeds) for b in backbones_of(cfg)}
+    assert got == {"minilm": ([5e-5, 8e-5], [0, 1, 2]), "smol": (None, [7]), "mini2": ([1e-4, 2e-4], [0, 1, 2])}
+    plain = config.resolve(config.SCHEMAS["rq1"], {"study": "rq1"})
+    assert [(b.lr_sweep, b.seeds) for b in backbones_of(plain)] == [(None, [None])]

@@ -49,21 +49,24 @@ class Backbone:
     n_eval: int | None = None
     critics: list[str] | None = None
     train: dict = field(default_factory=dict)
-    lr_sweep: list[float] | None = None  # None: the study's
-    seeds: list[int] | None = None  # None: the study's
+    lr_sweep: list[float] | None = None  # the rates to sweep, its own or the study's; None: no sweep
+    seeds: list = field(default_factory=lambda: [None])  # its own or the study's; [None]: train.seed only
 
 
 def backbones_of(cfg) -> list[Backbone]:
-    """The backbones of a study: RQ1's `backbones` (names or BackboneSpec), else its `backbone`."""
+    """The backbones of a study: RQ1's `backbones` (names or BackboneSpec), else its `backbone`,
+    each with its learning-rate sweep and seeds resolved against the study's."""
     raw = cfg.backbones if hasattr(cfg, "backbones") else [cfg.backbone]
+    study_lrs, study_seeds = getattr(cfg, "lr_sweep", None), getattr(cfg, "seeds", None)
     out = []
     for b in raw:
         if isinstance(b, BackboneSpec):
             spec = b.backbone or b.name
+            lrs = study_lrs if b.lr_sweep is None else b.lr_sweep
             out.append(Backbone(slug(b.name or spec), spec, b.n_train, b.n_eval, b.critics, dict(b.train),
-                                b.lr_sweep, b.seeds))
+                                lrs or None, b.seeds or study_seeds or [None]))
         else:
-            out.append(Backbone(slug(b.split("/")[-1]), b))
+            out.append(Backbone(slug(b.split("/")[-1]), b, lr_sweep=study_lrs or None, seeds=study_seeds or [None]))
     return out
 
 

@@ -71,8 +71,7 @@ def project(cfg) -> list[Line]:
     for b in backbones_of(cfg):
         name = b.backbone if b.backbone in RATES["train_pairs_s"] else "smollm2"
         critics = [c for c in critics_of(cfg) if b.critics is None or c in b.critics]
-        seeds = len(b.seeds or getattr(cfg, "seeds", None) or [None])
-        lrs = len((cfg.lr_sweep if b.lr_sweep is None else b.lr_sweep) or [None])
+        seeds, lrs = len(b.seeds), len(b.lr_sweep or [None])
         sizes = cfg.sizes if hasattr(cfg, "sizes") else [b.n_train or len(splits.train)]
         scale = b.train.get("max_length", cfg.train.max_length) / 256
         # a sweep runs at the first seed; the other seeds train once, at the rate it picked

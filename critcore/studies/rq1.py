@@ -29,18 +29,17 @@ def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
     train at the rate it picked for that backbone and critic."""
     cfg = run.config
     jobs = [(b, c, s) for b in backbones_of(cfg) for c in critiqued if b.critics is None or c in b.critics
-            for s in (b.seeds or getattr(cfg, "seeds", None) or [None])]
+            for s in b.seeds]
     results, picked = [], {}
     for b, c, s in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
         sliced = Splits(_slice(sp.train, b.n_train, cfg.seed, nested=True), sp.validation,
                         {k: _slice(v, b.n_eval, cfg.seed) for k, v in sp.eval.items()}, sp.sections)
-        seeds = b.seeds or getattr(cfg, "seeds", None) or [None]
-        lrs = cfg.lr_sweep if b.lr_sweep is None else (b.lr_sweep or None)
-        overrides = dict(b.train)
+        lrs, overrides = b.lr_sweep, dict(b.train)
         if lrs and (b.name, c) in picked:
             overrides["lr"], lrs = picked[(b.name, c)], None
-        r = train_rm(run, b.backbone, b.name, c, sliced, critic, overrides, seed=s if len(seeds) > 1 else None, lrs=lrs)
+        r = train_rm(run, b.backbone, b.name, c, sliced, critic, overrides, seed=s if len(b.seeds) > 1 else None,
+                     lrs=lrs)
         picked.setdefault((b.name, c), r["row"]["lr"])
         results.append(r)
     return results
@@ -132,7 +131,8 @@ def rq1_seed_table(table):
     spread (SD across seeds) or the sampling error (the bootstrap SE, CI width / 3.92)."""
     import numpy as np
     import pandas as pd
-    from scipy import stats
+
+    from ..metrics import mcnemar_counts
 
     rows = []
     for (b, c), g in table.groupby(["backbone", "critic"], sort=False):
@@ -151,10 +151,9 @@ def rq1_seed_table(table):
                 row[f"{m} change"] = round(float(g[f"{m} change"].mean()), 1)
                 row[f"{m} change range"] = f"{g[f'{m} change'].min():+.1f} .. {g[f'{m} change'].max():+.1f}"
                 if disc is not None and disc.notna().all():
-                    bc = np.array([[int(x) for x in str(d).split("/")] for d in disc]).sum(axis=0)
-                    n = int(bc.sum())
-                    row[f"{m} pooled p"] = 1.0 if n == 0 else float(stats.binomtest(int(bc[0]), n, 0.5).pvalue)
-                    row[f"{m} pooled discordant"] = f"{bc[0]}/{bc[1]}"
+                    b_, c_ = np.array([[int(x) for x in str(d).split("/")] for d in disc]).sum(axis=0)
+                    row[f"{m} pooled p"] = mcnemar_counts(int(b_), int(c_))["p_value"]
+                    row[f"{m} pooled discordant"] = f"{b_}/{c_}"
         rows.append(row)
     return pd.DataFrame(rows)
 
