@@ -1,46 +1,72 @@
 #!/usr/bin/env bash
 # The GPU check, as one command for a machine with one GPU and no network:
 #
-#   scripts/gpu.sh            # on the GPU machine: about 5 to 8 minutes on one H200 (projected)
+#   scripts/gpu.sh            # on the GPU machine: about 6 to 8 minutes on one H200
 #   scripts/gpu.sh --dry-run  # here, on the CPU: the same steps at toy size (tests/test_gpu_script.py)
 #
-# It needs the project with a working .venv (carried from here, or made by `make setup` where
-# PyPI is reachable) and ../shared/data beside it. Steps:
-#   1. finish params/rq1_results.yaml: the SmolLM2-backbone cells with SmolLM2 and Gemma
-#      critiques (every finished RM and every cached critique is reused);
-#   2. one `accelerate launch` training of a SmolLM2 RM on 1,000 pairs, bf16;
-#   3. the GPU's training pairs/s and MFU against the bf16 matmul peak measured on it.
-# Everything lands in outputs/gpu/ (gpu.json, the logs) and outputs/rq1/rq1_results/.
+# It runs with the project's .venv where there is one (`make setup`). Where there is none (the lent
+# H200: Python 3.12 with torch, no network), it installs the parts that scripts/gpu_bundle.sh made
+# in .gpu/ (critcore's other dependencies and the embedded models as wheels, and ../shared/data).
+# The critique cache ($CRITCORE_CACHE or ~/.cache/critcore) travels in the bundle, so critiques made
+# on the CPU are reused. Steps, each logged under outputs/gpu/:
+#   1. `critcore run params/rq1_cpu_smollm2.yaml`: rq1_cpu's SmolLM2-135M backbone with No-Critiques,
+#      SmolLM2 and Gemma 3 270M critiques (the SmolLM2-backbone critique cells that this CPU cannot
+#      train in a session), in outputs/rq1/$RUN_ID/ (default gpu). Its Gemma critiques cover every
+#      split of rq1_cpu, so the CPU then trains rq1_cpu's Gemma column without generating them;
+#   2. one `accelerate launch` training of a SmolLM2 RM (No-Critiques) on 1,000 pairs, bf16, and the GPU's training
+#      pairs/s and MFU against the bf16 matmul peak measured on it (outputs/gpu/gpu.json);
+#   3. a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
-PY=.venv/bin/python
-CRITCORE=.venv/bin/critcore
 OUT=outputs/gpu
 mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+RUN_ID=${RUN_ID:-gpu}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+PY=.venv/bin/python
+if [[ ! -x $PY && -e .gpu/part-00 ]]; then
+  BUNDLE=/tmp/critcore-gpu
+  if [[ ! -e $BUNDLE/installed ]]; then
+    rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/cache"
+    cat .gpu/part-* | tar -C "$BUNDLE" -xf -
+    tar -C "$BUNDLE" -xzf "$BUNDLE/data.tar.gz"
+    [[ -e $BUNDLE/critiques.sqlite ]] && mv "$BUNDLE/critiques.sqlite" "$BUNDLE/cache/"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$BUNDLE/site" "$BUNDLE"/whl/*.whl
+    PYTHONPATH="$BUNDLE/site" python3 -m ipykernel install --user --name critcore > /dev/null
+    touch "$BUNDLE/installed"
+  fi
+  export PYTHONPATH="$BUNDLE/site:$PWD" CRITCORE_DATA="$BUNDLE/data" CRITCORE_CACHE="$BUNDLE/cache" PATH="$BUNDLE/site/bin:$PATH"
+  PY=python3
+fi
+critcore() { $PY -m critcore.cli "$@"; }
 
 if [[ $DRY == 1 ]]; then
   # Toy sizes, on the CPU: the same commands and files, in seconds.
-  $CRITCORE run params/rq1_results.yaml --dry-run > "$OUT/rq1_results.log" 2>&1
+  RQ1=(--dry-run)
   N=8
   LAUNCH=(--cpu --num_processes 1)
   EXTRA=(--set train.max_length=64 --set train.batch_size=8 --set train.micro_batch_size=8)
+  PEAK=(512 0.5)
 else
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no GPU: use --dry-run')"
-  $CRITCORE run params/rq1_results.yaml > "$OUT/rq1_results.log" 2>&1
+  RQ1=(--set critic_options.batch_size=128)
   N=1000
-  LAUNCH=(--num_processes 1 --mixed_precision bf16)
+  LAUNCH=(--num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no)
   EXTRA=(--set train.max_length=384 --set train.micro_batch_size=16)
+  PEAK=(8192 3.0)
 fi
 
+# 1. rq1_cpu's SmolLM2-backbone cells (and every Gemma critique rq1_cpu needs)
+critcore run params/rq1_cpu_smollm2.yaml --run-id "$RUN_ID" "${RQ1[@]}" > "$OUT/rq1_cpu_smollm2.log" 2>&1
+
+# 2. one `accelerate launch` training, then pairs/s and MFU
 rm -rf "$OUT/train"
-.venv/bin/accelerate launch "${LAUNCH[@]}" -m critcore.cli train --quiet --backbone smollm2 \
-  --train "jsonl:../shared/data/mix/train.jsonl" --limit "$N" --out "$OUT/train" --cache "$OUT/critiques.sqlite" \
+$PY -m accelerate.commands.launch "${LAUNCH[@]}" -m critcore.cli train --quiet --backbone smollm2 \
+  --train "jsonl:\${data}/mix/train.jsonl" --critic none --limit "$N" --out "$OUT/train" \
   "${EXTRA[@]}" > "$OUT/train.json" 2> "$OUT/train.log"
 
-$PY - "$OUT" <<'PY'
+$PY - "$OUT" "${PEAK[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 
@@ -49,11 +75,11 @@ import torch
 from critcore.hardware import matmul_peak
 from critcore.model import RewardModel
 
-out = Path(sys.argv[1])
+out, n, seconds = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 summary = json.loads((out / "train" / "train" / "summary.json").read_text())
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if summary["config"]["bf16"] else "float32"
-peak = matmul_peak(dtype, n=4096 if device == "cuda" else 512, seconds=3.0 if device == "cuda" else 0.5, device=device)
+peak = matmul_peak(dtype, n=n, seconds=seconds, device=device)
 rm = RewardModel.load(str(out / "train" / "train" / "model"))
 params = sum(p.numel() for p in rm.parameters()) - rm.hf.get_input_embeddings().weight.numel()
 pairs_s = summary["pairs_per_s"]
@@ -66,3 +92,7 @@ if summary.get("tokens_per_pair"):
 (out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")
 print(json.dumps(result))
 PY
+
+# 3. the critique cache, copied consistently (SQLite's backup), to bring back
+$PY -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+  "${CRITCORE_CACHE:-$HOME/.cache/critcore}/critiques.sqlite" "$OUT/critiques.sqlite"

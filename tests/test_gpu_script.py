@@ -1,6 +1,9 @@
 """scripts/gpu.sh, the one-command GPU check, runs its dry path here on the CPU: the same steps
-(rq1_results checked, one `accelerate launch` training, pairs/s and MFU) at toy size."""
+(rq1_cpu_smollm2 checked, one `accelerate launch` training, pairs/s and MFU, the critique cache
+copied) at toy size."""
 import json
+import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -13,9 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_script_dry_run(shared_data):
     if not (ROOT / ".venv" / "bin" / "critcore").exists():
         pytest.skip("needs the project's .venv (make setup)")
-    proc = subprocess.run(["scripts/gpu.sh", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(["scripts/gpu.sh", "--dry-run"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["device"] == "cpu" and result["train_pairs"] == 8 and result["pairs_per_s"] > 0
     assert 0 < result["mfu"] < 1 and result["matmul_peak_tflops"] > 0
-    assert "study rq1: OK" in (ROOT / "outputs" / "gpu" / "rq1_results.log").read_text()
+    assert "study rq1: OK" in (ROOT / "outputs" / "gpu" / "rq1_cpu_smollm2.log").read_text()
+    source = Path(os.environ.get("CRITCORE_CACHE") or Path.home() / ".cache" / "critcore") / "critiques.sqlite"
+    count = "SELECT count(*) FROM critiques"
+    with sqlite3.connect(ROOT / "outputs" / "gpu" / "critiques.sqlite") as copy, sqlite3.connect(source) as db:
+        assert copy.execute(count).fetchone() == db.execute(count).fetchone()
