@@ -149,7 +149,18 @@ def _scoring(p: argparse.ArgumentParser, critic: str) -> None:
     p.add_argument("--allow-critic-mismatch", action="store_true", default=None,
                    help="score with another critic than the model was trained with")
     p.add_argument("--max-length", type=int, help="default: the model's recipe")
+    _cache(p)
+
+
+def _cache(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
+
+
+def _output(p: argparse.ArgumentParser, out: str, func, quiet: str = "no progress bars") -> None:
+    """--out and --quiet, and the function that runs the command."""
+    p.add_argument("--out", help=out)
+    p.add_argument("--quiet", action="store_true", help=quiet)
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,11 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="tokens per input (prompt, response and critique)")
     p.add_argument("--epochs", type=int, help="passes over the training pairs")
     p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--out", help="output folder (default outputs/train/<run id>)")
     p.add_argument("--run-id", help="names the output folder when --out is not given")
-    p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
+    _cache(p)
+    _output(p, "output folder (default outputs/train/<run id>)", cmd_train)
 
     p = sub.add_parser("evaluate", help="score datasets with a saved reward model")
     _common(p)
@@ -185,9 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an evaluation set, e.g. pandalm=pandalm:../shared/data/pandalm/testset-v1.json (repeatable)")
     _scoring(p, critic)
     p.add_argument("--batch-size", type=int, help="sequences per forward pass")
-    p.add_argument("--out", help="output folder (default outputs/evaluate/<run id>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_evaluate)
+    _output(p, "output folder (default outputs/evaluate/<run id>)", cmd_evaluate)
 
     p = sub.add_parser("score", help="critique (with the model's critic) and score one response, or a data file")
     _common(p)
@@ -204,16 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--critic", help=f"{critic}; default smollm2")
     p.add_argument("--data", help="the pairs: FORMAT:PATH or a critcore JSONL path")
-    p.add_argument("--out", help="output JSONL, written atomically")
-    p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
+    _cache(p)
     p.add_argument("--limit", type=int, help=f"critique {LIMIT_HELP}")
     p.add_argument("--batch-size", type=int, help="items per critic call and cache commit")
     p.add_argument("--max-new-tokens", type=int, help="most tokens in one critique")
     p.add_argument("--template", help="template file, or a name in critcore/templates (default: paper)")
     p.add_argument("--engine", help="local critics: ctranslate2 or transformers")
     p.add_argument("--on-error", choices=["fail", "skip"], help="an item the critic can never answer: fail or skip it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_critique)
+    _output(p, "output JSONL, written atomically", cmd_critique, quiet="no progress bar")
 
     p = sub.add_parser("run", help="run a study notebook with a params YAML (papermill)")
     p.add_argument("params", help="params YAML naming its study")

@@ -406,3 +406,21 @@ def test_backbones_resolve_their_sweep_and_seeds_against_the_study():
     assert got == {"minilm": ([5e-5, 8e-5], [0, 1, 2]), "smol": (None, [7]), "mini2": ([1e-4, 2e-4], [0, 1, 2])}
     plain = config.resolve(config.SCHEMAS["rq1"], {"study": "rq1"})
     assert [(b.lr_sweep, b.seeds) for b in backbones_of(plain)] == [(None, [None])]
+
+
+def test_rq2_worth_chart_has_one_panel_per_metric_and_keeps_unbounded_rows(tmp_path):
+    from critcore.report import save_chart
+    from critcore.studies.rq2 import rq2_worth_chart
+
+    inf = float("inf")
+    worth = pd.DataFrame({"critic": ["c"] * 4, "metric": ["Score", "Score", "PandaLM", "PandaLM"], "size": [50, 100, 50, 100],
+                          "ratio": [inf, 0.5, 1.0, 0.67], "lo": [1.0, 0.5, 1.0, 0.5], "hi": [inf, inf, 2.7, 2.1],
+                          "status": ["not_reached", "at_or_below_min", "at_or_below_min", "interpolated"]})
+    spec = rq2_worth_chart(worth).to_dict()
+    assert spec["facet"]["column"]["field"] == "metric"  # Score and PandaLM side by side, not told apart by dashes
+    rows = [r for ds in spec["datasets"].values() for r in ds]
+    assert {r["metric"] for r in rows} == {"Score", "PandaLM"} and len(rows) == 4
+    not_reached = next(r for r in rows if r["status"] == "not_reached")
+    assert not_reached["shown"] == 2.0 and not_reached["hi_shown"] == 2.0  # drawn at its lower bound, max size / size
+    save_chart(rq2_worth_chart(worth), tmp_path / "w.html", tmp_path / "w.png")  # vega-lite accepts it
+    assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"

@@ -166,14 +166,18 @@ def rq2_worth_chart(worth):
         df["bound"] = df["status"].map({"not_reached": "at least (not reached)", "at_or_below_min": "at most",
                                         "interpolated": "interpolated"}).fillna("undefined")
         df = df[np.isfinite(df["shown"])].replace([np.inf, -np.inf], None)
-    base = alt.Chart(df).encode(x=alt.X("size:Q", title="training pairs (Critique RM)", scale=alt.Scale(type="log", base=2)),
-                                color=alt.Color("critic:N", sort=None), strokeDash="metric:N")
+    base = alt.Chart().encode(x=alt.X("size:Q", title="training pairs (Critique RM)", scale=alt.Scale(type="log", base=2)),
+                              color=alt.Color("critic:N", sort=None))
     y = alt.Y("shown:Q", title="one critique pair is worth N plain pairs", scale=alt.Scale(type="log"))
-    chart = base.mark_line().encode(y=y) + \
+    layers = alt.layer(
+        base.mark_line().encode(y=y),
         base.mark_point(filled=True, size=70).encode(
             y=y, shape=alt.Shape("bound:N", scale=alt.Scale(domain=["interpolated", "at least (not reached)", "at most", "undefined"],
                                                            range=["circle", "triangle-up", "triangle-down", "cross"])),
-            tooltip=["critic", "metric", "size", "ratio", "lo", "hi", "status"]) + \
-        base.mark_errorbar().encode(y=alt.Y("lo_shown:Q", title="one critique pair is worth N plain pairs"), y2="hi_shown:Q")
-    rule = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(1))
-    return (chart + rule).properties(title="worth-N (95% bootstrap CI; 1 = no gain)", width=360, height=260)
+            tooltip=["critic", "metric", "size", "ratio", "lo", "hi", "status"]),
+        base.mark_errorbar().encode(y=alt.Y("lo_shown:Q", title="one critique pair is worth N plain pairs"), y2="hi_shown:Q"),
+        alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(1)),
+        data=df,
+    ).properties(width=300, height=240)
+    return layers.facet(column=alt.Column("metric:N", title=None, sort=None)).properties(
+        title="worth-N (95% bootstrap CI; 1 = no gain)")
