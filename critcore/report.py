@@ -73,13 +73,6 @@ def long_table(df, id_cols: Iterable[str]):
     return pd.DataFrame(rows, columns=id_cols + ["metric", "acc", "lo", "hi"])
 
 
-def interval(value, lo, hi, digits: int = 1) -> str:
-    """"value [lo, hi]", or "—" when the value is missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def save_chart(chart, html_path, png_path) -> None:
     """An altair chart as self-contained HTML (vega inlined: it renders offline) and a PNG at 2x,
     each written atomically."""
