@@ -424,6 +424,22 @@ def _summaries(d: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in d.glob("**/summary.json") if "eval" not in p.parts}
 
 
+SCORING_CODE = ("evaluate.py", "metrics.py", "stats.py", "model.py", "collate.py", "format.py", "report.py")
+
+
+def _eval_key(train_summary: dict, splits: Splits, train_cfg, n_boot: int) -> str:
+    """What decides an RM's evaluation: the trained model (its training summary), every evaluation
+    pair with its critiques, the sections, the scoring options and the source of the code that
+    scores and summarizes. A rerun whose key matches reuses eval/summary.json."""
+    here = Path(__file__).parent
+    blob = json.dumps({"train": train_summary, "eval": {k: [p.to_dict() for p in v] for k, v in splits.eval.items()},
+                       "sections": splits.sections, "max_length": train_cfg.max_length,
+                       "with_critiques": train_cfg.with_critiques, "n_boot": n_boot,
+                       "code": [(here / f).read_text(encoding="utf-8") for f in SCORING_CODE]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
 def _critiqued_by(pairs: list[Pair], critic) -> bool:
     """Every pair already carries this critic's critiques (a study critiqued them up front)."""
     return all(p.has_critiques and p.meta.get("critic") == critic.identity
@@ -450,8 +466,15 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
         result, sweep = lr_sweep(train_cfg, lrs, splits.train, splits.validation, out_dir / "sweep", progress, described)
     else:
         result = train(train_cfg, splits.train, splits.validation, out_dir / "train", progress, described)
+    key = _eval_key(result.summary, splits, train_cfg, n_boot)
+    prior = out_dir / "eval" / "summary.json"
+    if prior.is_file():
+        summary = json.loads(prior.read_text(encoding="utf-8"))
+        if summary.get("eval_key") == key:
+            return summary  # the same model on the same pairs, scored by the same code
     summary = evaluate(result.model, splits.eval, out_dir / "eval", sections=splits.sections,
                        max_length=train_cfg.max_length, with_critiques=train_cfg.with_critiques, n_boot=n_boot)
+    summary["eval_key"] = key
     used = critiques_of(splits.train, train_cfg.with_critiques)
     summary["train"] = result.summary
     summary["sweep"] = sweep

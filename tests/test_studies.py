@@ -350,15 +350,19 @@ def test_result_row_keeps_other_sections():
 # ---------------------------------------------------------------- a rerun reuses critiques and RMs
 
 
-def _tiny_quickstart(tmp_path, run_id):
+def _tiny_quickstart(tmp_path, run_id, n_boot=1000):
     return studies.setup("quickstart", None, data="generated", n_train=8, n_eval=8, critic="simulated:0.9",
                          train={"max_length": 48, "batch_size": 8, "micro_batch_size": 8, "epochs": 1},
                          out_dir=str(tmp_path / "qs"), run_id=run_id, critique_cache=str(tmp_path / "c.sqlite"),
-                         progress=False, threads=1)
+                         progress=False, threads=1, n_boot=n_boot)
+
+
+def _eval_times(tmp_path):
+    return {p.parent.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "qs" / "rms").glob("*/eval/summary.json")}
 
 
 def test_rerun_reuses_critiques_and_trained_models(tmp_path):
-    tables = []
+    tables, evaluated = [], []
     for attempt in range(2):
         run = _tiny_quickstart(tmp_path, "r")
         splits = studies.load_splits(run)
@@ -367,6 +371,7 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
         tables.append(studies.quickstart_table(run, results))
         stats = run.critique_stats["simulated-0.9"]
         run.finish()
+        evaluated.append(_eval_times(tmp_path))
         record = json.loads((tmp_path / "qs" / "run.json").read_text())
         assert len(record["history"]) == attempt  # a rerun keeps the first attempt's timings
         if attempt == 0:
@@ -379,6 +384,13 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
     record = json.loads((tmp_path / "qs" / "run.json").read_text())
     assert all(r["reused"] for r in record["rms"]) and record["critique_cache"]["by_critic"]["simulated-0.9"]["generated"] == 0
     assert record["history"][0]["by_critic"]["simulated-0.9"]["generated"] == 32
+    assert len(evaluated[0]) == 2 and evaluated[1] == evaluated[0]  # the same models on the same pairs: not scored again
+    # another evaluation setting (bootstrap replicates) scores the reused models again
+    run = _tiny_quickstart(tmp_path, "r", n_boot=200)
+    critiqued = studies.critique_all(run, studies.load_splits(run))
+    assert all(r["reused"] for r in studies.quickstart_train_all(run, critiqued))
+    again = _eval_times(tmp_path)
+    assert all(again[k] != evaluated[0][k] for k in again)
 
 
 def test_rq1_score_chart_shows_seed_means_not_stacked_seeds():
