@@ -424,15 +424,18 @@ def _summaries(d: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in d.glob("**/summary.json") if "eval" not in p.parts}
 
 
-SCORING_CODE = ("evaluate.py", "metrics.py", "stats.py", "model.py", "collate.py", "format.py", "report.py")
+SCORING_CODE = ("evaluate.py", "metrics.py", "stats.py", "model.py", "collate.py", "format.py", "report.py",
+                "templates/rm_plain.txt", "templates/rm_critique.txt")
 
 
 def _eval_key(train_summary: dict, splits: Splits, train_cfg, n_boot: int) -> str:
     """What decides an RM's evaluation: the trained model (its training summary), every evaluation
-    pair with its critiques, the sections, the scoring options and the source of the code that
-    scores and summarizes. A rerun whose key matches reuses eval/summary.json."""
+    pair with its critiques, the sections, the scoring options and the source of the code and
+    templates that score and summarize. A rerun whose key matches reuses eval/summary.json."""
+    from .train import data_key
+
     here = Path(__file__).parent
-    blob = json.dumps({"train": train_summary, "eval": {k: [p.to_dict() for p in v] for k, v in splits.eval.items()},
+    blob = json.dumps({"train": train_summary, "eval": {k: data_key(v) for k, v in splits.eval.items()},
                        "sections": splits.sections, "max_length": train_cfg.max_length,
                        "with_critiques": train_cfg.with_critiques, "n_boot": n_boot,
                        "code": [(here / f).read_text(encoding="utf-8") for f in SCORING_CODE]},

@@ -69,7 +69,8 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def _data_key(pairs: list[Pair]) -> str:
+def data_key(pairs: list[Pair]) -> str:
+    """A hash of the pairs as they are, critiques included."""
     h = hashlib.sha256()
     for p in pairs:
         h.update(json.dumps(p.to_dict(), sort_keys=True, default=str).encode())
@@ -119,7 +120,7 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
             "max_length": config.max_length, "over_length": OVER_LENGTH_POLICY,
             "templates": {"plain": sha(template("rm_plain.txt")), "critique": sha(template("rm_critique.txt"))},
             "with_critiques": config.with_critiques, "critic": critic,
-            "train_data": {"pairs": len(train_pairs), "sha256": _data_key(train_pairs)},
+            "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs)},
             "train_config": asdict(config)}
 
 
@@ -150,7 +151,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         from .hardware import use_bf16
 
         config = replace(config, bf16=use_bf16(PartialState().device.type))
-    run_key = {"config": config.key(), "data": _data_key(train_pairs)}
+    run_key = {"config": config.key(), "data": data_key(train_pairs)}
     if out:
         atomic.clean_leftovers(out / "model")  # a save killed half-way
     if out and (out / "summary.json").exists() and (out / "model" / "config.json").exists():

@@ -2,12 +2,13 @@
 (rq1_cpu_smollm2 checked, one `accelerate launch` training, pairs/s and MFU, the critique cache
 copied) at toy size."""
 import json
-import os
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from critcore.backbones import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ def test_gpu_script_dry_run(shared_data):
     assert result["device"] == "cpu" and result["train_pairs"] == 8 and result["pairs_per_s"] > 0
     assert 0 < result["mfu"] < 1 and result["matmul_peak_tflops"] > 0
     assert "study rq1: OK" in (ROOT / "outputs" / "gpu" / "rq1_cpu_smollm2.log").read_text()
-    source = Path(os.environ.get("CRITCORE_CACHE") or Path.home() / ".cache" / "critcore") / "critiques.sqlite"
+    source = cache_dir() / "critiques.sqlite"
     count = "SELECT count(*) FROM critiques"
     with sqlite3.connect(ROOT / "outputs" / "gpu" / "critiques.sqlite") as copy, sqlite3.connect(source) as db:
         assert copy.execute(count).fetchone() == db.execute(count).fetchone()
