@@ -431,13 +431,18 @@ SCORING_CODE = ("evaluate.py", "metrics.py", "stats.py", "model.py", "collate.py
 def _eval_key(train_summary: dict, splits: Splits, train_cfg, n_boot: int) -> str:
     """What decides an RM's evaluation: the trained model (its training summary), every evaluation
     pair with its critiques, the sections, the scoring options and the source of the code and
-    templates that score and summarize. A rerun whose key matches reuses eval/summary.json."""
+    templates that score and summarize, and the torch and transformers versions. A rerun whose key
+    matches reuses eval/summary.json."""
+    import torch
+    import transformers
+
     from .train import data_key
 
     here = Path(__file__).parent
     blob = json.dumps({"train": train_summary, "eval": {k: data_key(v) for k, v in splits.eval.items()},
                        "sections": splits.sections, "max_length": train_cfg.max_length,
                        "with_critiques": train_cfg.with_critiques, "n_boot": n_boot,
+                       "versions": [torch.__version__, transformers.__version__],
                        "code": [(here / f).read_text(encoding="utf-8") for f in SCORING_CODE]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
@@ -471,10 +476,12 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
         result = train(train_cfg, splits.train, splits.validation, out_dir / "train", progress, described)
     key = _eval_key(result.summary, splits, train_cfg, n_boot)
     prior = out_dir / "eval" / "summary.json"
-    if prior.is_file():
+    try:
         summary = json.loads(prior.read_text(encoding="utf-8"))
-        if summary.get("eval_key") == key:
-            return summary  # the same model on the same pairs, scored by the same code
+    except (OSError, ValueError):
+        summary = {}  # none yet, or unreadable: score again
+    if isinstance(summary, dict) and summary.get("eval_key") == key:
+        return summary  # the same model on the same pairs, scored by the same code
     summary = evaluate(result.model, splits.eval, out_dir / "eval", sections=splits.sections,
                        max_length=train_cfg.max_length, with_critiques=train_cfg.with_critiques, n_boot=n_boot)
     summary["eval_key"] = key

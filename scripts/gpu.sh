@@ -72,6 +72,7 @@ from pathlib import Path
 
 import torch
 
+from critcore import atomic
 from critcore.hardware import matmul_peak
 from critcore.model import RewardModel
 
@@ -89,10 +90,12 @@ result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
           "matmul_peak_tflops": round(peak / 1e12, 2)}
 if summary.get("tokens_per_pair"):
     result["mfu"] = round(6 * params * summary["tokens_per_pair"] * pairs_s / peak, 4)
-(out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")
+atomic.write_json(out / "gpu.json", result)
 print(json.dumps(result))
 PY
 
-# 3. the critique cache, copied consistently (SQLite's backup), to bring back
+# 3. the critique cache, copied consistently (SQLite's backup) beside its place, then renamed into it
+rm -f "$OUT/critiques.sqlite.tmp"
 $PY -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
-  "${CRITCORE_CACHE:-$HOME/.cache/critcore}/critiques.sqlite" "$OUT/critiques.sqlite"
+  "${CRITCORE_CACHE:-$HOME/.cache/critcore}/critiques.sqlite" "$OUT/critiques.sqlite.tmp"
+mv "$OUT/critiques.sqlite.tmp" "$OUT/critiques.sqlite"
