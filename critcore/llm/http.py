@@ -20,6 +20,7 @@ with the standard library's http.client, built to survive a faulty server:
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import random
@@ -27,7 +28,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Iterator
 
 from ..errors import CriticError
@@ -162,11 +163,11 @@ class HTTPBackend:
                 return self._post(payload, key)
             except _Retryable as e:
                 last, retry_after = e.args
-                wait = self.backoff * 2**attempt * (1 + random.random()) / 2  # jittered
+                pause = self.backoff * 2**attempt * (1 + random.random()) / 2  # jittered
                 if retry_after and str(retry_after).replace(".", "", 1).isdigit():
-                    wait = float(retry_after)
+                    pause = float(retry_after)
                 if attempt < self.max_retries:
-                    time.sleep(min(wait, self.max_backoff))
+                    time.sleep(min(pause, self.max_backoff))
             except CriticError as e:
                 raise CriticError(self._mask(str(e))) from None
         raise CriticError(self._mask(f"{self.identity}: {self.url} failed {self.max_retries + 1} times; last error: {last}"))
@@ -175,30 +176,40 @@ class HTTPBackend:
 
     def stream(self, texts: list[str], max_new_tokens: int | None = None,
                answer_prefix: str | None = None) -> Iterator[tuple[int, "str | Failure", int]]:
-        """(index, reply or Failure, tokens) as each request finishes, `max_concurrency` in flight.
-        When 2 x max_concurrency items (at least 4) fail in a row, the endpoint is taken for dead
-        and the items not yet sent fail without a request."""
+        """(index, reply or Failure, tokens) as each request finishes. At most `max_concurrency`
+        requests are out (sent, or answered and not yet taken): the next goes out when the caller
+        takes a reply, so a caller that is killed loses at most that many. When 2 x max_concurrency
+        items (at least 4) fail in a row, the endpoint is taken for dead and the items not yet sent
+        fail without a request."""
         if not texts:
             return
         self._key()  # a missing key fails before any request
         pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts)))
         in_a_row, dead = 0, max(4, 2 * self.max_concurrency)
+        queue = iter(enumerate(texts))
+        window: dict = {}  # future -> index; a new request goes out only when a reply is taken
+
+        def send(n: int) -> None:
+            for i, text in itertools.islice(queue, n):
+                window[pool.submit(self.request, text, max_new_tokens)] = i
+
         try:
-            futures = {pool.submit(self.request, t, max_new_tokens): i for i, t in enumerate(texts)}
-            for future in as_completed(futures):
-                if future.cancelled():
-                    yield futures[future], Failure(f"not sent: {dead} items in a row failed before it"), 0
-                    continue
-                try:
-                    text, tokens = future.result()
-                    in_a_row = 0
-                    yield futures[future], text, tokens
-                except CriticError as e:
-                    in_a_row += 1
-                    if in_a_row == dead:
-                        for f in futures:
-                            f.cancel()
-                    yield futures[future], Failure(str(e)), 0
+            send(self.max_concurrency)
+            while window:
+                finished, _ = wait(window, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = window.pop(future)
+                    try:
+                        text, tokens = future.result()
+                        in_a_row = 0
+                        yield i, text, tokens
+                    except CriticError as e:
+                        in_a_row += 1
+                        yield i, Failure(str(e)), 0
+                if in_a_row < dead:
+                    send(len(finished))
+            for i, _ in queue:
+                yield i, Failure(f"not sent: {dead} items in a row failed before it"), 0
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
