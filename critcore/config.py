@@ -133,6 +133,24 @@ def _doc(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
     return field(default=default, metadata={"doc": text})
 
 
+_SHARED = {  # the documentation of the fields that several schemas declare, each with its own default
+    "study": "what these parameters run",
+    "notebook": "the notebook that runs this study",
+    "description": "one line for run.json and the README",
+    "threads": "torch CPU threads: a number, null (torch's choice) or auto (1 on a busy CPU)",
+    "train_data": "training pairs (a data spec)",
+    "eval_data": "{name: data spec}; rewardbench and pandalm give the paper's columns",
+    "sections": "sections.json path, rewardbench-v1, generated, or a mapping",
+    "train": "training options (critcore.train.TrainConfig)",
+    "critic_options": "options for every critic (null: the critic's default)",
+}
+
+
+def _shared(name: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
+    """A field that several schemas declare, with this schema's default and the one documentation."""
+    return _doc(_SHARED[name], default, factory)
+
+
 def _train(**overrides):
     return lambda: TrainConfig(**overrides)
 
@@ -156,13 +174,13 @@ class CriticOptions:
 class Base:
     """What every study and command shares."""
 
-    study: str = _doc("what these parameters run", "")
-    notebook: str | None = _doc("the notebook that runs this study", None)
-    description: str = _doc("one line for run.json and the README", "")
+    study: str = _shared("study", "")
+    notebook: str | None = _shared("notebook", None)
+    description: str = _shared("description", "")
     run_id: str | None = _doc("default: the params file's stem (critcore run), else a hash of the parameters", None)
     out_dir: str | None = _doc("default: outputs/<study>/<run_id>", None)
     critique_cache: str | None = _doc("SQLite critique cache; default $CRITCORE_CACHE/critiques.sqlite", None)
-    threads: Threads = _doc("torch CPU threads: a number, null (torch's choice) or auto (1 on a busy CPU)", "auto")
+    threads: Threads = _shared("threads", "auto")
     seed: int = _doc("data sampling and bootstrap seed (training seeds are train.seed)", 0)
     progress: bool = _doc("progress bars", True)
     n_boot: int = _doc("bootstrap replicates of every interval", 1000)
@@ -172,13 +190,13 @@ class Base:
 class RMStudy(Base):
     """A study that trains and evaluates reward models."""
 
-    train_data: DataSpec | None = _doc("training pairs (a data spec)", None)
+    train_data: DataSpec | None = _shared("train_data", None)
     validation_data: DataSpec | None = _doc("validation pairs: the learning-rate sweep picks on these", None)
-    eval_data: dict[str, DataSpec] | None = _doc("{name: data spec}; rewardbench and pandalm give the paper's columns", None)
-    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", None)
-    train: TrainConfig = _doc("training options (critcore.train.TrainConfig)", factory=TrainConfig)
+    eval_data: dict[str, DataSpec] | None = _shared("eval_data", None)
+    sections: str | dict | None = _shared("sections", None)
+    train: TrainConfig = _shared("train", factory=TrainConfig)
     lr_sweep: list[float] | None = _doc("learning rates: one RM each, the best on validation is kept", None)
-    critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)", factory=CriticOptions)
+    critic_options: CriticOptions = _shared("critic_options", factory=CriticOptions)
 
 
 _SMALL_EVAL = {
@@ -193,26 +211,25 @@ _CPU_CRITIC = {"max_new_tokens": 48, "max_chars": 400, "batch_size": 32}
 class TrainJob(RMStudy):
     """`critcore train`: one reward model, trained and (with eval_data) evaluated."""
 
-    study: str = _doc("what these parameters run", "train")
+    study: str = _shared("study", "train")
     backbone: str = _doc("minilm, smollm2, gemma3-270m, a local folder, a .gguf file or a hub name", "minilm")
     critic: CriticSpec | None = _doc("none: No-Critiques; null: the critiques the data carry; else a critic spec", None)
 
 
 @dataclass
 class Quickstart(RMStudy):
-    study: str = _doc("what these parameters run", "quickstart")
-    notebook: str | None = _doc("the notebook that runs this study", "notebooks/quickstart.ipynb")
-    description: str = _doc("one line for run.json and the README",
-                            "Critiques, then a No-Critiques and a Critique RM, evaluation, a table and a chart.")
+    study: str = _shared("study", "quickstart")
+    notebook: str | None = _shared("notebook", "notebooks/quickstart.ipynb")
+    description: str = _shared("description", "Critiques, then a No-Critiques and a Critique RM, evaluation, a table and a chart.")
     data: Literal["auto", "shared", "generated"] = _doc(
         "auto: a slice of ../shared/data when it exists, else the generated set", "auto")
     n_train: int = _doc("training pairs (a seeded slice)", 16)
     n_eval: int = _doc("evaluation pairs per set (RewardBench: one per subset at least; PandaLM: half)", 16)
     backbone: str = _doc("the RM backbone", "minilm")
     critic: CriticSpec = _doc("the critic beside No-Critiques", "smollm2")
-    train: TrainConfig = _doc("training options (critcore.train.TrainConfig)", factory=_train(
+    train: TrainConfig = _shared("train", factory=_train(
         max_length=128, lr=1.0e-4, batch_size=8, micro_batch_size=8, epochs=2))
-    critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)", factory=lambda: CriticOptions(
+    critic_options: CriticOptions = _shared("critic_options", factory=lambda: CriticOptions(
         max_new_tokens=24, max_chars=240, batch_size=32))
 
     def problems(self) -> list[str]:
@@ -260,36 +277,33 @@ class BackboneSpec:
 class CPUSized(RMStudy):
     """RQ1 and RQ2's defaults: a slice of the local suite and PandaLM, CPU-sized training and critics."""
 
-    eval_data: dict[str, DataSpec] | None = _doc("{name: data spec}; rewardbench and pandalm give the paper's columns",
-                                                 factory=lambda: copy.deepcopy(_SMALL_EVAL))
-    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", _SECTIONS)
-    train: TrainConfig = _doc("training options (critcore.train.TrainConfig)", factory=_train(**_CPU_TRAIN))
-    critic_options: CriticOptions = _doc("options for every critic (null: the critic's default)",
-                                         factory=lambda: CriticOptions(**_CPU_CRITIC))
+    eval_data: dict[str, DataSpec] | None = _shared("eval_data", factory=lambda: copy.deepcopy(_SMALL_EVAL))
+    sections: str | dict | None = _shared("sections", _SECTIONS)
+    train: TrainConfig = _shared("train", factory=_train(**_CPU_TRAIN))
+    critic_options: CriticOptions = _shared("critic_options", factory=lambda: CriticOptions(**_CPU_CRITIC))
 
 
 @dataclass
 class RQ1(CPUSized):
-    study: str = _doc("what these parameters run", "rq1")
-    notebook: str | None = _doc("the notebook that runs this study", "notebooks/rq1_critic_quality.ipynb")
-    description: str = _doc("one line for run.json and the README",
-                            "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, paired tests vs No-Critiques.")
+    study: str = _shared("study", "rq1")
+    notebook: str | None = _shared("notebook", "notebooks/rq1_critic_quality.ipynb")
+    description: str = _shared("description", "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, "
+                                               "paired tests vs No-Critiques.")
     backbones: list[typing.Union[str, BackboneSpec]] = _doc("names, or {name, backbone, n_train, n_eval, critics, train}",
                                                             factory=lambda: ["minilm"])
     critics: dict[str, CriticSpec] = _doc("name -> critic spec; none is No-Critiques",
                                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
     seeds: list[int] | None = _doc("training seeds: one RM per seed in every cell (null: train.seed only); a "
                                    "learning-rate sweep runs at the first seed, the others use the rate it picks", None)
-    train_data: DataSpec | None = _doc("training pairs (a data spec)", factory=lambda: {
+    train_data: DataSpec | None = _shared("train_data", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
 
 
 @dataclass
 class RQ2(CPUSized):
-    study: str = _doc("what these parameters run", "rq2")
-    notebook: str | None = _doc("the notebook that runs this study", "notebooks/rq2_scaling.ipynb")
-    description: str = _doc("one line for run.json and the README",
-                            "RQ2: RMs on nested training subsets with and without critiques; curves and worth-N.")
+    study: str = _shared("study", "rq2")
+    notebook: str | None = _shared("notebook", "notebooks/rq2_scaling.ipynb")
+    description: str = _shared("description", "RQ2: RMs on nested training subsets with and without critiques; curves and worth-N.")
     backbone: str = _doc("the RM backbone", "minilm")
     critics: dict[str, CriticSpec] = _doc("exactly one No-Critiques baseline (none), one or more critics",
                                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
@@ -297,7 +311,7 @@ class RQ2(CPUSized):
     seeds: list[int] | None = _doc("training seeds: one curve per seed (null: train.seed only)", None)
     worth_metrics: list[str] = _doc("curves to compute worth-N on (Score, a section or PandaLM)",
                                     factory=lambda: ["Score", "PandaLM"])
-    train_data: DataSpec | None = _doc("training pairs (a data spec)", factory=lambda: {
+    train_data: DataSpec | None = _shared("train_data", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl"})
 
     def problems(self) -> list[str]:
@@ -333,7 +347,7 @@ class JudgeSpec:
 class LLMStudy(Base):
     """The studies that prompt language models (judge, metacritique): named backends, one thread."""
 
-    threads: Threads = _doc("torch CPU threads: a number, null (torch's choice) or auto (1 on a busy CPU)", 1)
+    threads: Threads = _shared("threads", 1)
     models: dict[str, CriticSpec] = _doc("named backends (critic specs), shared by every use of the name",
                                          factory=lambda: {"smollm2": {"backend": "local", "model": "smollm2",
                                                                       "max_new_tokens": 64}})
@@ -343,12 +357,12 @@ class LLMStudy(Base):
 
 @dataclass
 class Judge(LLMStudy):
-    study: str = _doc("what these parameters run", "judge")
-    notebook: str | None = _doc("the notebook that runs this study", "notebooks/generative_judge.ipynb")
-    description: str = _doc("one line for run.json and the README", "Point-wise generative judges, Gen and Gen + Critiques.")
+    study: str = _shared("study", "judge")
+    notebook: str | None = _shared("notebook", "notebooks/generative_judge.ipynb")
+    description: str = _shared("description", "Point-wise generative judges, Gen and Gen + Critiques.")
     data: DataSpec = _doc("the pairs to judge (a data spec)", factory=lambda: {
         "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 4, "seed": 0})
-    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", _SECTIONS)
+    sections: str | dict | None = _shared("sections", _SECTIONS)
     judges: list[JudgeSpec] = _doc("one judge per entry", factory=lambda: [
         JudgeSpec(model="smollm2", mode="direct"), JudgeSpec(model="smollm2", mode="critique")])
     judge_max_new_tokens: int = _doc("score reply length", 16)
@@ -362,9 +376,9 @@ class Reference:
 
 @dataclass
 class Metacritique(LLMStudy):
-    study: str = _doc("what these parameters run", "metacritique")
-    notebook: str | None = _doc("the notebook that runs this study", "notebooks/metacritique.ipynb")
-    description: str = _doc("one line for run.json and the README", "Meta-P, Meta-R and Meta-F1 of critics.")
+    study: str = _shared("study", "metacritique")
+    notebook: str | None = _shared("notebook", "notebooks/metacritique.ipynb")
+    description: str = _shared("description", "Meta-P, Meta-R and Meta-F1 of critics.")
     data: DataSpec = _doc("the pairs whose responses are critiqued (a data spec)", factory=lambda: {
         "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 2, "seed": 0})
     sides: list[Literal["chosen", "rejected"]] = _doc("which responses", factory=lambda: ["chosen", "rejected"])
@@ -381,13 +395,10 @@ class Metacritique(LLMStudy):
 
 
 @dataclass
-class Evaluate(Base):
-    """`critcore evaluate`: score datasets with a saved reward model."""
+class WithRM(Base):
+    """What the commands that score with a saved reward model share."""
 
-    study: str = _doc("what these parameters run", "evaluate")
     model: str | None = _doc("a saved critcore RM folder", None)
-    eval_data: dict[str, DataSpec] = _doc("{name: data spec}", factory=dict)
-    sections: str | dict | None = _doc("sections.json path, rewardbench-v1, generated, or a mapping", None)
     critic: CriticSpec | None = _doc("null: the critic in the RM's recipe; else a critic spec", None)
     critic_options: CriticOptions = _doc("options for the critic (null: the recipe's)", factory=CriticOptions)
     allow_critic_mismatch: bool = _doc("score with another critic than the RM's (cross-critic experiments)", False)
@@ -396,10 +407,19 @@ class Evaluate(Base):
 
 
 @dataclass
+class Evaluate(WithRM):
+    """`critcore evaluate`: score datasets with a saved reward model."""
+
+    study: str = _shared("study", "evaluate")
+    eval_data: dict[str, DataSpec] = _doc("{name: data spec}", factory=dict)
+    sections: str | dict | None = _shared("sections", None)
+
+
+@dataclass
 class Critique(Base):
     """`critcore critique`: add critiques to preference pairs."""
 
-    study: str = _doc("what these parameters run", "critique")
+    study: str = _shared("study", "critique")
     critic: CriticSpec = _doc("a critic spec", "smollm2")
     critic_options: CriticOptions = _doc("options for the critic", factory=CriticOptions)
     data: DataSpec | None = _doc("the pairs (a data spec)", None)
@@ -407,21 +427,15 @@ class Critique(Base):
 
 
 @dataclass
-class Score(Base):
+class Score(WithRM):
     """`critcore score`: the reward of one response, or of every pair of a file."""
 
-    study: str = _doc("what these parameters run", "score")
-    model: str | None = _doc("a saved critcore RM folder", None)
+    study: str = _shared("study", "score")
     prompt: str | None = _doc("the prompt", None)
     response: str | None = _doc("the response", None)
     critique: str | None = _doc("a critique to use instead of the recipe's critic", None)
     data: DataSpec | None = _doc("score every pair of this data spec instead", None)
     out: str | None = _doc("with data: the scored pairs as CSV", None)
-    critic: CriticSpec | None = _doc("null: the critic in the RM's recipe", None)
-    critic_options: CriticOptions = _doc("options for the critic (null: the recipe's)", factory=CriticOptions)
-    allow_critic_mismatch: bool = _doc("score with another critic than the RM's", False)
-    max_length: int | None = _doc("null: the RM's recipe", None)
-    batch_size: int = _doc("sequences per forward pass", 32)
 
 
 SCHEMAS: dict[str, type] = {"train": TrainJob, "quickstart": Quickstart, "rq1": RQ1, "rq2": RQ2, "judge": Judge,
