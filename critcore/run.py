@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -279,20 +280,24 @@ class Splits:
     eval: dict[str, list[Pair]]
     sections: dict | None = None
 
+    def named(self) -> list[tuple[str, list[Pair]]]:
+        """(name, pairs) of each split there is: train, validation, then the evaluation sets."""
+        val = [("validation", self.validation)] if self.validation is not None else []
+        return [("train", self.train), *val, *self.eval.items()]
+
     def all_pairs(self) -> list[Pair]:
-        return self.train + (self.validation or []) + [p for v in self.eval.values() for p in v]
+        return [p for _, pairs in self.named() for p in pairs]
+
+    def rebuilt(self, lists) -> "Splits":
+        """Same shape, with new pair lists in named() order."""
+        lists = list(lists)
+        val = lists.pop(1) if self.validation is not None else None
+        return Splits(lists[0], val, dict(zip(self.eval, lists[1:])), self.sections)
 
     def with_pairs(self, pairs: list[Pair]) -> "Splits":
         """Same shape, pairs replaced in all_pairs() order (after augmenting them in one go)."""
-        i = len(self.train)
-        train = pairs[:i]
-        val = None
-        if self.validation is not None:
-            val, i = pairs[i:i + len(self.validation)], i + len(self.validation)
-        ev = {}
-        for k, v in self.eval.items():
-            ev[k], i = pairs[i:i + len(v)], i + len(v)
-        return Splits(train, val, ev, self.sections)
+        ends = list(itertools.accumulate(len(v) for _, v in self.named()))
+        return self.rebuilt(pairs[a:b] for a, b in zip([0, *ends], ends))
 
 
 def resolve_sections(sections) -> dict | None:
@@ -327,8 +332,7 @@ def load_splits(run: Run) -> Splits:
 
 
 def _count(run: Run, splits: Splits) -> None:
-    run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or [])]
-                         + list(splits.eval.items())}
+    run.notes["data"] = {"validation": 0} | {k: len(v) for k, v in splits.named()}
 
 
 def describe_splits(splits: Splits):
@@ -336,9 +340,7 @@ def describe_splits(splits: Splits):
     import pandas as pd
 
     rows = []
-    for name, pairs in [("train", splits.train), ("validation", splits.validation)] + list(splits.eval.items()):
-        if pairs is None:
-            continue
+    for name, pairs in splits.named():
         groups = sorted({p.subset or p.source or "?" for p in pairs})
         rows.append({"split": name, "pairs": len(pairs), "subsets": len(groups),
                      "examples": ", ".join(groups[:6]) + (" ..." if len(groups) > 6 else "")})
@@ -378,18 +380,11 @@ def _drop_failed(splits: Splits, name: str) -> tuple[Splits, dict]:
     """Leave out the pairs whose critiques failed (on_error: skip), per split, and say so."""
     from .critique import drop_failed
 
-    dropped = {}
-    train, dropped["train"] = drop_failed(splits.train)
-    val = None
-    if splits.validation is not None:
-        val, dropped["validation"] = drop_failed(splits.validation)
-    evals = {}
-    for k, v in splits.eval.items():
-        evals[k], dropped[k] = drop_failed(v)
-    dropped = {k: n for k, n in dropped.items() if n}
+    kept = [(split, *drop_failed(pairs)) for split, pairs in splits.named()]
+    dropped = {split: n for split, _, n in kept if n}
     if dropped:
         log(f"critic {name}: pairs left out because a critique could not be had: {dropped}")
-    return Splits(train, val, evals, splits.sections), dropped
+    return splits.rebuilt(pairs for _, pairs, _ in kept), dropped
 
 
 def critique_examples(critiqued: Mapping, n: int = 3, split: str = "train", width: int = 160):

@@ -317,3 +317,27 @@ def test_llama_cpp_server_if_installed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_run_leaves_out_the_pairs_a_critic_skips_and_records_them(tmp_path, key):
+    """on_error: skip in a study run: each split loses exactly the pairs that hold the refused
+    response, run.json's critique statistics count them per split, and the rest keep their order."""
+    from critcore import studies
+    from critcore.run import Splits, critique_splits
+
+    pairs = read_pairs(MIX_VALIDATION)[:14]
+    bad = pairs[3].chosen[:40]
+    with ChatServer(digest_engine, refuse=bad) as server:
+        spec = {"backend": "openai", "base_url": server.url, "model": "digest", "api_key_env": KEY_ENV,
+                "max_concurrency": 3}
+        run = studies.setup("quickstart", None, data="generated", critic=spec, critic_options={"on_error": "skip"},
+                            out_dir=str(tmp_path / "run"), critique_cache=str(tmp_path / "c.sqlite"), progress=False)
+        splits = Splits(pairs[:6], pairs[6:9], {"rb": pairs[9:11], "pl": pairs[11:]})
+        critiqued, critic = critique_splits(run, splits, {"digest": spec})["digest"]
+    hit = {p.id for p in pairs if bad in p.chosen or bad in p.rejected}
+    expected = {name: [p.id for p in ps if p.id not in hit] for name, ps in splits.named()}
+    assert {name: [p.id for p in ps] for name, ps in critiqued.named()} == expected
+    skipped = {name: len(ps) - len(expected[name]) for name, ps in splits.named()}
+    assert run.critique_stats["digest"]["pairs_skipped"] == {k: n for k, n in skipped.items() if n} != {}
+    assert run.critique_stats["digest"]["failed"] == 1 and critic.identity == "openai:digest"
+    assert all(p.has_critiques for p in critiqued.all_pairs())
