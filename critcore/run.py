@@ -461,7 +461,7 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
 
     if critic is not None and not _critiqued_by(splits.all_pairs(), critic):
         splits = splits.with_pairs(augment(splits.all_pairs(), critic, cache, progress=progress))
-    for split in ([splits.validation] if splits.validation else []) + list(splits.eval.values()):
+    for _, split in splits.named()[1:]:  # validation and evaluation, as train
         check_same_critic(splits.train, split)
     described = critic.describe() if critic is not None else None
     sweep = None

@@ -2,6 +2,7 @@
 worth-N and charts."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Mapping
 
@@ -23,7 +24,7 @@ def rq2_splits(run: Run) -> Splits:
 
         raise ConfigError(f"sizes: the largest subset {largest} exceeds the {len(splits.train)} training pairs")
     order = data_mod.nested_subsets(list(range(len(splits.train))), [largest], run.config.seed)[largest]
-    return Splits([splits.train[i] for i in order], splits.validation, splits.eval, splits.sections)
+    return dataclasses.replace(splits, train=[splits.train[i] for i in order])
 
 
 def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
@@ -35,7 +36,7 @@ def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
     results = []
     for c, n, s in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
-        sub = Splits(sp.train[:n], sp.validation, sp.eval, sp.sections)
+        sub = dataclasses.replace(sp, train=sp.train[:n])
         results.append(train_rm(run, b.backbone, b.name, c, sub, critic, size=n,
                                 seed=s if cfg.seeds and len(cfg.seeds) > 1 else None))
     return results
