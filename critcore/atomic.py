@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, then rename."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -36,6 +37,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
     """Open a temporary file beside `path`; on a clean exit fsync it and rename it onto `path`.
     Leftovers of a writer killed before its rename are removed first."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")

@@ -251,8 +251,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"critcore {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        print(f"critcore {args.command}: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+    except OSError as e:  # a path the user gave cannot be read or written
+        where = f": {e.filename}" if e.filename else ""
+        print(f"critcore {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except CriticError as e:
         print(f"critcore {args.command}: critic failed: {e}", file=sys.stderr)

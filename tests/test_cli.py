@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -64,6 +65,26 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, shared_data):
     one_line_error(run("train", "--set", "novalue"), "key=value")
     one_line_error(run("score", "--model", tmp_path), "--prompt")
     assert not out_dir.exists()
+
+
+def test_unusable_cache_and_output_paths_are_one_line_errors(tmp_path, shared_data):
+    """A cache file that is no SQLite database, a cache under a file, a cache that is a folder and
+    an --out that is a folder: one line naming the path, exit 2, and nothing changed or left behind."""
+    data = tmp_path / "in.jsonl"
+    data.write_text(Path(f"{shared_data}/mix/validation.jsonl").read_text(encoding="utf-8").splitlines()[0] + "\n")
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = [(garbage, tmp_path / "o.jsonl", ["garbage.sqlite", "cannot be used as the critique cache", "not a database"]),
+             (data / "c.sqlite", tmp_path / "o.jsonl", ["in.jsonl is a file, not a folder"]),
+             (folder, tmp_path / "o.jsonl", ["folder: cannot be used as the critique cache"]),
+             (tmp_path / "c.sqlite", folder, ["is a folder, not a file", "folder"])]
+    for cache, out, needles in cases:
+        one_line_error(run("critique", "--critic", "simulated:0.9", "--data", data, "--out", out, "--cache", cache),
+                       *needles)
+    assert garbage.read_bytes() == bytes(range(256)) * 20 and not list(folder.iterdir())
+    assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_unknown_names_fail_fast(tmp_path, shared_data):

@@ -11,6 +11,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from ..errors import DataError
+
 _SCHEMA = """CREATE TABLE IF NOT EXISTS critiques (
     key TEXT PRIMARY KEY,
     critique TEXT NOT NULL,
@@ -44,13 +46,19 @@ class CritiqueCache:
 
     def __init__(self, path: str | Path = ":memory:"):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except (OSError, sqlite3.DatabaseError) as e:  # a file that is no SQLite database, a folder, no rights
+            why = (f"{e.filename} is a file, not a folder" if isinstance(e, FileExistsError)
+                   else e.strerror if isinstance(e, OSError) and e.strerror else str(e))
+            raise DataError(self.path, None, f"cannot be used as the critique cache ({why}); move it away, "
+                                             "or give another path (--cache, critique_cache, $CRITCORE_CACHE)") from None
         self.stats = {"hits": 0, "misses": 0, "duplicates": 0, "generated": 0, "tokens_generated": 0, "failed": 0}
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
