@@ -95,6 +95,9 @@ def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{what} {name!r}: the local folder has no config.json (not a saved model)")
+        if not any(path.glob("*.safetensors")):
+            raise ModelNotFoundError(f"{what} {name!r}: the local folder has no .safetensors weights (critcore loads "
+                                     "safetensors only; save_pretrained(..., safe_serialization=True) writes them)")
         return "local"
     if path.exists() or _looks_like_path(name):
         raise ModelNotFoundError(f"{what} {name!r}: no model folder at {path.resolve()} (aliases: {aliases})")
@@ -146,6 +149,20 @@ def resolve(name: str, what: str = "backbone") -> str:
     else:
         return str(Path(name).expanduser()) if kind == "local" else name
     return str(_dequantize(directory, gguf)) if gguf else str(directory)
+
+
+def from_pretrained(auto_class, path: str, what: str, **kwargs):
+    """auto_class.from_pretrained(path, safetensors only, no remote code); a folder or hub name that
+    transformers cannot read is a one-line ModelNotFoundError naming it, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        with quiet_transformers():
+            return auto_class.from_pretrained(path, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError, SafetensorError) as e:  # a damaged, partial or foreign folder
+        text = " ".join(str(e).split())
+        raise ModelNotFoundError(f"{what} {path!r} cannot be loaded ({type(e).__name__}: "
+                                 f"{text[:240]}{' ...' if len(text) > 240 else ''})") from None
 
 
 class quiet_transformers:

@@ -33,17 +33,13 @@ class RewardModel(nn.Module):
         self.recipe = recipe  # how a saved critcore RM was trained (None for a fresh head or a foreign checkpoint)
 
     @classmethod
-    def load(cls, backbone: str, dropout: bool = False, lora: dict | None = None,
-             trust_remote_code: bool = False) -> "RewardModel":
+    def load(cls, backbone: str, dropout: bool = False, lora: dict | None = None) -> "RewardModel":
         """Load `backbone` (alias, local dir, .gguf file or hub name) with a fresh one-scalar head,
         or a saved critcore RM with its trained head and its recipe."""
         path = backbones.resolve(backbone, "model")
-        with quiet_transformers():
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            hf = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
-                dtype=torch.float32,
-            )
+        tok = backbones.from_pretrained(AutoTokenizer, path, "model")
+        hf = backbones.from_pretrained(AutoModelForSequenceClassification, path, "model", num_labels=1,
+                                       use_safetensors=True, dtype=torch.float32)
         _set_pad_token(hf, tok)
         if not dropout:
             _disable_dropout(hf)
@@ -112,15 +108,26 @@ def portable(folder: Path, model_input_names: list[str] | None = None) -> None:
 
 def read_recipe(path: str | os.PathLike) -> dict | None:
     """The recipe saved beside a critcore RM, or None (a backbone, a foreign checkpoint, a hub name)."""
+    from .errors import DataError
+
     file = Path(path) / RECIPE_FILE
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        recipe = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        from .errors import DataError
-
         raise DataError(str(file), None, f"unreadable recipe ({e})") from None
+    if not isinstance(recipe, dict):
+        raise DataError(str(file), None, f"a recipe is a JSON object, got {type(recipe).__name__}")
+    for key, ok, want in (("max_length", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                           "a positive integer"),
+                          ("with_critiques", lambda v: isinstance(v, bool), "true or false"),
+                          ("critic", lambda v: v is None or isinstance(v, dict), "null or an object")):
+        if key not in recipe:  # a missing critic would read as "trained without critiques"
+            raise DataError(str(file), key, "missing: the recipe cannot say how this RM was trained")
+        if not ok(recipe[key]):
+            raise DataError(str(file), key, f"expected {want}, got {recipe[key]!r}")
+    return recipe
 
 
 def _set_pad_token(hf, tok) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -226,3 +227,44 @@ def test_unreadable_file(tmp_path):
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2 and len(lines) == 1 and "secret.jsonl: permission denied" in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_damaged_model_folders_are_one_line_errors(rm_minilm, tmp_path):
+    """A model folder with .bin weights only, damaged safetensors, a broken config.json, or a recipe
+    that is not an object, lacks a key scoring reads or has a wrong type: `critcore score` names the
+    folder or the file (and the field) in one line and exits 2. A recipe without its critic would
+    otherwise read as "trained without critiques"."""
+    good = tmp_path / "good"
+    rm_minilm.save(good, {"max_length": 64, "with_critiques": False, "critic": None})
+    cases = {}
+
+    def variant(name, change, *needles):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        change(folder)
+        cases[name] = (folder, needles)
+
+    def bin_only(f):
+        (f / "model.safetensors").rename(f / "pytorch_model.bin")
+
+    variant("bin_only", bin_only, "bin_only", "no .safetensors weights")
+    variant("cut_weights", lambda f: (f / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:500]),
+            "cut_weights", "cannot be loaded", "SafetensorError")
+    variant("bad_config", lambda f: (f / "config.json").write_text('{"model_type'), "bad_config", "cannot be loaded")
+    for name, recipe, needles in (("list", "[1]", ("JSON object",)),
+                                  ("no_critic", '{"max_length": 64, "with_critiques": false}', ("'critic'", "missing")),
+                                  ("bad_length", '{"max_length": "64", "with_critiques": false, "critic": null}',
+                                   ("'max_length'", "positive integer")),
+                                  ("cut", '{"max_len', ("unreadable recipe",))):
+        variant(f"recipe_{name}", lambda f, r=recipe: (f / "critcore_recipe.json").write_text(r),
+                f"recipe_{name}/critcore_recipe.json", *needles)
+    ok = subprocess.run(CLI + ["score", "--model", str(good), "--prompt", "p", "--response", "r"], capture_output=True,
+                        text=True, timeout=600)
+    assert ok.returncode == 0 and "reward" in json.loads(ok.stdout), ok.stderr[-2000:]
+    for name, (folder, needles) in cases.items():
+        out = subprocess.run(CLI + ["score", "--model", str(folder), "--prompt", "p", "--response", "r"],
+                             capture_output=True, text=True, timeout=600)
+        lines = [ln for ln in out.stderr.splitlines() if ln.startswith("critcore ")]
+        assert out.returncode == 2 and "Traceback" not in out.stderr and len(lines) == 1, (name, out.stderr[-2000:])
+        for needle in needles:
+            assert needle in lines[0], (name, lines[0])

@@ -92,11 +92,10 @@ class LocalBackend:
             return
         from transformers import AutoTokenizer
 
-        from ..backbones import quiet_transformers, resolve
+        from ..backbones import from_pretrained, resolve
 
         path = resolve(self.model_name, "critic model")
-        with quiet_transformers():
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        tok = from_pretrained(AutoTokenizer, path, "critic model")
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -108,10 +107,10 @@ class LocalBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from ..backbones import quiet_transformers
+        from ..backbones import from_pretrained
 
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), trust_remote_code=False)
+        model = from_pretrained(AutoModelForCausalLM, path, "critic model", use_safetensors=True,
+                                dtype=getattr(torch, self.dtype))
         return model.to(self.device).eval()
 
     def _load_ct2(self, path: str):
