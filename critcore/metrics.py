@@ -125,10 +125,19 @@ def subset_accuracies(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
 
 def load_sections(path) -> dict[str, dict[str, int]]:
     """Read a {section: {subset: count}} JSON file, e.g. reward-bench-local/sections.json."""
-    with open(Path(path), encoding="utf-8") as f:
-        sections = json.load(f)
-    if not isinstance(sections, dict) or not all(isinstance(v, (dict, list)) for v in sections.values()):
-        raise ValueError(f"{path}: expected {{section: {{subset: count}}}}")
+    from .errors import DataError
+
+    try:
+        sections = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(str(path), None, f"cannot be read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise DataError(str(path), None, f"invalid JSON ({e})") from None
+    if not isinstance(sections, dict) or not sections:
+        raise DataError(str(path), None, "expected {section: {subset: count}} or {section: [subset, ...]}")
+    for name, members in sections.items():
+        if not isinstance(members, (dict, list)) or not all(isinstance(s, str) for s in members):
+            raise DataError(str(path), name, "expected {subset: count} or [subset, ...]")
     return sections
 
 

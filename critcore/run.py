@@ -214,7 +214,7 @@ class Run:
         try:
             before = json.loads(path.read_text())
             history = before.pop("history", []) + [before["wall"]]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or damaged
             history = []
         record["history"] = history
         atomic.write_json(path, record)

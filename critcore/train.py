@@ -154,9 +154,12 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     run_key = {"config": config.key(), "data": data_key(train_pairs)}
     if out:
         atomic.clean_leftovers(out / "model")  # a save killed half-way
-    if out and (out / "summary.json").exists() and (out / "model" / "config.json").exists():
-        summary = json.loads((out / "summary.json").read_text())
-        if summary.get("run_key") == run_key:
+    if out and (out / "model" / "config.json").exists():
+        try:
+            summary = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError):  # none, or damaged: this run is not known to be finished
+            summary = None
+        if isinstance(summary, dict) and summary.get("run_key") == run_key:
             rm = RewardModel.load(str(out / "model")).to(PartialState().device)  # a GPU when there is one
             return TrainResult(rm.eval(), summary)
     if config.threads:

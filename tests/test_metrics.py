@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from critcore import metrics as m
+from critcore.errors import DataError
 
 LOCAL_SECTIONS = Path("/work/shared/data/reward-bench-local/sections.json")
 
@@ -179,9 +180,14 @@ def test_load_sections(tmp_path):
     path = tmp_path / "sections.json"
     path.write_text(json.dumps({"chat": {"a": 3}, "reasoning": {"math-x": 1, "hep-go": 2}}))
     assert m.load_sections(path) == {"chat": {"a": 3}, "reasoning": {"math-x": 1, "hep-go": 2}}
-    path.write_text(json.dumps({"chat": 3}))
-    with pytest.raises(ValueError):
-        m.load_sections(path)
+    for bad, needle in ((json.dumps({"chat": 3}), "field 'chat'"), ("[]", "expected {section"),
+                        (json.dumps({"chat": [1]}), "field 'chat'"), ('{"chat": ', "invalid JSON")):
+        path.write_text(bad)
+        with pytest.raises(DataError, match=needle) as e:
+            m.load_sections(path)
+        assert str(path) in str(e.value)
+    with pytest.raises(DataError, match="cannot be read"):
+        m.load_sections(tmp_path / "missing.json")
 
 
 @pytest.mark.skipif(not LOCAL_SECTIONS.exists(), reason="local reward-bench data not present")

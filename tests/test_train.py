@@ -272,6 +272,22 @@ def test_changed_config_retrains_from_scratch(runs):
     assert not list(mixed.glob(".model.*"))  # the orphan of the killed save is gone
 
 
+@pytest.mark.slow
+def test_a_damaged_summary_trains_again(runs):
+    """A finished run whose summary.json was damaged (a disk filled up, a hand edit) is not known
+    to be finished: it trains again, to the same result, instead of raising a traceback."""
+    damaged = runs["work"] / "damaged"
+    shutil.copytree(runs["ref"], damaged)
+    (damaged / "summary.json").write_text('{"run_key": ')
+    result = train(CFG, runs["train"], runs["val"], out_dir=damaged, progress=False)
+    ref = json.loads((runs["ref"] / "summary.json").read_text())
+    assert json.loads((damaged / "summary.json").read_text()) == result.summary
+    assert result.summary["run_key"] == ref["run_key"]
+    assert [r["step"] for r in _rows(damaged)] == list(range(1, STEPS + 1))
+    for r, q in zip(_rows(damaged), _rows(runs["ref"])):
+        assert r["loss"] == pytest.approx(q["loss"], abs=1e-5)
+
+
 def _expected_lrs(peak: float) -> list[float]:
     """The lr each optimizer step used: linear warmup from peak / WARMUP at the first step to the
     peak at step WARMUP, then cosine towards min_lr_ratio of the peak."""
