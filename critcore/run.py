@@ -243,8 +243,9 @@ def start(cfg, run_id: str | None = None) -> Run:
         import torch
 
         torch.set_num_threads(threads)
+    cache = CritiqueCache(cache_path)  # an unusable cache fails before the run folder exists
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(config=cfg, run_id=run_id, out_dir=out_dir, cache=CritiqueCache(cache_path), threads=threads)
+    run = Run(config=cfg, run_id=run_id, out_dir=out_dir, cache=cache, threads=threads)
     log(f"{cfg.study} run {run_id} -> {out_dir}\ncritique cache {cache_path}" + (f"\ntorch threads {threads}" if threads else ""))
     return run
 
@@ -613,12 +614,13 @@ def evaluate_job(cfg) -> dict:
     rm = RewardModel.load(cfg.model)
     critic, expected = _scoring_critic(rm, cfg)
     sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
+    sections = resolve_sections(cfg.sections)  # bad input fails before the run folder exists
     with start(cfg) as run:
         with run.step("critiques"):
             sets = {name: _critique_as_trained(pairs, critic, expected, cfg, run.cache, run.progress)
                     for name, pairs in sets.items()}
         with run.step("evaluate"):
-            summary = evaluate(rm, sets, run.out_dir, sections=resolve_sections(cfg.sections), max_length=cfg.max_length,
+            summary = evaluate(rm, sets, run.out_dir, sections=sections, max_length=cfg.max_length,
                                batch_size=cfg.batch_size, n_boot=cfg.n_boot, progress=run.progress)
         used = [critiques_of(p) for p in sets.values()]
         summary["critic"] = next((u["identity"] for u in used if u), "none")

@@ -141,6 +141,14 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--critic", "simulated:0.5",
                        "--out", tmp_path / "ev2", "--cache", cache), "simulated(p=0.5,seed=0)", "--allow-critic-mismatch")
     assert not (tmp_path / "ev2").exists()
+    # an unusable cache or a damaged sections file fails before the run folder exists
+    (tmp_path / "garbage.sqlite").write_bytes(b"not a database" * 100)
+    (tmp_path / "sections.json").write_text('{"chat": 3}')
+    one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--out", tmp_path / "ev2", "--cache",
+                       tmp_path / "garbage.sqlite"), "garbage.sqlite", "critique cache")
+    one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--out", tmp_path / "ev2", "--cache", cache,
+                       "--set", f"sections={tmp_path / 'sections.json'}"), "sections.json", "field 'chat'")
+    assert not (tmp_path / "ev2").exists()
     res = run("evaluate", "--model", crit, "--data", f"pl={pl}", "--set", "eval_data.pl.limit=8", "--critic",
               "simulated:0.5", "--allow-critic-mismatch", "--out", tmp_path / "ev3", "--quiet", "--cache", cache)
     assert res.returncode == 0 and json.loads(res.stdout)["critic"] == "simulated(p=0.5,seed=0)"
