@@ -261,6 +261,14 @@ def test_validation_catches_mistakes(tmp_path):
     assert "exceeds" in _problems({**base, "study": "rq2", "sizes": [4, 80]}, check_data=True)
     assert "strictly increasing" in _problems({**base, "study": "rq2", "sizes": [8, 4]})
     assert "unknown study 'rq9'" in _problems({**base, "study": "rq9"})
+    # repeats would train one RM twice and count it twice in the tables and the pooled tests
+    assert "seeds: 0 given more than once" in _problems({**base, "seeds": [0, 1, 0]})
+    assert "seeds: 3 given more than once" in _problems({**base, "backbones": [{"name": "m", "backbone": "minilm",
+                                                                               "seeds": [3, 3]}]})
+    assert "lr_sweep: 0.0001 given more than once" in _problems({**base, "lr_sweep": [1e-4, 1e-4]})
+    assert "minilm given more than once" in _problems({**base, "backbones": ["minilm", "org/minilm"]})
+    assert "none, base2 are all No-Critiques" in _problems({**base, "critics": {"none": "none", "base2": "none"}})
+    assert "seeds: 2 given more than once" in _problems({**base, "study": "rq2", "sizes": [4, 8], "seeds": [2, 2]})
     # a hub name is asked of the hub; a dry run where no hub answers (as here) warns, it does not fail
     from critcore import config
 
