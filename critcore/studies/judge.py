@@ -3,6 +3,7 @@ scores both responses of every pair, Gen and Gen + Critiques, beside classifier 
 from __future__ import annotations
 
 from ..critique import make_critic
+from ..errors import ConfigError
 from ..report import slug
 from ..run import Run, load_pairs, resolve_sections
 from .rq1_runs import rm_rows
@@ -17,11 +18,16 @@ def judge_all(run: Run) -> dict:
     pairs = load_pairs(cfg.data)
     sections = resolve_sections(cfg.sections)
     backends = {name: make_critic(spec) for name, spec in cfg.models.items()}
+    judges = [J.Judge(backends[spec.model], spec.mode, template=spec.template, name=spec.name,
+                      max_new_tokens=spec.max_new_tokens or cfg.judge_max_new_tokens,
+                      critic=backends[spec.critic] if spec.critic else None, max_chars=cfg.max_chars)
+              for spec in cfg.judges]
+    files = [slug(j.name).lower() for j in judges]
+    twice = sorted({j.name for j, f in zip(judges, files) if files.count(f) > 1})
+    if twice:  # one would silently replace the other in the table and its CSV
+        raise ConfigError(f"judges: {', '.join(map(repr, twice))}: the same name twice; give each judge its own name")
     results = {}
-    for spec in cfg.judges:
-        judge = J.Judge(backends[spec.model], spec.mode, template=spec.template, name=spec.name,
-                        max_new_tokens=spec.max_new_tokens or cfg.judge_max_new_tokens,
-                        critic=backends[spec.critic] if spec.critic else None, max_chars=cfg.max_chars)
+    for judge in judges:
         with run.step(f"judge {judge.name}"):
             df = J.judge_pairs(pairs, judge, run.cache, progress=run.progress)
         results[judge.name] = (df, J.summarize_judge(df, sections, n_boot=cfg.n_boot, seed=cfg.seed))
