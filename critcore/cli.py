@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("critique", help="add synthetic critiques to preference pairs")
     _common(p)
     p.add_argument("--critic", help=f"{critic}; default smollm2")
-    p.add_argument("--data", help="the pairs: FORMAT:PATH or a critcore JSONL path")
+    p.add_argument("--data", help="the pairs: FORMAT:PATH, a critcore JSONL path or a JSON mapping {format, path, limit, ...}")
     _cache(p)
     p.add_argument("--limit", type=int, help=f"critique {LIMIT_HELP}")
     p.add_argument("--batch-size", type=int, help="items per critic call and cache commit")

@@ -617,14 +617,20 @@ def _path_param(fmt: str) -> str | None:
 
 
 def spec_dict(spec) -> dict:
-    """A data spec as a mapping. A string is FORMAT:PATH when it starts with a known format, a
-    format alone (its hub default), or else a path to critcore JSONL; a path may hold ':'."""
+    """A data spec as a mapping. A string is a JSON mapping when it starts with '{', FORMAT:PATH
+    when it starts with a known format, a format alone (its hub default), or else a path to
+    critcore JSONL; a path may hold ':'."""
     if isinstance(spec, dict):
         return dict(spec)
     if isinstance(spec, os.PathLike):
         spec = str(spec)
     if not isinstance(spec, str):
         raise DataError("dataset spec", None, f"expected a mapping, FORMAT:PATH or a path, got {type(spec).__name__}")
+    if spec.lstrip().startswith("{"):  # a mapping written as JSON, as --critic takes one
+        try:
+            return spec_dict(json.loads(spec))
+        except ValueError as e:
+            raise DataError("dataset spec", None, f"{spec!r} is not a valid JSON mapping ({e})") from None
     fmt, sep, path = spec.partition(":")
     if sep and fmt in LOADERS:
         return {"format": fmt, "path": path}

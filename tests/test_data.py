@@ -328,6 +328,13 @@ def test_parse_spec_reads_nothing_and_names_the_path():
     assert g.path is None and g.kwargs == {"n": 4, "split": "test", "seed": 0}  # the seed makes the data too
     with pytest.raises(DataError, match="takes no path"):
         parse_spec({"format": "generated", "path": "x"})
+    # a JSON mapping in a string (as a command-line flag gives it) is that mapping
+    j = parse_spec(' {"format": "pandalm", "path": "/nowhere/p.json", "limit": 7}')
+    assert (j.format, j.path, j.limit) == ("pandalm", "/nowhere/p.json", 7)
+    with pytest.raises(DataError, match="not a valid JSON mapping"):
+        parse_spec('{"format": "pandalm",')
+    with pytest.raises(DataError, match="must be a positive integer, got 0"):
+        parse_spec('{"format": "jsonl", "path": "x.jsonl", "limit": 0}')
 
 
 def test_loaders_only_read(tmp_path):
