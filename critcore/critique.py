@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 from dataclasses import replace
 from typing import Iterator
 
@@ -237,6 +238,10 @@ def _accepted(cls) -> set[str]:
     return names
 
 
+_AT_LEAST = {"max_new_tokens": 1, "batch_size": 1, "max_chars": 1, "max_concurrency": 1, "max_retries": 0,
+             "timeout": 0.001, "backoff": 0, "max_backoff": 0, "temperature": 0}  # the numeric options of the backends
+
+
 def make_critic(spec, options=None, **overrides) -> Critic | None:
     """A critic from a spec (parse_critic_spec; a Critic is returned as is), or None for
     No-Critiques. `options` (critcore.config.CriticOptions or a mapping) fill the constructor
@@ -256,10 +261,15 @@ def make_critic(spec, options=None, **overrides) -> Critic | None:
     kw = {k: v for k, v in (options or {}).items() if v is not None and k in accepted and k not in spec}
     kw.update(spec)
     kw.update({k: v for k, v in overrides.items() if k in accepted})
+    for key, low in _AT_LEAST.items():
+        v = kw.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= low):
+            raise UserError(f"critic {backend}: '{key}' must be a number of at least {low:g}, got {v!r}")
     try:
         return cls(**kw)
-    except TypeError as e:
-        raise UserError(f"critic {backend}: {e}") from None
+    except TypeError as e:  # a key missing from the spec, or one the backend does not take
+        missing = re.findall(r"'(\w+)'", str(e)) if "missing" in str(e) else []
+        raise UserError(f"critic {backend}: " + (f"the spec needs {', '.join(missing)}" if missing else str(e))) from None
 
 
 def critic_for_model(recipe: dict | None, requested=None, options=None, allow_mismatch: bool = False):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 import sqlite3
 import time
 
@@ -180,6 +181,25 @@ def test_make_critic_specs(monkeypatch):
         make_critic({"backend": "magic"})
     with pytest.raises(ValueError, match="takes no option 'max_new_token'"):
         make_critic({"backend": "local", "model": "smollm2", "max_new_token": 3})
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ({"backend": "openai", "base_url": "http://h:1/v1"}, "the spec needs model"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": 0}, "'max_concurrency' must be a number of at least 1, got 0"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": "x"}, "'max_concurrency' must be a number"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "timeout": -1}, "'timeout' must be a number of at least 0.001"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_retries": True}, "'max_retries' must be a number"),
+    ({"backend": "local", "model": "smollm2", "max_new_tokens": 0}, "'max_new_tokens' must be a number of at least 1"),
+    ({"backend": "local", "model": "smollm2", "batch_size": 0}, "'batch_size' must be a number of at least 1"),
+    ({"backend": "local", "model": "smollm2", "dtype": "float8"}, "dtype 'float8': expected one of float32, bfloat16"),
+    ({"backend": "local", "model": "smollm2", "engine": "vllm"}, "engine 'vllm': expected one of"),
+    ({"backend": "local", "model": "smollm2", "engine": "ctranslate2", "compute_type": "int4"}, "compute_type 'int4'"),
+])
+def test_a_bad_critic_option_is_a_user_error_before_any_work(spec, needle):
+    """Each of these was a ValueError, TypeError or AttributeError traceback from deep inside a
+    backend (a thread pool of 0 workers, a negative socket timeout, torch.float8)."""
+    with pytest.raises(UserError, match=re.escape(needle)):
+        make_critic(spec)
 
 
 # ---------------------------------------------------------------- CLI

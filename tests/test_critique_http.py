@@ -228,8 +228,11 @@ def test_key_echoed_by_server_is_masked(key):
 
 
 def test_missing_key_variable_is_named(monkeypatch):
+    """The user's to fix (exit 2 from the CLI), not a failing critic, and before any request."""
+    from critcore.errors import UserError
+
     monkeypatch.delenv(KEY_ENV, raising=False)
-    with pytest.raises(CriticError, match=KEY_ENV):
+    with pytest.raises(UserError, match=f"{KEY_ENV} \\(api_key_env\\) is not set"):
         client("http://127.0.0.1:9/v1").generate([("p", "r")])
 
 

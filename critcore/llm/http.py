@@ -80,8 +80,10 @@ class HTTPBackend:
         if not self.api_key_env:
             return None
         key = os.environ.get(self.api_key_env)
-        if not key:
-            raise CriticError(f"{self.identity}: environment variable {self.api_key_env} is not set")
+        if not key:  # the user's to fix: exit 2, before any request
+            from ..errors import UserError
+
+            raise UserError(f"critic {self.identity}: environment variable {self.api_key_env} (api_key_env) is not set")
         return key
 
     def _mask(self, text: str) -> str:

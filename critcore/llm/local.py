@@ -38,6 +38,17 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if use_bf16(device.split(":")[0]) else "float32"
 
 
+DTYPES = ("float32", "bfloat16", "float16")  # transformers
+COMPUTE_TYPES = ("float32", "int8", "int8_float32", "bfloat16", "int8_bfloat16", "float16", "int8_float16")  # ctranslate2
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        from ..errors import UserError
+
+        raise UserError(f"critic {name} {value!r}: expected one of {', '.join(allowed)}")
+
+
 class LocalBackend:
     """A local causal LM. `complete` / `stream` take already-templated user messages."""
 
@@ -53,10 +64,7 @@ class LocalBackend:
         self.model_name = str(model)
         check(self.model_name, "critic model")  # a typo fails now, not at the first generate
         self.engine = engine or default_engine()
-        if self.engine not in ENGINES:
-            from ..errors import UserError
-
-            raise UserError(f"unknown engine {self.engine!r}; expected one of {', '.join(ENGINES)}")
+        _one_of("engine", self.engine, ENGINES)
         self.identity = f"local:{self.model_name}"
         self.max_new_tokens, self.temperature, self.seed = int(max_new_tokens), float(temperature), int(seed)
         self.batch_size = int(batch_size)
@@ -64,6 +72,7 @@ class LocalBackend:
         self.params = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
         if self.engine == "transformers":
             self.dtype = dtype or default_dtype(self.device)
+            _one_of("dtype", self.dtype, DTYPES)
             self.params["dtype"] = self.dtype
         else:
             if importlib.util.find_spec("ctranslate2") is None:
@@ -71,6 +80,7 @@ class LocalBackend:
 
                 raise UserError("engine ctranslate2 needs the ctranslate2 package: pip install ctranslate2")
             self.compute_type = compute_type or "float32"
+            _one_of("compute_type", self.compute_type, COMPUTE_TYPES)
             self.params.update(engine="ctranslate2", compute_type=self.compute_type)
         if self.temperature > 0:
             self.params["seed"] = self.seed  # greedy output does not depend on the seed
