@@ -549,6 +549,8 @@ def _validate(cls, merged: dict, where: str):
         return TypeAdapter(cls).validate_python(merged)
     except ValidationError as e:
         err = e.errors()[0]
+        if isinstance((err.get("ctx") or {}).get("error"), ConfigError):  # a schema's own check (TrainConfig)
+            raise ConfigError(f"{where}: {err['ctx']['error']}") from None
         loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "union[", "literal[")))
         loc = re.sub(r"\.(str|dict|list\[[^\]]*\]|int|float|bool|none)(?=\.|$)", "", loc)
         got = err.get("input")

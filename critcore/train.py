@@ -55,6 +55,31 @@ class TrainConfig:
     threads: int | None = None
     eval_batch_size: int = 32
 
+    def __post_init__(self):
+        """Values that would train nothing, or something else than asked, are refused here, so
+        every way to a TrainConfig (params, --set, Python) is checked."""
+        from .errors import ConfigError
+        from .loss import margin_table
+
+        at_least = {"lr": 1e-12, "batch_size": 1, "micro_batch_size": 1, "epochs": 1, "max_length": 1,
+                    "eval_batch_size": 1, "save_every": 0, "weight_decay": 0, "max_grad_norm": 0}  # grad norm 0: no clipping
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:
+                raise ConfigError(f"train.{name} must be {'positive' if low > 0 else 'at least 0'}, "
+                                  f"got {getattr(self, name)!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"train.threads must be positive or null, got {self.threads!r}")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1) and train.min_lr_ratio in [0, 1], got "
+                              f"{self.warmup_ratio!r} and {self.min_lr_ratio!r}")
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"train.batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                              f"{self.micro_batch_size}")
+        try:
+            margin_table(self.margin)
+        except ValueError as e:
+            raise ConfigError(f"train.margin: {e}") from None
+
     def key(self) -> str:
         """A hash of everything that changes the trained model (not logging or checkpointing)."""
         d = asdict(self)

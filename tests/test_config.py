@@ -1,5 +1,6 @@
 """One typed configuration: deep merges, YAML 1.2 numbers, unknown keys with the nearest name,
 every params file and notebook on the same schema."""
+import re
 from pathlib import Path
 
 import nbformat
@@ -59,6 +60,30 @@ def test_unknown_keys_name_the_nearest(tmp_path):
         load(_write(tmp_path, "study: rq1\neval_data: {pl: {format: csv, path: x}}\n"))
     with pytest.raises(ConfigError, match="'critics.bad'.*simulated"):
         load(_write(tmp_path, "study: rq1\ncritics: {bad: 'simulated:x'}\n"))
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("lr", 0, "train.lr must be positive, got 0"), ("lr", -1e-4, "train.lr must be positive"),
+    ("epochs", 0, "train.epochs must be positive"), ("max_length", 0, "train.max_length must be positive"),
+    ("micro_batch_size", 0, "train.micro_batch_size must be positive"), ("batch_size", 30, "not a multiple of"),
+    ("warmup_ratio", 1.0, "train.warmup_ratio must be in [0, 1)"), ("min_lr_ratio", 1.5, "min_lr_ratio in [0, 1]"),
+    ("weight_decay", -0.1, "train.weight_decay must be at least 0"), ("max_grad_norm", -1, "max_grad_norm must be at least 0"),
+    ("save_every", -1, "save_every must be at least 0"), ("eval_batch_size", 0, "eval_batch_size must be positive"),
+    ("threads", 0, "train.threads must be positive or null"), ("margin", "foo", "train.margin: unknown margin preset"),
+])
+def test_training_options_that_would_train_nothing_or_else_are_refused(key, value, needle):
+    """Each of these trained (lr 0, max_length 0, warmup past the end: a result, and no error) or
+    died in a traceback (a zero micro-batch, a negative weight decay). Every way in is checked:
+    a params layer, --set, and TrainConfig in Python."""
+    from critcore.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        resolve(config.TrainJob, {"train_data": "x.jsonl", "train": {key: value}})
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        resolve(config.RQ1, {}, sets=[f"train.{key}={value}"])
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        TrainConfig(**{key: value})
+    assert TrainConfig(max_grad_norm=0, save_every=0, threads=None).max_grad_norm == 0  # 0: no clipping, no checkpoints
 
 
 def test_set_reaches_into_a_string_spec_and_flags_come_before_set():
