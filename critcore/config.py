@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from .backbones import cache_dir
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 from .train import TrainConfig
 
 
@@ -185,6 +185,19 @@ class Base:
     progress: bool = _doc("progress bars", True)
     n_boot: int = _doc("bootstrap replicates of every interval", 1000)
 
+    def __post_init__(self):
+        """Checks beyond types, for every way in: params files, --set, notebooks, Python."""
+        bad = self.problems()
+        if bad:
+            raise ConfigError("; ".join(bad))
+
+    def problems(self) -> list[str]:
+        out = [f"{k} must be at least {low}, got {getattr(self, k)!r}" for k, low in (("n_boot", 1), ("seed", 0))
+               if getattr(self, k) < low]
+        if isinstance(self.threads, int) and self.threads < 1:
+            out.append(f"threads must be positive, null or auto, got {self.threads!r}")
+        return out
+
 
 @dataclass
 class RMStudy(Base):
@@ -233,9 +246,8 @@ class Quickstart(RMStudy):
         max_new_tokens=24, max_chars=240, batch_size=32))
 
     def problems(self) -> list[str]:
-        """What a dry run reports as errors, beyond types and keys."""
-        return [f"{k} must be a positive integer, got {getattr(self, k)!r}" for k in ("n_train", "n_eval")
-                if getattr(self, k) < 1]
+        return super().problems() + [f"{k} must be a positive integer, got {getattr(self, k)!r}"
+                                     for k in ("n_train", "n_eval") if getattr(self, k) < 1]
 
     def derive(self, data_dir: Path) -> "Quickstart":
         """Fill the data specs that `data` implies (those given are kept)."""
@@ -315,11 +327,10 @@ class RQ2(CPUSized):
         "format": "jsonl", "path": "${data}/mix/train.jsonl"})
 
     def problems(self) -> list[str]:
-        """What a dry run reports as errors, beyond types and keys."""
         from .critique import parse_critic_spec
         from .report import METRICS
 
-        out = []
+        out = super().problems()
         baselines = [n for n, s in self.critics.items() if parse_critic_spec(s) is None]
         if len(baselines) != 1 or len(self.critics) < 2:
             out.append("rq2 needs exactly one No-Critiques critic ('none') and at least one critic")
@@ -404,6 +415,10 @@ class WithRM(Base):
     allow_critic_mismatch: bool = _doc("score with another critic than the RM's (cross-critic experiments)", False)
     max_length: int | None = _doc("null: the RM's recipe", None)
     batch_size: int = _doc("sequences per forward pass", 32)
+
+    def problems(self) -> list[str]:
+        return super().problems() + [f"{k} must be positive, got {getattr(self, k)!r}" for k in ("max_length", "batch_size")
+                                     if getattr(self, k) is not None and getattr(self, k) < 1]
 
 
 @dataclass
@@ -549,7 +564,7 @@ def _validate(cls, merged: dict, where: str):
         return TypeAdapter(cls).validate_python(merged)
     except ValidationError as e:
         err = e.errors()[0]
-        if isinstance((err.get("ctx") or {}).get("error"), ConfigError):  # a schema's own check (TrainConfig)
+        if isinstance((err.get("ctx") or {}).get("error"), UserError):  # a schema's own check (problems)
             raise ConfigError(f"{where}: {err['ctx']['error']}") from None
         loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "union[", "literal[")))
         loc = re.sub(r"\.(str|dict|list\[[^\]]*\]|int|float|bool|none)(?=\.|$)", "", loc)

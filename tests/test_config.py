@@ -86,6 +86,22 @@ def test_training_options_that_would_train_nothing_or_else_are_refused(key, valu
     assert TrainConfig(max_grad_norm=0, save_every=0, threads=None).max_grad_norm == 0  # 0: no clipping, no checkpoints
 
 
+@pytest.mark.parametrize("schema, raw, needle", [
+    ("rq1", {"n_boot": 0}, "n_boot must be at least 1, got 0"), ("rq1", {"seed": -1}, "seed must be at least 0"),
+    ("train", {"threads": 0}, "threads must be positive, null or auto, got 0"),
+    ("evaluate", {"batch_size": 0}, "batch_size must be positive"), ("score", {"max_length": 0}, "max_length must be positive"),
+    ("quickstart", {"n_train": 0}, "n_train must be a positive integer"),
+    ("rq2", {"sizes": [8, 4]}, "sizes must be strictly increasing"),
+])
+def test_study_checks_run_on_every_way_in(schema, raw, needle):
+    """A schema's checks run when it is built, so a notebook run by papermill (no dry run first)
+    refuses them as `critcore run` does."""
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        resolve(config.SCHEMAS[schema], raw)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config.SCHEMAS[schema](**raw)
+
+
 def test_set_reaches_into_a_string_spec_and_flags_come_before_set():
     cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json"}, schema="evaluate")
     assert cfg.eval_data["pl"] == {"format": "pandalm", "path": "/x/testset.json", "limit": 300}

@@ -134,7 +134,6 @@ def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
         if slug(name) != name:
             rep.errors.append(f"critic name {name!r}: use letters, digits, '.', '_' or '-' (it names folders)")
         rep.attempt(f"critic {name}", lambda spec=spec, name=name: _critic(spec, cfg.critic_options, rep, name))
-    rep.errors += cfg.problems() if hasattr(cfg, "problems") else []
     if critics and not any(is_baseline(s) for s in critics.values()):
         rep.warnings.append("no No-Critiques critic ('none'): no paired tests will be computed")
     for b in rep.attempt("backbones", lambda: backbones_of(cfg)) or []:
