@@ -47,6 +47,7 @@ import pandas as pd
 
 from .critique import augment, make_critic, model_backend
 from .data import Pair, jsonl_records, prompt_text
+from .errors import DataError
 from .llm import complete_cached, fill, load_prompt, sha256_text
 from .llm.cache import open_cache
 from .report import pct
@@ -202,16 +203,23 @@ def load_references(path: str | os.PathLike) -> dict[str, str]:
     {"prompt": ..., "response": ..., "critique": ...} (prompt as text or chat messages).
     Returns a lookup {key: critique} for `match_references`."""
     refs: dict[str, str] = {}
+    first: dict[str, str] = {}
     for _, where, d in jsonl_records(Path(path)):
-        if not isinstance(d, dict) or not isinstance(d.get("critique"), str):
-            raise ValueError(f"{where}: expected an object with a string 'critique'")
+        if not isinstance(d, dict):
+            raise DataError(where, None, f"expected a JSON object, got {type(d).__name__}")
+        if not isinstance(d.get("critique"), str) or not d["critique"].strip():
+            raise DataError(where, "critique", "missing or empty: a reference critique is text")
+        if d.get("side") not in (None, "chosen", "rejected"):
+            raise DataError(where, "side", f"expected chosen or rejected, got {d['side']!r}")
         if d.get("id") is not None:
-            key = str(d["id"]) + (f"#{d['side']}" if d.get("side") else "")
-            refs["id:" + key] = d["critique"]
+            key = "id:" + str(d["id"]) + (f"#{d['side']}" if d.get("side") else "")
         elif isinstance(d.get("response"), str) and d.get("prompt") is not None:
-            refs["text:" + sha256_text(_norm(prompt_text(d["prompt"])) + "\0" + _norm(d["response"]))] = d["critique"]
+            key = "text:" + sha256_text(_norm(prompt_text(d["prompt"])) + "\0" + _norm(d["response"]))
         else:
-            raise ValueError(f"{where}: give 'id' (and optionally 'side'), or 'prompt' and 'response'")
+            raise DataError(where, "id", "missing: give 'id' (and optionally 'side'), or 'prompt' and 'response'")
+        if key in first:  # which of the two would be the reference?
+            raise DataError(where, "id" if key.startswith("id:") else "response", f"the same item as {first[key]}")
+        first[key], refs[key] = where, d["critique"]
     return refs
 
 

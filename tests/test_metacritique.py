@@ -127,9 +127,19 @@ def test_reference_file_by_id_side_and_content(tmp_path):
                          {"role": "user", "content": "Q2"}], "response": "A2", "critique": "ref 2c"}]
     path.write_text("\n".join(json.dumps(d) for d in lines) + "\n\n")
     assert M.match_references(items, M.load_references(path)) == ["ref 1c", "ref 1r", "ref 2c", None]
-    path.write_text('{"id": "x"}\n')
-    with pytest.raises(ValueError, match="refs.jsonl:1"):
-        M.load_references(path)
+    from critcore.errors import DataError
+
+    bad = {'{"id": "x"}': r"refs.jsonl:1: field 'critique': missing or empty",
+           '{"id": "x", "critique": "  "}': r"refs.jsonl:1: field 'critique': missing or empty",
+           '{"critique": "c"}': r"refs.jsonl:1: field 'id': missing",
+           '{"id": "x", "side": "left", "critique": "c"}': r"refs.jsonl:1: field 'side': expected chosen or rejected",
+           '"just text"': r"refs.jsonl:1: expected a JSON object",
+           '{"id": "p1", "side": "chosen", "critique": "a"}\n{"id": "p1#chosen", "critique": "b"}':
+               r"refs.jsonl:2: field 'id': the same item as .*refs.jsonl:1"}
+    for text, needle in bad.items():
+        path.write_text(text + "\n")
+        with pytest.raises(DataError, match=needle):
+            M.load_references(path)
 
 
 # ---------------------------------------------------------------- over HTTP, scripted
