@@ -333,7 +333,36 @@ def load_splits(run: Run) -> Splits:
 
 
 def _count(run: Run, splits: Splits) -> None:
+    """Count the splits into run.json, and warn of (and record) held-out pairs seen in training."""
     run.notes["data"] = {"validation": 0} | {k: len(v) for k, v in splits.named()}
+    seen = overlap(splits)
+    if seen:
+        import warnings
+
+        run.notes["overlap"] = seen
+        warnings.warn(f"held-out pairs share their prompt with training pairs, which inflates their scores: {seen}",
+                      OverlapWarning, stacklevel=2)
+
+
+class OverlapWarning(UserWarning):
+    """Validation or evaluation pairs whose prompt is also a training prompt."""
+
+
+def overlap(splits: Splits) -> dict[str, dict[str, int]]:
+    """For each held-out split that shares prompts with the training pairs: how many of its pairs
+    share their prompt (whitespace aside) and how many are training pairs outright."""
+    def prompt(p):
+        return " ".join(data_mod.prompt_text(p.prompt).split())
+
+    prompts = {prompt(p) for p in splits.train}
+    pairs = {(prompt(p), p.chosen, p.rejected) for p in splits.train}
+    out = {}
+    for name, held in splits.named()[1:]:
+        shared = sum(prompt(p) in prompts for p in held)
+        if shared:
+            out[name] = {"same_prompt": shared, "same_pair": sum((prompt(p), p.chosen, p.rejected) in pairs for p in held),
+                         "of": len(held)}
+    return out
 
 
 def describe_splits(splits: Splits):

@@ -444,3 +444,28 @@ def test_rq2_worth_chart_has_one_panel_per_metric_and_keeps_unbounded_rows(tmp_p
     assert not_reached["shown"] == 2.0 and not_reached["hi_shown"] == 2.0  # drawn at its lower bound, max size / size
     save_chart(rq2_worth_chart(worth), tmp_path / "w.html", tmp_path / "w.png")  # vega-lite accepts it
     assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_held_out_pairs_seen_in_training_are_warned_of_and_recorded(tmp_path):
+    """Evaluation pairs whose prompt is a training prompt inflate the score: the run warns and
+    run.json says how many, per split; disjoint splits (the generated train and test) say nothing."""
+    import warnings
+
+    from critcore.run import OverlapWarning
+
+    train = {"format": "generated", "n": 12, "seed": 0, "split": "train"}
+    leaky = {"format": "generated", "n": 24, "seed": 0, "split": "train"}  # holds the 12 training pairs
+    with pytest.warns(OverlapWarning, match="share their prompt with training pairs"):
+        run = studies.setup("quickstart", None, train_data=train, eval_data={"leaky": leaky}, out_dir=str(tmp_path / "a"),
+                            critique_cache=str(tmp_path / "c.sqlite"), progress=False)
+        studies.load_splits(run)
+    seen = run.notes["overlap"]["leaky"]
+    assert seen["of"] == 24 and seen["same_pair"] == 12 and 12 <= seen["same_prompt"] <= 24
+    run.finish()
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["overlap"] == run.notes["overlap"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OverlapWarning)
+        clean = studies.setup("quickstart", None, data="generated", n_train=12, n_eval=12, out_dir=str(tmp_path / "b"),
+                              critique_cache=str(tmp_path / "c.sqlite"), progress=False)
+        studies.load_splits(clean)
+    assert "overlap" not in clean.notes
