@@ -192,6 +192,7 @@ class Base:
             raise ConfigError("; ".join(bad))
 
     def problems(self) -> list[str]:
+        """What this configuration cannot run with, beyond types and keys (each schema adds its own)."""
         out = [f"{k} must be at least {low}, got {getattr(self, k)!r}" for k, low in (("n_boot", 1), ("seed", 0))
                if getattr(self, k) < low]
         if isinstance(self.threads, int) and self.threads < 1:
@@ -417,8 +418,8 @@ class WithRM(Base):
     batch_size: int = _doc("sequences per forward pass", 32)
 
     def problems(self) -> list[str]:
-        return super().problems() + [f"{k} must be positive, got {getattr(self, k)!r}" for k in ("max_length", "batch_size")
-                                     if getattr(self, k) is not None and getattr(self, k) < 1]
+        small = [k for k in ("max_length", "batch_size") if getattr(self, k) is not None and getattr(self, k) < 1]
+        return super().problems() + [f"{k} must be positive, got {getattr(self, k)!r}" for k in small]
 
 
 @dataclass

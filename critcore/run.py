@@ -334,7 +334,8 @@ def load_splits(run: Run) -> Splits:
 
 def _count(run: Run, splits: Splits) -> None:
     """Count the splits into run.json, and warn of (and record) held-out pairs seen in training."""
-    run.notes["data"] = {"validation": 0} | {k: len(v) for k, v in splits.named()}
+    run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or []),
+                                                 *splits.eval.items()]}
     seen = overlap(splits)
     if seen:
         import warnings
