@@ -212,6 +212,41 @@ class RMStudy(Base):
     lr_sweep: list[float] | None = _doc("learning rates: one RM each, the best on validation is kept", None)
     critic_options: CriticOptions = _shared("critic_options", factory=CriticOptions)
 
+    def problems(self) -> list[str]:
+        """Beyond Base's: repeats, each of which would train one RM twice and count it twice in
+        the tables and the pooled tests."""
+        backbones = getattr(self, "backbones", None) or [getattr(self, "backbone", "")]
+        lists = {"backbone names (they name the RM folders)": [backbone_label(b) for b in backbones],
+                 "seeds": getattr(self, "seeds", None) or [], "lr_sweep": self.lr_sweep or []}
+        for b in backbones:
+            if isinstance(b, BackboneSpec):
+                lists |= {f"backbone {backbone_label(b)}: seeds": b.seeds or [],
+                          f"backbone {backbone_label(b)}: lr_sweep": b.lr_sweep or []}
+        return super().problems() + [f"{what}: {', '.join(sorted({str(v) for v in vs if vs.count(v) > 1}))} "
+                                     "given more than once" for what, vs in lists.items() if len(set(vs)) < len(vs)]
+
+
+def _baselines(critics: dict) -> list[str]:
+    """The No-Critiques entries of a study's critics (a spec that does not parse is left to
+    _check_specs, which names it)."""
+    from .critique import parse_critic_spec
+
+    out = []
+    for name, spec in critics.items():
+        try:
+            if parse_critic_spec(spec) is None:
+                out.append(name)
+        except UserError:
+            pass
+    return out
+
+
+def backbone_label(b) -> str:
+    """The name of one of a study's backbones (a name or a BackboneSpec) in folders and tables."""
+    from .report import slug
+
+    return slug(b.name or b.backbone) if isinstance(b, BackboneSpec) else slug(str(b).split("/")[-1])
+
 
 _SMALL_EVAL = {
     "rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "per_stratum": 4, "seed": 0},
@@ -311,6 +346,11 @@ class RQ1(CPUSized):
     train_data: DataSpec | None = _shared("train_data", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
 
+    def problems(self) -> list[str]:
+        baselines = _baselines(self.critics)
+        return super().problems() + ([f"critics: {', '.join(baselines)} are all No-Critiques; keep one (which "
+                                      "would the paired tests compare with?)"] if len(baselines) > 1 else [])
+
 
 @dataclass
 class RQ2(CPUSized):
@@ -328,12 +368,10 @@ class RQ2(CPUSized):
         "format": "jsonl", "path": "${data}/mix/train.jsonl"})
 
     def problems(self) -> list[str]:
-        from .critique import parse_critic_spec
         from .report import METRICS
 
         out = super().problems()
-        baselines = [n for n, s in self.critics.items() if parse_critic_spec(s) is None]
-        if len(baselines) != 1 or len(self.critics) < 2:
+        if len(_baselines(self.critics)) != 1 or len(self.critics) < 2:
             out.append("rq2 needs exactly one No-Critiques critic ('none') and at least one critic")
         if not self.sizes or not all(s > 0 for s in self.sizes):
             out.append(f"sizes must be positive integers, got {self.sizes!r}")

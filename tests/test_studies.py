@@ -269,6 +269,11 @@ def test_validation_catches_mistakes(tmp_path):
     assert "minilm given more than once" in _problems({**base, "backbones": ["minilm", "org/minilm"]})
     assert "none, base2 are all No-Critiques" in _problems({**base, "critics": {"none": "none", "base2": "none"}})
     assert "seeds: 2 given more than once" in _problems({**base, "study": "rq2", "sizes": [4, 8], "seeds": [2, 2]})
+    from critcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seeds: 0 given more than once"):  # a notebook's first cell
+        studies.setup("rq1", {**base, "seeds": [0, 0], "out_dir": str(tmp_path / "never")})
+    assert not (tmp_path / "never").exists()
     # a hub name is asked of the hub; a dry run where no hub answers (as here) warns, it does not fail
     from critcore import config
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..config import BackboneSpec
-from ..errors import ConfigError
+from ..config import BackboneSpec, backbone_label
 from ..report import slug
 from ..run import Run, Splits, critique_splits
 
@@ -38,9 +37,6 @@ def simulated_p(spec) -> float | None:
 def critics_of(cfg) -> dict[str, Any]:
     """{name: spec}: a study's `critics`, or the quickstart's single `critic` after No-Critiques."""
     if hasattr(cfg, "critics"):
-        baselines = [name for name, spec in cfg.critics.items() if is_baseline(spec)]
-        if len(baselines) > 1:  # which one would the paired tests compare with?
-            raise ConfigError(f"{', '.join(baselines)} are all No-Critiques; keep one (critics)")
         return dict(cfg.critics)
     return {"none": "none"} if is_baseline(cfg.critic) else {"none": "none", critic_label(cfg.critic): cfg.critic}
 
@@ -67,21 +63,11 @@ def backbones_of(cfg) -> list[Backbone]:
         if isinstance(b, BackboneSpec):
             spec = b.backbone or b.name
             lrs = study_lrs if b.lr_sweep is None else b.lr_sweep
-            out.append(Backbone(slug(b.name or spec), spec, b.n_train, b.n_eval, b.critics, dict(b.train),
+            out.append(Backbone(backbone_label(b), spec, b.n_train, b.n_eval, b.critics, dict(b.train),
                                 lrs or None, b.seeds or study_seeds or [None]))
         else:
-            out.append(Backbone(slug(b.split("/")[-1]), b, lr_sweep=study_lrs or None, seeds=study_seeds or [None]))
-    _no_repeats("backbone names (they name the RM folders)", [b.name for b in out])
-    for b in out:  # a repeat would train one RM twice and count it twice in every table and test
-        _no_repeats(f"backbone {b.name}: seeds", b.seeds)
-        _no_repeats(f"backbone {b.name}: lr_sweep", b.lr_sweep or [])
+            out.append(Backbone(backbone_label(b), b, lr_sweep=study_lrs or None, seeds=study_seeds or [None]))
     return out
-
-
-def _no_repeats(what: str, values: list) -> None:
-    repeated = sorted({str(v) for v in values if values.count(v) > 1})
-    if repeated:
-        raise ConfigError(f"{what}: {', '.join(repeated)} given more than once")
 
 
 def critique_all(run: Run, splits: Splits, critics: Mapping | None = None) -> dict[str, tuple[Splits, Any]]:

@@ -129,14 +129,14 @@ def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
         rep.attempt("notebook", lambda: str(find_notebook(cfg.notebook, base)))
     if isinstance(cfg, LLMStudy):
         return _validate_llm_study(cfg, rep, check_data)
-    critics = rep.attempt("critics", lambda: critics_of(cfg)) or {}
+    critics = critics_of(cfg)
     for name, spec in critics.items():
         if slug(name) != name:
             rep.errors.append(f"critic name {name!r}: use letters, digits, '.', '_' or '-' (it names folders)")
         rep.attempt(f"critic {name}", lambda spec=spec, name=name: _critic(spec, cfg.critic_options, rep, name))
-    if critics and not any(is_baseline(s) for s in critics.values()):
+    if not any(is_baseline(s) for s in critics.values()):
         rep.warnings.append("no No-Critiques critic ('none'): no paired tests will be computed")
-    for b in rep.attempt("backbones", lambda: backbones_of(cfg)) or []:
+    for b in backbones_of(cfg):
         kind = rep.attempt(f"backbone {b.name}", lambda b=b: f"{b.backbone}: {check(b.backbone, offline_ok=True)}")
         if kind and "not checked" in kind:
             rep.warnings.append(f"backbone {b.name}: {b.backbone} could not be checked on the hub from here")
