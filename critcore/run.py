@@ -352,17 +352,17 @@ class OverlapWarning(UserWarning):
 def overlap(splits: Splits) -> dict[str, dict[str, int]]:
     """For each held-out split that shares prompts with the training pairs: how many of its pairs
     share their prompt (whitespace aside) and how many are training pairs outright."""
-    def prompt(p):
-        return " ".join(data_mod.prompt_text(p.prompt).split())
+    def keys(pairs):  # (prompt, chosen, rejected), the prompt flattened once and whitespace aside
+        return [(" ".join(data_mod.prompt_text(p.prompt).split()), p.chosen, p.rejected) for p in pairs]
 
-    prompts = {prompt(p) for p in splits.train}
-    pairs = {(prompt(p), p.chosen, p.rejected) for p in splits.train}
+    trained = set(keys(splits.train))
+    prompts = {k[0] for k in trained}
     out = {}
     for name, held in splits.named()[1:]:
-        shared = sum(prompt(p) in prompts for p in held)
+        held_keys = keys(held)
+        shared = sum(k[0] in prompts for k in held_keys)
         if shared:
-            out[name] = {"same_prompt": shared, "same_pair": sum((prompt(p), p.chosen, p.rejected) in pairs for p in held),
-                         "of": len(held)}
+            out[name] = {"same_prompt": shared, "same_pair": sum(k in trained for k in held_keys), "of": len(held)}
     return out
 
 
