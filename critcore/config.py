@@ -35,7 +35,20 @@ from .train import TrainConfig
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML reads YAML 1.1, where `1e-4` is a string; YAML 1.2 (and every reader) means a float."""
+    """PyYAML reads YAML 1.1, where `1e-4` is a string; YAML 1.2 (and every reader) means a float.
+    A key given twice in one mapping is an error: PyYAML would keep the last silently."""
+
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # SafeLoader refuses it below
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping; first on line {first[key]}", key_node.start_mark)
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -81,7 +94,10 @@ def parse_sets(items) -> list[tuple[list[str], Any]]:
         key, sep, raw = str(item).partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        out.append((key.strip().split("."), yaml_value(raw)))
+        try:
+            out.append((key.strip().split("."), yaml_value(raw)))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: invalid YAML value ({getattr(e, 'problem', None) or e})") from None
     return out
 
 

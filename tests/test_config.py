@@ -30,6 +30,19 @@ def test_a_nested_block_merges_into_its_defaults(tmp_path):
     assert cfg.critics == {"none": "none", "gemma": "gemma3-270m"}
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
+    # PyYAML keeps the last of two equal keys, which here would drop lr: 1e-4 without a word
+    path = _write(tmp_path, "study: rq1\ntrain:\n  lr: 1.0e-4\ntrain:\n  max_length: 128\n")
+    assert yaml.safe_load(path.read_text())["train"] == {"max_length": 128}
+    with pytest.raises(ConfigError, match=r"p\.yaml:4: .*key 'train' given twice in one mapping; first on line 2"):
+        load(path)
+    with pytest.raises(ConfigError, match=r"--set 'critics=\{a: none, a: smollm2\}'.*'a' given twice"):
+        load(None, ["critics={a: none, a: smollm2}"], schema="rq1")
+    with pytest.raises(ConfigError, match=r"--set 'train.lr=\[1': invalid YAML value"):
+        load(None, ["train.lr=[1"], schema="rq1")
+    assert load(_write(tmp_path, "study: rq1\ntrain: {lr: 1.0e-4}\ncritic_options: {max_new_tokens: 8}\n")).train.lr == 1e-4
+
+
 def test_numbers_are_yaml_1_2_and_coerced_to_their_types(tmp_path):
     path = _write(tmp_path, "study: rq1\ntrain: {lr: 1e-4, epochs: '2'}\nlr_sweep: [5e-5, 8e-5, 1.6e-4]\n")
     assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-4"  # what PyYAML's YAML 1.1 does
