@@ -250,13 +250,28 @@ def start(cfg, run_id: str | None = None) -> Run:
     return run
 
 
+def _injected(namespace: Mapping) -> list[str]:
+    """The names that papermill's injected cell ("# Parameters", from -f FILE or -p KEY VALUE)
+    assigned: IPython keeps the source of every cell it ran in `In`. papermill only warns of a name
+    the parameters cell does not declare, so a misspelt key would otherwise leave its default."""
+    import ast
+
+    cells = [c for c in namespace.get("In", []) if isinstance(c, str) and c.startswith("# Parameters\n")]
+    try:
+        return [t.id for c in cells for node in ast.parse(c).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    except SyntaxError:
+        return []
+
+
 def setup(study: str, namespace: Mapping | None = None, **params) -> Run:
     """Start a study run from a notebook: the study's parameters from `namespace` (the notebook's
     globals(): only the schema's keys are read) updated with `params`, resolved as every command
     resolves them (critcore.config), then `start`."""
     schema = config_mod.SCHEMAS[study]
-    names = [f.name for f in dataclasses.fields(schema)]
-    raw = {k: namespace[k] for k in names if namespace is not None and k in namespace}
+    namespace = namespace or {}
+    names = [f.name for f in dataclasses.fields(schema)] + _injected(namespace)  # an injected typo fails in resolve
+    raw = {k: namespace[k] for k in names if k in namespace}
     raw.update(params)
     cfg = config_mod.resolve(schema, raw, where=f"{study} parameters")
     return start(cfg)

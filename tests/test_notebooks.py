@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from critcore import config, studies
+from critcore import run as run_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -183,3 +184,23 @@ def test_rq2_notebook_through_the_papermill_cli(tmp_path, shared_data):
     assert record["run_id"].startswith("nb-")  # no run id given: a hash of the parameters
     assert sorted(p.name for p in (out / "rms").iterdir()) == [
         "minilm__none__n16", "minilm__none__n8", "minilm__simulated-1.0__n16", "minilm__simulated-1.0__n8"]
+
+
+def test_a_misspelt_papermill_parameter_fails_in_the_first_cell(tmp_path):
+    """papermill only warns of a name the parameters cell does not declare; the notebook then ran on
+    the default. studies.setup reads papermill's injected cell and refuses the name, as `critcore
+    run` and `critcore config` do, before any run folder exists."""
+    params = _write(tmp_path / "qs.yaml", {"n_trian": 4, "data": "generated"})
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "quickstart.ipynb"),
+                           str(out / "quickstart.ipynb"), "-f", str(params), "-p", "out_dir", str(out / "run"),
+                           "--no-progress-bar"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode != 0
+    assert "unknown key 'n_trian'; did you mean 'n_train'?" in proc.stderr
+    assert not (out / "run").exists()
+    # the same names, spelt right, pass the check (no run is started here)
+    names = run_mod._injected({"In": ["", "# Parameters\nn_train = 4\ndata = \"generated\"\n", "x = 1"]})
+    assert names == ["n_train", "data"]
+    with pytest.raises(config.ConfigError, match="unknown key 'n_trian'"):
+        studies.setup("quickstart", {"In": ["# Parameters\nn_trian = 4\n"], "n_trian": 4})
