@@ -1,6 +1,7 @@
 """Preference pairs: one record type, validation, JSONL I/O and the dataset loaders."""
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -111,6 +112,30 @@ def prompt_text(prompt: str | list[dict]) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+
+
+def fingerprints(pairs: Iterable[Pair]) -> tuple[list[str], list[str]]:
+    """(prompt keys, pair keys), one of each per pair: short hashes of its prompt (whitespace
+    aside) and of the prompt with both responses. They tell held-out pairs seen in training
+    (`overlap`) without keeping the training texts, so a saved RM's recipe can carry them."""
+    def key(*texts: str) -> str:
+        return hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()[:12]
+
+    prompts, whole = [], []
+    for p in pairs:
+        prompt = " ".join(prompt_text(p.prompt).split())
+        prompts.append(key(prompt))
+        whole.append(key(prompt, p.chosen, p.rejected))
+    return prompts, whole
+
+
+def overlap(trained: tuple[Iterable[str], Iterable[str]], held: list[Pair]) -> dict[str, int] | None:
+    """How many `held` pairs share their prompt with a trained pair and how many are trained pairs
+    outright (`trained`: the training pairs' fingerprints); None when none share a prompt."""
+    prompts, whole = set(trained[0]), set(trained[1])
+    held_prompts, held_whole = fingerprints(held)
+    shared = sum(k in prompts for k in held_prompts)
+    return {"same_prompt": shared, "same_pair": sum(k in whole for k in held_whole), "of": len(held)} if shared else None
 
 
 def write_pairs(path, pairs: Iterable[Pair]) -> None:

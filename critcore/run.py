@@ -351,13 +351,17 @@ def _count(run: Run, splits: Splits) -> None:
     """Count the splits into run.json, and warn of (and record) held-out pairs seen in training."""
     run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or []),
                                                  *splits.eval.items()]}
-    seen = overlap(splits)
+    _record_overlap(run, overlap(splits))
+
+
+def _record_overlap(run: Run, seen: dict) -> None:
+    """Warn of held-out pairs seen in training, and record how many in run.json ("overlap")."""
     if seen:
         import warnings
 
         run.notes["overlap"] = seen
         warnings.warn(f"held-out pairs share their prompt with training pairs, which inflates their scores: {seen}",
-                      OverlapWarning, stacklevel=2)
+                      OverlapWarning, stacklevel=3)
 
 
 class OverlapWarning(UserWarning):
@@ -367,18 +371,12 @@ class OverlapWarning(UserWarning):
 def overlap(splits: Splits) -> dict[str, dict[str, int]]:
     """For each held-out split that shares prompts with the training pairs: how many of its pairs
     share their prompt (whitespace aside) and how many are training pairs outright."""
-    def keys(pairs):  # (prompt, chosen, rejected), the prompt flattened once and whitespace aside
-        return [(" ".join(data_mod.prompt_text(p.prompt).split()), p.chosen, p.rejected) for p in pairs]
+    return _overlaps(data_mod.fingerprints(splits.train), dict(splits.named()[1:]))
 
-    trained = set(keys(splits.train))
-    prompts = {k[0] for k in trained}
-    out = {}
-    for name, held in splits.named()[1:]:
-        held_keys = keys(held)
-        shared = sum(k[0] in prompts for k in held_keys)
-        if shared:
-            out[name] = {"same_prompt": shared, "same_pair": sum(k in trained for k in held_keys), "of": len(held)}
-    return out
+
+def _overlaps(trained, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
+    seen = {name: data_mod.overlap(trained, held) for name, held in sets.items()}
+    return {name: counts for name, counts in seen.items() if counts}
 
 
 def describe_splits(splits: Splits):
@@ -660,7 +658,10 @@ def evaluate_job(cfg) -> dict:
     critic, expected = _scoring_critic(rm, cfg)
     sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
     sections = resolve_sections(cfg.sections)  # bad input fails before the run folder exists
+    trained = (rm.recipe or {}).get("train_data") or {}
     with start(cfg) as run:
+        if "prompt_keys" in trained:  # recipes from before 2026-12-01 do not carry them
+            _record_overlap(run, _overlaps((trained["prompt_keys"].split(), trained["pair_keys"].split()), sets))
         with run.step("critiques"):
             sets = {name: _critique_as_trained(pairs, critic, expected, cfg, run.cache, run.progress)
                     for name, pairs in sets.items()}
@@ -670,6 +671,7 @@ def evaluate_job(cfg) -> dict:
         used = [critiques_of(p) for p in sets.values()]
         summary["critic"] = next((u["identity"] for u in used if u), "none")
         summary["recipe_critic"] = expected
+        summary["overlap"] = run.notes.get("overlap", {})
         atomic.write_json(run.out_dir / "summary.json", summary)
         run.notes["result"] = results_row(summary)
     return {**summary, "out_dir": str(run.out_dir)}

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from .collate import PairCollator, length_grouped_batches
-from .data import Pair
+from .data import Pair, fingerprints
 from .format import Formatter
 from .loss import bradley_terry_loss, margin_table, pair_margin
 from .model import RewardModel
@@ -141,11 +141,13 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
     from .provenance import git_info
 
     sha = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
+    prompts, whole = fingerprints(train_pairs)  # so that `critcore evaluate` can tell held-out pairs seen here
     return {"critcore": __version__, "git": git_info(), "backbone": config.backbone,
             "max_length": config.max_length, "over_length": OVER_LENGTH_POLICY,
             "templates": {"plain": sha(template("rm_plain.txt")), "critique": sha(template("rm_critique.txt"))},
             "with_critiques": config.with_critiques, "critic": critic,
-            "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs)},
+            "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs),
+                           "prompt_keys": " ".join(sorted(set(prompts))), "pair_keys": " ".join(sorted(set(whole)))},
             "train_config": asdict(config)}
 
 

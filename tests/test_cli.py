@@ -181,3 +181,29 @@ def test_train_critic_fills_the_shared_cache_and_a_rerun_generates_nothing(tmp_p
     record = json.loads((tmp_path / "b" / "run.json").read_text())
     assert record["critique_cache"]["generated"] == 0 and record["critique_cache"]["hits"] == 16
     assert record["config"]["train"]["lr"] == 1e-4
+
+
+def test_evaluate_warns_of_pairs_the_model_was_trained_on(tmp_path):
+    """A saved RM's recipe carries short hashes of its training prompts and pairs, so `critcore
+    evaluate` on a set that holds training pairs warns and records how many ("overlap" in
+    summary.json and run.json); a disjoint set says nothing. No training text is kept."""
+    from critcore.data import load_generated, write_pairs
+    from critcore.train import TrainConfig, TrainingWarning, train
+
+    pairs = load_generated(12, split="train").pairs
+    with pytest.warns(TrainingWarning, match="3 optimizer step"):  # a tiny model is all this needs
+        train(TrainConfig(max_length=32, batch_size=4, micro_batch_size=4, with_critiques=False), pairs,
+              out_dir=tmp_path / "rm", progress=False)
+    recipe = json.loads((tmp_path / "rm" / "model" / "critcore_recipe.json").read_text())
+    assert len(recipe["train_data"]["pair_keys"].split()) == 12
+    assert pairs[0].chosen not in json.dumps(recipe)
+    leaky = load_generated(24, split="train").pairs  # the 12 training pairs and 12 others
+    write_pairs(tmp_path / "leaky.jsonl", leaky)
+    res = run("evaluate", "--model", tmp_path / "rm" / "model", "--data", f"leaky={tmp_path / 'leaky.jsonl'}",
+              "--data", 'test={"format": "generated", "n": 8, "split": "test"}', "--out", tmp_path / "ev", "--quiet", "--cache", tmp_path / "c.sqlite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "OverlapWarning: held-out pairs share their prompt with training pairs" in res.stderr
+    seen = json.loads((tmp_path / "ev" / "summary.json").read_text())["overlap"]
+    assert list(seen) == ["leaky"] and seen["leaky"]["of"] == 24 and seen["leaky"]["same_pair"] == 12
+    assert 12 <= seen["leaky"]["same_prompt"] <= 24
+    assert json.loads((tmp_path / "ev" / "run.json").read_text())["overlap"] == seen
