@@ -374,6 +374,13 @@ def overlap(splits: Splits) -> dict[str, dict[str, int]]:
     return _overlaps(data_mod.fingerprints(splits.train), dict(splits.named()[1:]))
 
 
+def _seen_by(rm, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
+    """overlap() of evaluation sets with the pairs a saved RM was trained on, from the hashes in
+    its recipe (recipes from before 2026-12-01 carry none: nothing is found)."""
+    trained = (rm.recipe or {}).get("train_data") or {}
+    return _overlaps((trained.get("prompt_keys", "").split(), trained.get("pair_keys", "").split()), sets)
+
+
 def _overlaps(trained, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
     seen = {name: data_mod.overlap(trained, held) for name, held in sets.items()}
     return {name: counts for name, counts in seen.items() if counts}
@@ -658,10 +665,8 @@ def evaluate_job(cfg) -> dict:
     critic, expected = _scoring_critic(rm, cfg)
     sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
     sections = resolve_sections(cfg.sections)  # bad input fails before the run folder exists
-    trained = (rm.recipe or {}).get("train_data") or {}
     with start(cfg) as run:
-        if "prompt_keys" in trained:  # recipes from before 2026-12-01 do not carry them
-            _record_overlap(run, _overlaps((trained["prompt_keys"].split(), trained["pair_keys"].split()), sets))
+        _record_overlap(run, _seen_by(rm, sets))
         with run.step("critiques"):
             sets = {name: _critique_as_trained(pairs, critic, expected, cfg, run.cache, run.progress)
                     for name, pairs in sets.items()}
@@ -701,7 +706,13 @@ def score_job(cfg) -> dict:
         critic, expected = _scoring_critic(rm, cfg)
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
         if cfg.data is not None:
-            pairs = _critique_as_trained(load_pairs(cfg.data), critic, expected, cfg, cache, cfg.progress)
+            pairs = load_pairs(cfg.data)
+            seen = _seen_by(rm, {"data": pairs}).get("data")
+            if seen:
+                import warnings
+
+                warnings.warn(f"pairs the model was trained on, or whose prompt it saw: {seen}", OverlapWarning, stacklevel=2)
+            pairs = _critique_as_trained(pairs, critic, expected, cfg, cache, cfg.progress)
             df = score_pairs(rm, pairs, cfg.max_length, cfg.batch_size, progress=cfg.progress)
             from .report import save_table
 
