@@ -203,9 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--response", help="the response")
     p.add_argument("--critique", help="use this critique instead of writing one with the model's critic")
     p.add_argument("--data", help="score every pair of this data spec instead (with --out)")
-    p.add_argument("--out", help="with --data: the scored pairs as CSV")
     _scoring(p, critic)
-    p.set_defaults(func=cmd_score)
+    _output(p, "with --data: the scored pairs as CSV", cmd_score)
 
     p = sub.add_parser("critique", help="add synthetic critiques to preference pairs")
     _common(p)

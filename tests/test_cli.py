@@ -208,5 +208,5 @@ def test_evaluate_warns_of_pairs_the_model_was_trained_on(tmp_path):
     assert 12 <= seen["leaky"]["same_prompt"] <= 24
     assert json.loads((tmp_path / "ev" / "run.json").read_text())["overlap"] == seen
     res = run("score", "--model", tmp_path / "rm" / "model", "--data", tmp_path / "leaky.jsonl", "--out",
-              tmp_path / "scores.csv", "--cache", tmp_path / "c.sqlite")
+              tmp_path / "scores.csv", "--quiet", "--cache", tmp_path / "c.sqlite")
     assert res.returncode == 0 and "OverlapWarning: pairs the model was trained on" in res.stderr, res.stderr[-2000:]
