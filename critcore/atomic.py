@@ -90,3 +90,41 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_HELD: dict[str, object] = {}  # folder -> the open lock file this process holds
+
+
+def claim(folder: str | os.PathLike) -> None:
+    """Hold `folder` for this process (an flock on folder/.lock, with our pid in it) until
+    `release`. Another process that holds it is a UserError naming its pid: two writers of one run
+    folder would both train the same models and interleave their logs. The lock goes with its
+    process, so a killed run leaves nothing to clean; this process may claim a folder again (a
+    notebook cell run twice)."""
+    import fcntl
+
+    from .errors import UserError
+
+    key = str(Path(folder).resolve())
+    if key in _HELD:
+        return
+    f = open(Path(key) / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{key}: another critcore process (pid {holder}) is running this run; wait for it, or give "
+                        "another run id or out_dir") from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    _HELD[key] = f
+
+
+def release(folder: str | os.PathLike) -> None:
+    """Let go of a folder `claim` took (nothing if this process does not hold it)."""
+    f = _HELD.pop(str(Path(folder).resolve()), None)
+    if f is not None:
+        f.close()

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 from . import atomic, config as config_mod
 from . import data as data_mod
 from .data import Pair
+from .errors import UserError
 from .provenance import git_info, package_versions
 from .report import results_row
 
@@ -207,8 +208,8 @@ class Run:
             self.finish("completed" if kind is None else "failed")
 
     def finish(self, status: str = "completed") -> Path:
-        """Write run.json (earlier attempts of the same run id are kept under "history") and close
-        the critique cache."""
+        """Write run.json (earlier attempts of the same run id are kept under "history"), close
+        the critique cache and let go of the run folder (`atomic.claim`)."""
         path = self.path("run.json")
         record = self.record(status)
         try:
@@ -221,6 +222,7 @@ class Run:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+        atomic.release(self.out_dir)
         return path
 
 
@@ -245,6 +247,13 @@ def start(cfg, run_id: str | None = None) -> Run:
         torch.set_num_threads(threads)
     cache = CritiqueCache(cache_path)  # an unusable cache fails before the run folder exists
     out_dir.mkdir(parents=True, exist_ok=True)
+    runner = json.loads(os.environ.get(RUNNER_ENV) or "{}")
+    try:
+        if runner.get("out_dir") != str(out_dir):  # else `critcore run` holds it for this notebook
+            atomic.claim(out_dir)  # one process per run folder
+    except UserError:
+        cache.close()
+        raise
     run = Run(config=cfg, run_id=run_id, out_dir=out_dir, cache=cache, threads=threads)
     log(f"{cfg.study} run {run_id} -> {out_dir}\ncritique cache {cache_path}" + (f"\ntorch threads {threads}" if threads else ""))
     return run

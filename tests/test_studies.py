@@ -474,3 +474,43 @@ def test_held_out_pairs_seen_in_training_are_warned_of_and_recorded(tmp_path):
                               critique_cache=str(tmp_path / "c.sqlite"), progress=False)
         studies.load_splits(clean)
     assert "overlap" not in clean.notes
+
+
+def test_one_process_per_run_folder(tmp_path):
+    """A second process that opens the same run is refused with the holder's pid (two writers
+    would train the same RMs and interleave their logs); a killed holder leaves nothing behind,
+    and a notebook may open its own run again."""
+    import subprocess
+    import sys
+
+    from critcore.errors import UserError
+
+    params = {"data": "generated", "out_dir": str(tmp_path / "run"), "critique_cache": str(tmp_path / "c.sqlite"),
+              "progress": False}
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from critcore import studies
+run = studies.setup("quickstart", None, **{params!r})
+print("holding", flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"  # an event, not a timer
+        with pytest.raises(UserError, match=rf"another critcore process \(pid {holder.pid}\) is running this run"):
+            studies.setup("quickstart", None, **params)
+        (tmp_path / "qs.yaml").write_text(yaml.safe_dump({"study": "quickstart", "n_train": 4, "n_eval": 4, **params}))
+        with pytest.raises(UserError, match=rf"pid {holder.pid}"):  # `critcore run` too, before its notebook starts
+            studies.run_study(tmp_path / "qs.yaml", progress=False)
+        assert not list((tmp_path / "run").glob("*.ipynb"))
+    finally:
+        holder.kill()
+        holder.wait()
+    run = studies.setup("quickstart", None, **params)  # the kill let go of the folder
+    again = studies.setup("quickstart", None, **params)  # this process may open it again
+    again.finish()
+    run.finish()
+    free = subprocess.run([sys.executable, "-c", f"""
+from critcore import studies
+studies.setup("quickstart", None, **{params!r}).finish()
+"""], capture_output=True, text=True, timeout=600)
+    assert free.returncode == 0, free.stderr[-2000:]  # finish() let go of it

@@ -72,11 +72,12 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     notebook = find_notebook(cfg.notebook, path.parent)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.claim(out_dir)  # held for the notebook too: a second runner stops here, before writing anything
     cfg = replace(cfg, run_id=run_id, out_dir=str(out_dir), critique_cache=config_mod.critique_cache_path(cfg.critique_cache),
                   progress=cfg.progress and progress)
     final, running = out_dir / notebook.name, out_dir / f".running.{notebook.name}"
     token = uuid.uuid4().hex
-    os.environ[RUNNER_ENV] = json.dumps({"id": token, "params_file": str(path), "notebook": str(notebook),
+    os.environ[RUNNER_ENV] = json.dumps({"id": token, "out_dir": str(out_dir), "params_file": str(path), "notebook": str(notebook),
                                          "executed_notebook": final.name, "command": " ".join(sys.argv)})
     _log_papermill()
     t0, error = time.perf_counter(), None
@@ -92,6 +93,7 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
         if running.exists():
             os.replace(running, final)
         _finish_record(out_dir, cfg, token, time.perf_counter() - t0, error)
+        atomic.release(out_dir)
     return out_dir
 
 
