@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, then rename."""
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
@@ -93,6 +94,7 @@ def atomic_dir(path: str | os.PathLike):
 
 
 _HELD: dict[str, object] = {}  # folder -> the open lock file this process holds
+atexit.register(lambda: [f.close() for f in _HELD.values()])  # the OS would too, but quietly
 
 
 def claim(folder: str | os.PathLike) -> None:
