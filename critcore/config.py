@@ -364,8 +364,12 @@ class RQ1(CPUSized):
 
     def problems(self) -> list[str]:
         baselines = _baselines(self.critics)
-        return super().problems() + ([f"critics: {', '.join(baselines)} are all No-Critiques; keep one (which "
-                                      "would the paired tests compare with?)"] if len(baselines) > 1 else [])
+        empty = [f"{what}: none given, so no RM would be trained" for what, given in (
+            ("critics", self.critics), ("backbones", self.backbones),
+            *((f"backbone {backbone_label(b)}: critics", b.critics) for b in self.backbones
+              if isinstance(b, BackboneSpec) and b.critics is not None)) if not given]
+        return super().problems() + empty + ([f"critics: {', '.join(baselines)} are all No-Critiques; keep one "
+                                              "(which would the paired tests compare with?)"] if len(baselines) > 1 else [])
 
 
 @dataclass
@@ -433,6 +437,9 @@ class Judge(LLMStudy):
         JudgeSpec(model="smollm2", mode="direct"), JudgeSpec(model="smollm2", mode="critique")])
     judge_max_new_tokens: int = _doc("score reply length", 16)
 
+    def problems(self) -> list[str]:
+        return super().problems() + ([] if self.judges else ["judges: none given, so nothing would be judged"])
+
 
 @dataclass
 class Reference:
@@ -458,6 +465,12 @@ class Metacritique(LLMStudy):
     max_aius: int | None = _doc("AIUs kept per critique (null: all)", 5)
     rm_critics: dict[str, str] = _doc("RM folder name -> critic label, where the RM's critic is not recorded",
                                       factory=dict)
+
+    def problems(self) -> list[str]:
+        return super().problems() + [f"{what}: none given, so nothing would be scored"
+                                     for what, given in (("critics", self.critics), ("sides", self.sides)) if not given] + (
+            [f"sides: {self.sides} names a side twice (its critiques would count twice)"]
+            if len(set(self.sides)) < len(self.sides) else [])
 
 
 @dataclass

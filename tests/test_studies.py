@@ -269,6 +269,13 @@ def test_validation_catches_mistakes(tmp_path):
     assert "minilm given more than once" in _problems({**base, "backbones": ["minilm", "org/minilm"]})
     assert "none, base2 are all No-Critiques" in _problems({**base, "critics": {"none": "none", "base2": "none"}})
     assert "seeds: 2 given more than once" in _problems({**base, "study": "rq2", "sizes": [4, 8], "seeds": [2, 2]})
+    # an empty list would run a study that trains or scores nothing, and report empty tables as done
+    assert "critics: none given, so no RM would be trained" in _problems({**base, "critics": {}})
+    assert "backbones: none given" in _problems({**base, "backbones": []})
+    assert "backbone m: critics: none given" in _problems({**base, "backbones": [{"name": "m", "critics": []}]})
+    assert "judges: none given" in _problems({"study": "judge", "judges": []})
+    assert "critics: none given, so nothing would be scored" in _problems({"study": "metacritique", "critics": {}})
+    assert "names a side twice" in _problems({"study": "metacritique", "sides": ["chosen", "chosen"]})
     from critcore.errors import ConfigError
 
     with pytest.raises(ConfigError, match="seeds: 0 given more than once"):  # a notebook's first cell
