@@ -22,7 +22,7 @@ CAPITALS = (
     ("Morocco", "Rabat"), ("Colombia", "Bogota"), ("New Zealand", "Wellington"),
 )
 GENERATED_KINDS = ("addition", "subtraction", "multiplication", "capitals")
-GENERATED_SECTIONS = {"arithmetic": {"addition": 1, "subtraction": 1, "multiplication": 1}, "facts": {"capitals": 1}}
+GENERATED_SECTIONS = {"arithmetic": ["addition", "subtraction", "multiplication"], "facts": ["capitals"]}
 GENERATED_SPLITS = {"test": range(0, 2), "validation": range(2, 3), "train": range(3, 10)}  # buckets of 10
 _OPS = {"addition": ("+", "plus", lambda a, b: a + b), "subtraction": ("-", "minus", lambda a, b: a - b),
         "multiplication": ("*", "times", lambda a, b: a * b)}

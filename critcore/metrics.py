@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,9 @@ REQUIRED_COLUMNS = ("subset", "score_chosen", "score_rejected", "tie")
 # EXAMPLE_COUNTS: it writes math-prm as 984 (its 447 rows up-weighted to the six hep-* subsets,
 # 6 * 164), which section_scores derives itself from the rule below; and it gives
 # xstest-should-refuse 250 / xstest-should-respond 154, the two swapped (XSTest has 250 safe
-# prompts, the should-respond side, and only 200 unsafe ones). section_scores_with_ci and summarize
-# weight by the rows actually scored, so these counts are reference values, not inputs.
+# prompts, the should-respond side, and only 200 unsafe ones). As in any {subset: count} sections
+# file, these counts weigh the subsets (suite_counts): a sample of the suite is scored as the suite
+# would be.
 REWARDBENCH_SECTIONS: dict[str, dict[str, int]] = {
     "chat": {
         "alpacaeval-easy": 100,
@@ -138,12 +140,25 @@ def load_sections(path) -> dict[str, dict[str, int]]:
     for name, members in sections.items():
         if not isinstance(members, (dict, list)) or not all(isinstance(s, str) for s in members):
             raise DataError(str(path), name, "expected {subset: count} or [subset, ...]")
+        bad = {s: n for s, n in (members.items() if isinstance(members, dict) else ())
+               if isinstance(n, bool) or not isinstance(n, int) or n < 1}
+        if bad:
+            raise DataError(str(path), name, f"subset counts weigh the subsets and must be positive integers, got {bad}")
     return sections
 
 
 def _subsets_of(members) -> list[str]:
-    # A section lists its subsets, or maps them to counts; only the names matter here.
+    # A section lists its subsets, or maps them to counts (suite_counts reads those).
     return list(members.keys() if isinstance(members, dict) else members)
+
+
+def suite_counts(sections: Mapping, scored: Mapping[str, int]) -> dict[str, int]:
+    """The weight of each scored subset: its count in the suite where `sections` gives one
+    ({subset: count}), else the pairs scored. A sample of 50 pairs per subset is thus weighted as
+    the whole suite is (mt-bench-human's 200 pairs weigh twice alpacaeval-easy's 100 in Chat),
+    not equally; on the whole suite both are the same."""
+    given = {s: n for members in sections.values() if isinstance(members, dict) for s, n in members.items()}
+    return {s: given.get(s, n) for s, n in scored.items()}
 
 
 def is_math(subset: str) -> bool:
@@ -195,10 +210,11 @@ def section_scores_with_ci(df: pd.DataFrame, sections: dict, n_boot: int = 1000,
                            level: float = 0.95) -> dict:
     """Section scores and Score with stratified bootstrap CIs.
 
-    Weights are the rows of each subset in `df` (the data scored), re-weighted for math in
-    "reasoning" as in section_scores. Each bootstrap replicate resamples the pairs within every
-    subset independently and recomputes all section scores and Score from those.
-    Returns {section: {acc, lo, hi, n}, ..., "score": {acc, lo, hi, n}}, where n counts pairs."""
+    Weights are the suite's subset counts where `sections` gives them, else the rows of each
+    subset in `df` (suite_counts), re-weighted for math in "reasoning" as in section_scores. Each
+    bootstrap replicate resamples the pairs within every subset independently and recomputes all
+    section scores and Score from those.
+    Returns {section: {acc, lo, hi, n}, ..., "score": {acc, lo, hi, n}}, where n counts pairs scored."""
     _require(df, REQUIRED_COLUMNS)
     check_level(level)
     ok = correct(df)
@@ -207,10 +223,11 @@ def section_scores_with_ci(df: pd.DataFrame, sections: dict, n_boot: int = 1000,
     counts = {s: len(idx) for s, idx in groups.items()}
     hits = {s: int(ok[idx].sum()) for s, idx in groups.items()}
 
-    point = section_scores({s: hits[s] / counts[s] for s in groups}, counts, sections)
+    weights = suite_counts(sections, counts)
+    point = section_scores({s: hits[s] / counts[s] for s in groups}, weights, sections)
     rng = np.random.default_rng(seed)
     draws = {s: bootstrap_accuracies(hits[s], counts[s], n_boot, rng) for s in sorted(groups)}
-    boot = section_scores(draws, counts, sections)
+    boot = section_scores(draws, weights, sections)
 
     out = {}
     for name, acc in point.items():

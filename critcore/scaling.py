@@ -102,11 +102,12 @@ def pooled_accuracy(subset_acc: Mapping, counts: Mapping[str, int]):
 
 
 def section_score(sections: Mapping) -> SubsetMetric:
-    """The RewardBench Score (mean of section scores, metrics.section_scores) as a SubsetMetric."""
-    from .metrics import section_scores
+    """The RewardBench Score (mean of section scores, metrics.section_scores, subsets weighted by
+    metrics.suite_counts) as a SubsetMetric."""
+    from .metrics import section_scores, suite_counts
 
     def metric(subset_acc, counts):
-        scores = section_scores(dict(subset_acc), dict(counts), dict(sections))
+        scores = section_scores(dict(subset_acc), suite_counts(sections, counts), dict(sections))
         if "score" not in scores:
             raise ValueError("no subset of the sections is present in the evaluation pairs")
         return scores["score"]

@@ -222,6 +222,29 @@ def test_section_ci_is_stratified_and_weighted():
     assert got["reasoning"] == {"acc": 0.5, "lo": 0.5, "hi": 0.5, "n": 13}  # (10 * 1 + 10 * 0) / 20
 
 
+def test_a_sample_of_the_suite_is_weighted_as_the_suite():
+    # 10 pairs of each subset scored; the sections file says the suite holds 200 of "big" and
+    # 100 of "small". RewardBench's Chat is the accuracy over the whole suite: 2/3 big, 1/3 small.
+    df = outcomes_frame({"big": (10, 0), "small": (0, 10)})
+    suite = {"chat": {"big": 200, "small": 100}}
+    got = m.section_scores_with_ci(df, suite, n_boot=200, seed=0)
+    assert got["chat"]["acc"] == pytest.approx(2 / 3) and got["chat"]["n"] == 20  # was 0.5: 10 and 10 scored
+    assert m.section_scores_with_ci(df, {"chat": ["big", "small"]}, n_boot=200, seed=0)["chat"]["acc"] == 0.5
+    full = outcomes_frame({"big": (200, 0), "small": (0, 100)})  # on the whole suite both agree
+    assert m.section_scores_with_ci(full, suite, n_boot=50)["chat"]["acc"] == pytest.approx(
+        m.section_scores_with_ci(full, {"chat": ["big", "small"]}, n_boot=50)["chat"]["acc"])
+    assert m.summarize(df.assign(len_chosen=1, len_rejected=2), suite, n_boot=50)["sections"]["score"]["acc"] == \
+        pytest.approx(2 / 3)
+
+
+def test_section_counts_must_be_positive_integers(tmp_path):
+    path = tmp_path / "sections.json"
+    for bad in ({"chat": {"a": 0}}, {"chat": {"a": "100"}}, {"chat": {"a": 1.5}}, {"chat": {"a": True}}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=r"field 'chat'.*counts weigh the subsets.*positive integers"):
+            m.load_sections(path)
+
+
 # ---------------------------------------------------------------- McNemar
 
 

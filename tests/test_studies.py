@@ -124,12 +124,15 @@ def test_bootstrap_metric_is_stratified_and_shared():
     assert points["m"] == 0.5 and np.all(reps["m"] == 0.5)  # within-stratum resampling keeps 50/50
     points, reps = scaling.bootstrap_metric({"m": all_a}, None, n_boot=100, seed=0)
     assert reps["m"].std() > 0  # unstratified resampling moves it
-    sections = {"x": {"a": 1}, "y": {"b": 1, "c": 1}}
+    sections = {"x": ["a"], "y": ["b", "c"]}  # names only: the subsets weigh as many as were scored
     strata3 = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 20)
     v = np.r_[np.ones(10, bool), np.zeros(10, bool), np.ones(20, bool)]
     pts, _ = scaling.bootstrap_metric({"m": v}, strata3, scaling.section_score(sections), n_boot=10)
     assert pts["m"] == pytest.approx(section_scores({"a": 1.0, "b": 0.0, "c": 1.0}, {"a": 10, "b": 10, "c": 20}, sections)["score"])
     assert pts["m"] == pytest.approx((1.0 + 20 / 30) / 2)
+    suite = {"x": {"a": 5}, "y": {"b": 300, "c": 100}}  # with the suite's counts, b weighs 3 to c's 1
+    pts, _ = scaling.bootstrap_metric({"m": v}, strata3, scaling.section_score(suite), n_boot=10)
+    assert pts["m"] == pytest.approx((1.0 + 100 / 400) / 2)
     with pytest.raises(ValueError, match="share the pairs"):
         scaling.bootstrap_metric({"a": np.ones(3, bool), "b": np.ones(4, bool)})
 
