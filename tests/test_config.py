@@ -56,17 +56,18 @@ def test_numbers_are_yaml_1_2_and_coerced_to_their_types(tmp_path):
         load(None, ["train.epochs=1.5"], schema="rq1")
 
 
-def test_a_boolean_is_never_read_as_a_number(tmp_path):
-    # pydantic's lax mode reads true as 1: `lr: true` trained at 1.0 and `max_new_tokens: yes`
-    # cut every critique to one token, without a word
-    with pytest.raises(ConfigError, match=r"p\.yaml: 'train.lr': expected a number, got a boolean \(true\)"):
-        load(_write(tmp_path, "study: rq1\ntrain: {lr: true}\n"))
-    with pytest.raises(ConfigError, match=r"'critic_options.max_new_tokens': expected a number, got a boolean"):
-        load(_write(tmp_path, "study: quickstart\ncritic_options: {max_new_tokens: yes}\n"))
-    with pytest.raises(ConfigError, match=r"'backbones\[1\].n_train': expected a number, got a boolean \(false\)"):
-        load(_write(tmp_path, "study: rq1\nbackbones: [minilm, {name: m, backbone: minilm, n_train: false}]\n"))
-    with pytest.raises(ConfigError, match=r"'seeds\[1\]': expected a number"):
-        load(None, ["seeds=[0, true]"], schema="rq1")
+# pydantic's lax mode reads true as 1: `lr: true` trained at 1.0 and `max_new_tokens: yes` cut
+# every critique to one token, without a word
+@pytest.mark.parametrize("text, sets, needle", [
+    ("study: rq1\ntrain: {lr: true}\n", [], r"p\.yaml: 'train.lr': expected a number, got a boolean \(true\)"),
+    ("study: quickstart\ncritic_options: {max_new_tokens: yes}\n", [], r"'critic_options.max_new_tokens': expected a number"),
+    ("study: rq1\nbackbones: [minilm, {name: m, backbone: minilm, n_train: false}]\n", [],
+     r"'backbones\[1\].n_train': expected a number, got a boolean \(false\)"),
+    ("study: rq1\n", ["seeds=[0, true]"], r"'seeds\[1\]': expected a number"),
+])
+def test_a_boolean_is_never_read_as_a_number(tmp_path, text, sets, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load(_write(tmp_path, text), sets)
     cfg = load(_write(tmp_path, "study: rq1\ntrain: {with_critiques: false}\nprogress: no\n"))  # booleans stay
     assert cfg.train.with_critiques is False and cfg.progress is False
 
