@@ -236,6 +236,19 @@ def test_missing_key_variable_is_named(monkeypatch):
         client("http://127.0.0.1:9/v1").generate([("p", "r")])
 
 
+def test_a_base_url_with_credentials_is_refused_and_not_echoed(tmp_path):
+    """user:password@ in base_url would be written into run.json and every RM's recipe."""
+
+    spec = json.dumps({"backend": "openai", "base_url": "http://me:sk-in-the-url@127.0.0.1:9/v1", "model": "m"})
+    data = tmp_path / "pairs.jsonl"
+    write_pairs(data, read_pairs(MIX_VALIDATION)[:2])
+    out = subprocess.run([sys.executable, "-m", "critcore.cli", "critique", "--critic", spec, "--data", str(data),
+                          "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "o.jsonl")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "carries credentials" in out.stderr and "api_key_env" in out.stderr
+    assert "sk-in-the-url" not in out.stderr + out.stdout and not (tmp_path / "o.jsonl").exists()
+
+
 def _cache_count(db: Path) -> int:
     if not db.exists():
         return 0

@@ -52,10 +52,13 @@ class HTTPBackend:
         base = base_url.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            from ..errors import UserError
+        from ..errors import UserError
 
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UserError(f"base_url {base_url!r} is not an http(s) URL")
+        if parts.username or parts.password:  # the spec goes into run.json and every RM's recipe
+            raise UserError(f"base_url {parts.hostname}: carries credentials (user:password@), which would be written "
+                            "into run.json and the model's recipe; name an environment variable in api_key_env instead")
         self.model, self.api_key_env = model, api_key_env
         self.identity = f"openai:{model}"
         self.max_new_tokens, self.temperature, self.seed = int(max_new_tokens), float(temperature), seed
