@@ -145,7 +145,7 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
     return {"critcore": __version__, "git": git_info(), "backbone": config.backbone,
             "max_length": config.max_length, "over_length": OVER_LENGTH_POLICY,
             "templates": {"plain": sha(template("rm_plain.txt")), "critique": sha(template("rm_critique.txt"))},
-            "with_critiques": config.with_critiques, "critic": critic,
+            "with_critiques": critic is not None, "critic": critic,  # what it was trained on, not the switch
             "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs),
                            "prompt_keys": " ".join(sorted(set(prompts))), "pair_keys": " ".join(sorted(set(whole)))},
             "train_config": asdict(config)}

@@ -108,6 +108,8 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout)["critic"] == "none"  # stdout is one JSON object, nothing else
     plain = tmp_path / "plain" / "train" / "model"
+    recipe = json.loads((plain / "critcore_recipe.json").read_text())  # the data carried no critiques
+    assert recipe["critic"] is None and recipe["with_critiques"] is False
     assert [json.loads(r)["step"] for r in (tmp_path / "plain" / "train" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
     # a critique RM: its recipe names the critic, and the critiques land in the shared cache
@@ -118,7 +120,7 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     crit = tmp_path / "crit" / "train" / "model"
     recipe = json.loads((crit / "critcore_recipe.json").read_text())
     assert recipe["critic"]["identity"] == "simulated(p=0.9,seed=0)" and recipe["max_length"] == 64
-    assert recipe["critic"]["source"] == "critic" and recipe["train_data"]["pairs"] == 16
+    assert recipe["critic"]["source"] == "critic" and recipe["train_data"]["pairs"] == 16 and recipe["with_critiques"]
     assert json.loads((tmp_path / "crit" / "run.json").read_text())["config"]["critique_cache"] == str(cache)
 
     # evaluate takes the critic and max_length from the recipe; both PandaLM policies from one load
