@@ -231,6 +231,12 @@ def _config_hash(cfg) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """A run folder's path must not be a file (mkdir would say only "File exists")."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: a file, not a folder: the run writes a folder there (give another out_dir)")
+
+
 def start(cfg, run_id: str | None = None) -> Run:
     """Open a run for a resolved configuration: pick run_id and out_dir, set torch threads and
     open the critique cache."""
@@ -245,6 +251,7 @@ def start(cfg, run_id: str | None = None) -> Run:
         import torch
 
         torch.set_num_threads(threads)
+    check_out_dir(out_dir)
     cache = CritiqueCache(cache_path)  # an unusable cache fails before the run folder exists
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = json.loads(os.environ.get(RUNNER_ENV) or "{}")

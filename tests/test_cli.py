@@ -13,6 +13,7 @@ import pytest
 
 
 CLI = [sys.executable, "-m", "critcore.cli"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args, cwd=None, env=None):
@@ -85,6 +86,13 @@ def test_unusable_cache_and_output_paths_are_one_line_errors(tmp_path, shared_da
                        *needles)
     assert garbage.read_bytes() == bytes(range(256)) * 20 and not list(folder.iterdir())
     assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".*.tmp"))
+    # a run folder that is a file, and a params "file" that is a folder
+    one_line_error(run("train", "--critic", "none", "--train", data, "--out", data, "--cache", tmp_path / "c.sqlite"),
+                   "in.jsonl: a file, not a folder")
+    one_line_error(run("run", "params/quick.yaml", "--set", f"out_dir={data}", "--dry-run", cwd=ROOT),
+                   "in.jsonl: a file, not a folder")
+    one_line_error(run("run", folder), "folder: a folder, not a params file")
+    assert data.read_text(encoding="utf-8").count("\n") == 1
 
 
 def test_unknown_names_fail_fast(tmp_path, shared_data):

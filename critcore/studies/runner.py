@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import atomic
 from .. import config as config_mod
-from ..run import RUNNER_ENV, log, outputs_root, redact
+from ..run import RUNNER_ENV, check_out_dir, log, outputs_root, redact
 from ..report import slug
 from .validation import PROJECT_ROOT, find_notebook, validate
 
@@ -25,7 +25,7 @@ def _find_params(path: str | os.PathLike) -> Path:
         return p
     if not p.is_absolute() and (PROJECT_ROOT / p).is_file():
         return PROJECT_ROOT / p
-    raise config_mod.ConfigError(f"{path}: no such params file")
+    raise config_mod.ConfigError(f"{path}: " + ("a folder, not a params file" if p.is_dir() else "no such params file"))
 
 
 def kernel_name() -> str:
@@ -57,6 +57,7 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     run_id = run_id or cfg.run_id or path.stem
     root = Path(out_root) if out_root else outputs_root()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else root / cfg.study / slug(run_id)
+    check_out_dir(out_dir)
     report = validate(cfg, check_data=True, base=path.parent)
     log(f"{path}:\n{report.text()}")
     report.raise_if_errors()
