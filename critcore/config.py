@@ -213,7 +213,7 @@ class Base:
                if getattr(self, k) < low]
         if isinstance(self.threads, int) and self.threads < 1:
             out.append(f"threads must be positive, null or auto, got {self.threads!r}")
-        return out
+        return out + run_id_problems(self.run_id)
 
 
 @dataclass
@@ -255,6 +255,14 @@ def _baselines(critics: dict) -> list[str]:
         except UserError:
             pass
     return out
+
+
+def run_id_problems(run_id: str | None) -> list[str]:
+    """A run id names a folder under outputs/<study>/: '../x' would write outside it."""
+    from .report import slug
+
+    return [] if run_id is None or slug(run_id) == run_id else [
+        f"run_id {run_id!r}: use letters, digits, '.', '_' or '-' (it names the run folder), e.g. {slug(run_id)!r}"]
 
 
 def backbone_label(b) -> str:

@@ -92,6 +92,11 @@ def test_unusable_cache_and_output_paths_are_one_line_errors(tmp_path, shared_da
     one_line_error(run("run", "params/quick.yaml", "--set", f"out_dir={data}", "--dry-run", cwd=ROOT),
                    "in.jsonl: a file, not a folder")
     one_line_error(run("run", folder), "folder: a folder, not a params file")
+    # a run id names one folder under outputs/<study>/: '../..' would write outside it
+    one_line_error(run("train", "--critic", "none", "--train", data, "--run-id", "../../escaped", cwd=tmp_path,
+                       env={"CRITCORE_OUTPUTS": str(tmp_path / "outs")}), "run_id '../../escaped'", "e.g. 'escaped'")
+    one_line_error(run("run", "params/quick.yaml", "--run-id", "a/b", "--dry-run", cwd=ROOT), "--run-id", "'a/b'")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "outs").exists()
     assert data.read_text(encoding="utf-8").count("\n") == 1
 
 

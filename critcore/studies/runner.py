@@ -54,9 +54,12 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     cfg = config_mod.resolve(config_mod.schema_for(raw), raw, sets=sets, where=str(path))
     if not cfg.notebook:
         raise config_mod.ConfigError(f"{path}: study '{cfg.study}' has no notebook; use `critcore {cfg.study}`")
-    run_id = run_id or cfg.run_id or path.stem
+    bad = config_mod.run_id_problems(run_id)
+    if bad:
+        raise config_mod.ConfigError(f"--run-id: {bad[0]}")
+    run_id = run_id or cfg.run_id or slug(path.stem)
     root = Path(out_root) if out_root else outputs_root()
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else root / cfg.study / slug(run_id)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else root / cfg.study / run_id
     check_out_dir(out_dir)
     report = validate(cfg, check_data=True, base=path.parent)
     log(f"{path}:\n{report.text()}")
