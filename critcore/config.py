@@ -238,7 +238,7 @@ class RMStudy(Base):
             if isinstance(b, BackboneSpec):
                 lists |= {f"backbone {backbone_label(b)}: seeds": b.seeds or [],
                           f"backbone {backbone_label(b)}: lr_sweep": b.lr_sweep or []}
-        return super().problems() + [f"{what}: {', '.join(sorted({str(v) for v in vs if vs.count(v) > 1}))} "
+        return super().problems() + eval_name_problems(self.eval_data) + [f"{what}: {', '.join(sorted({str(v) for v in vs if vs.count(v) > 1}))} "
                                      "given more than once" for what, vs in lists.items() if len(set(vs)) < len(vs)]
 
 
@@ -263,6 +263,14 @@ def run_id_problems(run_id: str | None) -> list[str]:
 
     return [] if run_id is None or slug(run_id) == run_id else [
         f"run_id {run_id!r}: use letters, digits, '.', '_' or '-' (it names the run folder), e.g. {slug(run_id)!r}"]
+
+
+def eval_name_problems(eval_data: dict | None) -> list[str]:
+    """An evaluation set's name names its files (<name>_scores.csv) and its --set path."""
+    from .report import slug
+
+    return [f"eval set name {name!r}: use letters, digits, '_' or '-' (it names files)"
+            for name in eval_data or {} if slug(name) != name or "." in name]
 
 
 def backbone_label(b) -> str:
@@ -504,6 +512,9 @@ class Evaluate(WithRM):
     study: str = _shared("study", "evaluate")
     eval_data: dict[str, DataSpec] = _doc("{name: data spec}", factory=dict)
     sections: str | dict | None = _shared("sections", None)
+
+    def problems(self) -> list[str]:
+        return super().problems() + eval_name_problems(self.eval_data)
 
 
 @dataclass

@@ -96,6 +96,9 @@ def test_unusable_cache_and_output_paths_are_one_line_errors(tmp_path, shared_da
     one_line_error(run("train", "--critic", "none", "--train", data, "--run-id", "../../escaped", cwd=tmp_path,
                        env={"CRITCORE_OUTPUTS": str(tmp_path / "outs")}), "run_id '../../escaped'", "e.g. 'escaped'")
     one_line_error(run("run", "params/quick.yaml", "--run-id", "a/b", "--dry-run", cwd=ROOT), "--run-id", "'a/b'")
+    # an evaluation set's name names its files: '../../evil' would write outside the run folder
+    one_line_error(run("evaluate", "--model", tmp_path / "no-model", "--data", f"../../evil={data}", "--out",
+                       tmp_path / "ev"), "--data: eval set name '../../evil'")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "outs").exists()
     assert data.read_text(encoding="utf-8").count("\n") == 1
 

@@ -279,6 +279,7 @@ def test_validation_catches_mistakes(tmp_path):
     assert "judges: none given" in _problems({"study": "judge", "judges": []})
     assert "critics: none given, so nothing would be scored" in _problems({"study": "metacritique", "critics": {}})
     assert "names a side twice" in _problems({"study": "metacritique", "sides": ["chosen", "chosen"]})
+    assert "eval set name 'a.b'" in _problems({**base, "eval_data": {"a.b": base["eval_data"]["g"]}})
     from critcore.errors import ConfigError
 
     with pytest.raises(ConfigError, match="seeds: 0 given more than once"):  # a notebook's first cell

@@ -160,8 +160,6 @@ def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
     if not cfg.eval_data:
         rep.errors.append("eval_data must be a non-empty mapping {name: spec}")
     for name, spec in (cfg.eval_data or {}).items():
-        if slug(name) != name:
-            rep.errors.append(f"eval set name {name!r}: use letters, digits, '.', '_' or '-' (it names files)")
         rep.attempt(f"eval_data {name}", lambda spec=spec: describe_spec(spec, check_data))
     sections = rep.attempt("sections", lambda: "none" if cfg.sections is None else ", ".join(resolve_sections(cfg.sections)))
     if check_data and not rep.errors:
