@@ -74,11 +74,11 @@ def _data_flags(items) -> dict:
     out = {}
     for item in items or []:
         name, sep, spec = item.partition("=")
-        from .config import ConfigError, eval_name_problems
+        from .config import ConfigError, name_problems
 
         if not sep or not name:
             raise ConfigError(f"--data expects NAME=SPEC, got {item!r}")
-        for problem in eval_name_problems({name: spec}):  # a '.' would also split the --set path below
+        for problem in name_problems({name: spec}):  # a '.' would also split the --set path below
             raise ConfigError(f"--data: {problem}")
         out[f"eval_data.{name}"] = spec
     return out

@@ -238,8 +238,9 @@ class RMStudy(Base):
             if isinstance(b, BackboneSpec):
                 lists |= {f"backbone {backbone_label(b)}: seeds": b.seeds or [],
                           f"backbone {backbone_label(b)}: lr_sweep": b.lr_sweep or []}
-        return super().problems() + eval_name_problems(self.eval_data) + [f"{what}: {', '.join(sorted({str(v) for v in vs if vs.count(v) > 1}))} "
-                                     "given more than once" for what, vs in lists.items() if len(set(vs)) < len(vs)]
+        repeats = [f"{what}: {', '.join(sorted({str(v) for v in vs if vs.count(v) > 1}))} given more than once"
+                   for what, vs in lists.items() if len(set(vs)) < len(vs)]
+        return super().problems() + name_problems(self.eval_data, getattr(self, "critics", None)) + repeats
 
 
 def _baselines(critics: dict) -> list[str]:
@@ -265,12 +266,15 @@ def run_id_problems(run_id: str | None) -> list[str]:
         f"run_id {run_id!r}: use letters, digits, '.', '_' or '-' (it names the run folder), e.g. {slug(run_id)!r}"]
 
 
-def eval_name_problems(eval_data: dict | None) -> list[str]:
-    """An evaluation set's name names its files (<name>_scores.csv) and its --set path."""
+def name_problems(eval_data: dict | None, critics: dict | None = None) -> list[str]:
+    """An evaluation set's name names its files (<name>_scores.csv) and its --set path; a
+    critic's names its RMs' folders."""
     from .report import slug
 
     return [f"eval set name {name!r}: use letters, digits, '_' or '-' (it names files)"
-            for name in eval_data or {} if slug(name) != name or "." in name]
+            for name in eval_data or {} if slug(name) != name or "." in name] + [
+        f"critic name {name!r}: use letters, digits, '.', '_' or '-' (it names folders)"
+        for name in critics or {} if slug(name) != name]
 
 
 def backbone_label(b) -> str:
@@ -514,7 +518,7 @@ class Evaluate(WithRM):
     sections: str | dict | None = _shared("sections", None)
 
     def problems(self) -> list[str]:
-        return super().problems() + eval_name_problems(self.eval_data)
+        return super().problems() + name_problems(self.eval_data)
 
 
 @dataclass

@@ -280,10 +280,13 @@ def test_validation_catches_mistakes(tmp_path):
     assert "critics: none given, so nothing would be scored" in _problems({"study": "metacritique", "critics": {}})
     assert "names a side twice" in _problems({"study": "metacritique", "sides": ["chosen", "chosen"]})
     assert "eval set name 'a.b'" in _problems({**base, "eval_data": {"a.b": base["eval_data"]["g"]}})
+    assert "critic name 'a b'" in _problems({**base, "critics": {"none": "none", "a b": "simulated:0.9"}})
     from critcore.errors import ConfigError
 
     with pytest.raises(ConfigError, match="seeds: 0 given more than once"):  # a notebook's first cell
         studies.setup("rq1", {**base, "seeds": [0, 0], "out_dir": str(tmp_path / "never")})
+    with pytest.raises(ConfigError, match="critic name 'a b'"):  # it names the RMs' folders
+        studies.setup("rq1", {**base, "critics": {"none": "none", "a b": "simulated:0.9"}, "out_dir": str(tmp_path / "never")})
     assert not (tmp_path / "never").exists()
     # a hub name is asked of the hub; a dry run where no hub answers (as here) warns, it does not fail
     from critcore import config

@@ -10,7 +10,6 @@ from pathlib import Path
 from .. import config as config_mod
 from .. import data as data_mod
 from ..config import LLMStudy
-from ..report import slug
 from ..run import resolve_sections
 from .base import backbones_of, critics_of, is_baseline
 
@@ -131,8 +130,6 @@ def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
         return _validate_llm_study(cfg, rep, check_data)
     critics = critics_of(cfg)
     for name, spec in critics.items():
-        if slug(name) != name:
-            rep.errors.append(f"critic name {name!r}: use letters, digits, '.', '_' or '-' (it names folders)")
         rep.attempt(f"critic {name}", lambda spec=spec, name=name: _critic(spec, cfg.critic_options, rep, name))
     if not any(is_baseline(s) for s in critics.values()):
         rep.warnings.append("no No-Critiques critic ('none'): no paired tests will be computed")
