@@ -662,9 +662,8 @@ def _validate(cls, merged: dict, where: str):
         got = err.get("input")
         shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
         raise ConfigError(f"{where}: '{loc}': {err['msg'].lower()} (got {shown})") from None
-    at = next(_numbers_from_bools(merged, cfg, ""), None)
-    if at is not None:
-        raise ConfigError(f"{where}: '{at}': expected a number, got a boolean ({str(_get(merged, at)).lower()})")
+    for at, given in _numbers_from_bools(merged, cfg, ""):
+        raise ConfigError(f"{where}: '{at}': expected a number, got a boolean ({str(given).lower()})")
     return cfg
 
 
@@ -673,7 +672,7 @@ def _numbers_from_bools(raw, value, path: str):
     `max_new_tokens: yes` would cut every critique to one token."""
     if isinstance(raw, bool):
         if not isinstance(value, bool):
-            yield path
+            yield path, raw
     elif isinstance(raw, dict):
         for k, v in raw.items():
             yield from _numbers_from_bools(v, value.get(k) if isinstance(value, dict) else getattr(value, str(k), None),
@@ -681,12 +680,6 @@ def _numbers_from_bools(raw, value, path: str):
     elif isinstance(raw, list) and isinstance(value, (list, tuple)):
         for i, (r, v) in enumerate(zip(raw, value)):
             yield from _numbers_from_bools(r, v, f"{path}[{i}]")
-
-
-def _get(raw, path: str):
-    for part in re.findall(r"[^.\[\]]+", path):
-        raw = raw[int(part)] if isinstance(raw, list) else raw[part]
-    return raw
 
 
 def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path | None = None):
