@@ -712,6 +712,8 @@ def score_job(cfg) -> dict:
         raise config_mod.ConfigError("score: give --prompt and --response, or --data SPEC with --out FILE")
     if cfg.data is not None and not cfg.out:
         raise config_mod.ConfigError("score: --data needs --out FILE (the scored pairs as CSV)")
+    if cfg.data is None and not cfg.response.strip():
+        raise config_mod.ConfigError("score: --response is empty (data files skip such responses too)")
     rm = RewardModel.load(cfg.model)
     if cfg.critique is not None:
         if not cfg.allow_critic_mismatch and (rm.recipe or {}).get("critic", "unknown") is None:

@@ -183,6 +183,7 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     assert c["critique"] is None and isinstance(c["reward"], float)
     one_line_error(run("score", "--model", plain, "--prompt", "p", "--response", "r", "--critique", "x"),
                    "trained without critiques")
+    one_line_error(run("score", "--model", plain, "--prompt", "p", "--response", " "), "--response is empty")
 
 
 def test_train_critic_fills_the_shared_cache_and_a_rerun_generates_nothing(tmp_path, shared_data):
