@@ -373,11 +373,14 @@ def _count(run: Run, splits: Splits) -> None:
 def _record_overlap(run: Run, seen: dict) -> None:
     """Warn of held-out pairs seen in training, and record how many in run.json ("overlap")."""
     if seen:
-        import warnings
-
         run.notes["overlap"] = seen
-        warnings.warn(f"held-out pairs share their prompt with training pairs, which inflates their scores: {seen}",
-                      OverlapWarning, stacklevel=3)
+        _warn_overlap("held-out pairs share their prompt with training pairs, which inflates their scores", seen)
+
+
+def _warn_overlap(what: str, seen: dict) -> None:
+    import warnings
+
+    warnings.warn(f"{what}: {seen}", OverlapWarning, stacklevel=4)
 
 
 class OverlapWarning(UserWarning):
@@ -727,9 +730,7 @@ def score_job(cfg) -> dict:
             pairs = load_pairs(cfg.data)
             seen = _seen_by(rm, {"data": pairs}).get("data")
             if seen:
-                import warnings
-
-                warnings.warn(f"pairs the model was trained on, or whose prompt it saw: {seen}", OverlapWarning, stacklevel=2)
+                _warn_overlap("pairs the model was trained on, or whose prompt it saw", seen)
             pairs = _critique_as_trained(pairs, critic, expected, cfg, cache, cfg.progress)
             df = score_pairs(rm, pairs, cfg.max_length, cfg.batch_size, progress=cfg.progress)
             from .report import save_table
