@@ -71,11 +71,11 @@ EVAL_FLAGS = {"model": "model", "critic": "critic", "allow_critic_mismatch": "al
 
 
 def _data_flags(items) -> dict:
+    from .config import ConfigError, name_problems
+
     out = {}
     for item in items or []:
         name, sep, spec = item.partition("=")
-        from .config import ConfigError, name_problems
-
         if not sep or not name:
             raise ConfigError(f"--data expects NAME=SPEC, got {item!r}")
         for problem in name_problems({name: spec}):  # a '.' would also split the --set path below

@@ -260,21 +260,25 @@ def _baselines(critics: dict) -> list[str]:
 
 def run_id_problems(run_id: str | None) -> list[str]:
     """A run id names a folder under outputs/<study>/: '../x' would write outside it."""
-    from .report import slug
-
-    return [] if run_id is None or slug(run_id) == run_id else [
-        f"run_id {run_id!r}: use letters, digits, '.', '_' or '-' (it names the run folder), e.g. {slug(run_id)!r}"]
+    return _not_plain("run_id", [] if run_id is None else [run_id], "the run folder")
 
 
 def name_problems(eval_data: dict | None, critics: dict | None = None) -> list[str]:
-    """An evaluation set's name names its files (<name>_scores.csv) and its --set path; a
-    critic's names its RMs' folders."""
+    """An evaluation set's name names its files (<name>_scores.csv) and its --set path, where a '.'
+    would split it; a critic's names its RMs' folders."""
+    return _not_plain("eval set name", eval_data or {}, "files", dots=False) + \
+        _not_plain("critic name", critics or {}, "folders")
+
+
+def _not_plain(what: str, names, it_names: str, dots: bool = True) -> list[str]:
     from .report import slug
 
-    return [f"eval set name {name!r}: use letters, digits, '_' or '-' (it names files)"
-            for name in eval_data or {} if slug(name) != name or "." in name] + [
-        f"critic name {name!r}: use letters, digits, '.', '_' or '-' (it names folders)"
-        for name in critics or {} if slug(name) != name]
+    def plain(name: str) -> str:
+        return slug(name) if dots else slug(name).replace(".", "-")
+
+    allowed = "letters, digits, '.', '_' or '-'" if dots else "letters, digits, '_' or '-'"
+    return [f"{what} {name!r}: use {allowed} (it names {it_names}), e.g. {plain(name)!r}"
+            for name in names if plain(name) != name]
 
 
 def backbone_label(b) -> str:
@@ -384,10 +388,10 @@ class RQ1(CPUSized):
 
     def problems(self) -> list[str]:
         baselines = _baselines(self.critics)
-        empty = [f"{what}: none given, so no RM would be trained" for what, given in (
-            ("critics", self.critics), ("backbones", self.backbones),
-            *((f"backbone {backbone_label(b)}: critics", b.critics) for b in self.backbones
-              if isinstance(b, BackboneSpec) and b.critics is not None)) if not given]
+        lists = {"critics": self.critics, "backbones": self.backbones}
+        lists |= {f"backbone {backbone_label(b)}: critics": b.critics for b in self.backbones
+                  if isinstance(b, BackboneSpec) and b.critics is not None}
+        empty = [f"{what}: none given, so no RM would be trained" for what, given in lists.items() if not given]
         return super().problems() + empty + ([f"critics: {', '.join(baselines)} are all No-Critiques; keep one "
                                               "(which would the paired tests compare with?)"] if len(baselines) > 1 else [])
 
