@@ -2,9 +2,11 @@
 directories and GGUF files. GGUF files are dequantized once into a cached safetensors directory."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from . import atomic
@@ -72,10 +74,6 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
     return out
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/") and Path(name).parent.exists()
-
-
 def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
     """Where `name` comes from, without loading it, in well under a second: "alias", "gguf",
     "local" (a folder with config.json) or "hub" (a hub name that is cached or that the hub
@@ -99,7 +97,7 @@ def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
             raise ModelNotFoundError(f"{what} {name!r}: the local folder has no .safetensors weights (critcore loads "
                                      "safetensors only; save_pretrained(..., safe_serialization=True) writes them)")
         return "local"
-    if path.exists() or _looks_like_path(name):
+    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name.strip("/") and Path(name).parent.exists():
         raise ModelNotFoundError(f"{what} {name!r}: no model folder at {path.resolve()} (aliases: {aliases})")
     tried = _hub_check(name)
     if tried is None:
@@ -112,8 +110,6 @@ def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
 
 def _hub_check(name: str) -> str | None:
     """None when `name` is a hub model that is cached here or that the hub answers for, else why not."""
-    import re
-
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
         return "is not a valid 'org/model' name"
     try:
@@ -165,21 +161,18 @@ def from_pretrained(auto_class, path: str, what: str, **kwargs):
                                  f"{text[:240]}{' ...' if len(text) > 240 else ''})") from None
 
 
-class quiet_transformers:
+@contextlib.contextmanager
+def quiet_transformers():
     """Within it, transformers loads without progress bars and load reports (a fresh head's
     'newly initialized' weights are what critcore expects); warnings and errors still show."""
+    from transformers.utils import logging
 
-    def __enter__(self):
-        from transformers.utils import logging
-
-        self.level, self.bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
-        return self
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging
-
-        logging.set_verbosity(self.level)
-        if self.bars:
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
             logging.enable_progress_bar()

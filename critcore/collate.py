@@ -5,16 +5,14 @@ import random
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 
 def pad_right(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of token-id lists, right-padded to the longest."""
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        attention_mask[i, : len(s)] = 1
+    input_ids = pad_sequence([torch.tensor(s, dtype=torch.long) for s in seqs], batch_first=True,
+                             padding_value=pad_token_id)
+    attention_mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
     return input_ids, attention_mask
 
 

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -64,13 +65,8 @@ class Pair:
             raise DataError(where, "rejected", "identical to 'chosen'")
         if self.rating is not None and self.rating not in RATINGS:
             raise DataError(where, "rating", f"unknown rating {self.rating!r}; expected one of {RATINGS} or null")
-        if self.margin is not None:
-            if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)):
-                raise DataError(where, "margin", f"expected a number, got {type(self.margin).__name__}")
-            if not math.isfinite(self.margin):
-                raise DataError(where, "margin", f"not a finite number: {self.margin}")
-            if self.margin < 0:
-                raise DataError(where, "margin", f"{self.margin} is negative: chosen must be the preferred response")
+        if self.margin is not None and _number(vars(self), "margin", where) < 0:
+            raise DataError(where, "margin", f"{self.margin} is negative: chosen must be the preferred response")
         for name in ("chosen_critique", "rejected_critique", "subset", "source"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -169,9 +165,6 @@ def read_pairs(path) -> list[Pair]:
 # A record with several reasons is counted once, under the first: the source's own label
 # (no_shared_prefix, tie, no_preference) before the content checks (empty, then identical).
 # ---------------------------------------------------------------------------------------------
-
-FORMATS = ("hh-rlhf", "pandalm", "rewardbench", "ultrafeedback", "alpacaeval", "jsonl", "generated")
-
 
 @dataclass
 class Loaded:
@@ -357,11 +350,12 @@ def _degenerate(chosen: str, rejected: str) -> str | None:
     return None
 
 
-def _collect(source: str, path, results: Iterable[tuple[str, Pair | str]]) -> Loaded:
-    """Gather (where, Pair or skip reason) into a Loaded; validate, refuse duplicate ids."""
+def _collect(source: str, path, rows: Iterable[tuple[int, str, Any]], convert: Callable[..., Pair | str]) -> Loaded:
+    """Gather convert(index, where, record), a Pair or a skip reason, into a Loaded; validate, refuse duplicate ids."""
     out = Loaded([], {}, source, str(path))
     first: dict[str, str] = {}
-    for where, r in results:
+    for i, where, d in rows:
+        r = convert(i, where, d)
         out.rows += 1
         if isinstance(r, str):
             out.skipped[r] = out.skipped.get(r, 0) + 1
@@ -411,8 +405,7 @@ def load_hh_rlhf(path_or_name="Anthropic/hh-rlhf", split="test", data_dir=None) 
         return _degenerate(c, r) or Pair(id=f"hh-rlhf/{tag}/{i}", prompt=_hh_messages(prompt, where),
                                          chosen=c, rejected=r, subset=data_dir, source="hh-rlhf")
 
-    rows = _rows(path_or_name, split, data_dir)
-    return _collect("hh-rlhf", path_or_name, ((w, convert(i, w, d)) for i, w, d in rows))
+    return _collect("hh-rlhf", path_or_name, _rows(path_or_name, split, data_dir), convert)
 
 
 # --- PandaLM human test set --------------------------------------------------------------------
@@ -458,7 +451,7 @@ def load_pandalm(path_or_name) -> Loaded:
             id=f"pandalm/{idx}", prompt=instruction + (f"\n\n{inp}" if inp.strip() else ""),
             chosen=chosen, rejected=rejected, subset="pandalm", source="pandalm", tie=label == 0, meta=meta)
 
-    return _collect("pandalm", path, ((w, convert(i, w, d)) for i, w, d in _rows(path)))
+    return _collect("pandalm", path, _rows(path), convert)
 
 
 # --- RewardBench -------------------------------------------------------------------------------
@@ -477,8 +470,7 @@ def load_rewardbench(path_or_name="allenai/reward-bench", split="filtered") -> L
                                          chosen=c, rejected=r, subset=_text(row, "subset", where),
                                          source="rewardbench", meta=meta)
 
-    rows = _rows(path_or_name, split)
-    return _collect("rewardbench", path_or_name, ((w, convert(i, w, d)) for i, w, d in rows))
+    return _collect("rewardbench", path_or_name, _rows(path_or_name, split), convert)
 
 
 # --- UltraFeedback binarized -------------------------------------------------------------------
@@ -529,8 +521,7 @@ def load_ultrafeedback(path_or_name="HuggingFaceH4/ultrafeedback_binarized", spl
                             source="ultrafeedback", tie=gap == 0,
                             meta={"score_chosen": sc, "score_rejected": sr})
 
-    rows = _rows(path_or_name, split)
-    return _collect("ultrafeedback", path_or_name, ((w, convert(i, w, d)) for i, w, d in rows))
+    return _collect("ultrafeedback", path_or_name, _rows(path_or_name, split), convert)
 
 
 # --- AlpacaEval pairwise annotations ----------------------------------------------------------
@@ -570,7 +561,7 @@ def load_alpacaeval(path) -> Loaded:
             rating=alpacaeval_rating(margin), margin=margin, source="alpacaeval",
             meta={"preference": pref, "chosen_model": g1 if first else g2, "rejected_model": g2 if first else g1})
 
-    return _collect("alpacaeval", path, ((w, convert(i, w, d)) for i, w, d in _rows(path)))
+    return _collect("alpacaeval", path, _rows(path), convert)
 
 
 # --- critcore's own JSONL (and the shared mix) -------------------------------------------------
@@ -580,7 +571,7 @@ def load_jsonl(path) -> Loaded:
     but pairs with an empty or identical response are counted and skipped, not refused."""
     path = Path(path)
 
-    def convert(where, d):
+    def convert(_, where, d):
         if isinstance(d, dict) and isinstance(d.get("chosen"), str) and isinstance(d.get("rejected"), str):
             skip = _degenerate(d["chosen"], d["rejected"])
             if skip:
@@ -593,7 +584,7 @@ def load_jsonl(path) -> Loaded:
                 raise DataError(where, e.field, f"missing; the record looks like format '{fmt}': give {fmt}:PATH") from None
             raise
 
-    return _collect("jsonl", path, ((w, convert(w, d)) for _, w, d in jsonl_records(path)))
+    return _collect("jsonl", path, jsonl_records(path), convert)
 
 
 # --- dispatch and sampling ---------------------------------------------------------------------
@@ -663,7 +654,7 @@ def spec_dict(spec) -> dict:
         return {"format": spec}
     if sep and re.fullmatch(r"[A-Za-z][\w-]+", fmt) and not Path(spec).expanduser().exists():
         raise DataError("dataset spec", "format", f"unknown format {fmt!r} in {spec!r}; expected one of "
-                                                  f"{', '.join(FORMATS)} (or a path to critcore JSONL)")
+                                                  f"{', '.join(LOADERS)} (or a path to critcore JSONL)")
     return {"format": "jsonl", "path": spec}
 
 
@@ -674,7 +665,7 @@ def parse_spec(spec) -> Spec:
     spec = spec_dict(spec)
     fmt = spec.pop("format", None)
     if fmt not in LOADERS:
-        raise DataError("dataset spec", "format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise DataError("dataset spec", "format", f"unknown format {fmt!r}; expected one of {', '.join(LOADERS)}")
     out = Spec(fmt, {}, spec.pop("limit", None), spec.pop("seed", 0), spec.pop("stratify", "subset"),
                spec.pop("per_stratum", None))
     for name in ("limit", "per_stratum"):
@@ -735,12 +726,11 @@ def _load_one(s: Spec) -> Loaded:
             stamp = (st.st_size, st.st_mtime_ns)
     except OSError:  # not memoised; the loader says what is wrong
         stamp = None
+    if stamp is None:
+        return LOADERS[s.format](**s.kwargs)
     key = json.dumps([s.format, s.kwargs, stamp], sort_keys=True, default=str)
-    if key not in _MEMO or stamp is None:
-        loaded = LOADERS[s.format](**s.kwargs)
-        if stamp is None:
-            return loaded
-        _MEMO[key] = loaded
+    if key not in _MEMO:
+        _MEMO[key] = LOADERS[s.format](**s.kwargs)
         if len(_MEMO) > 16:
             _MEMO.pop(next(iter(_MEMO)))
     hit = _MEMO[key]
@@ -764,12 +754,9 @@ def load(spec) -> Loaded:
         parts.append(loaded)
     if len(parts) == 1:
         return parts[0]
-    out = Loaded([p for part in parts for p in part.pairs], {}, "+".join(p.source for p in parts),
-                 " + ".join(p.path for p in parts), sum(p.rows for p in parts))
-    for part in parts:
-        for k, v in part.skipped.items():
-            out.skipped[k] = out.skipped.get(k, 0) + v
-    return out
+    skipped = sum((Counter(p.skipped) for p in parts), Counter())
+    return Loaded([p for part in parts for p in part.pairs], dict(skipped), "+".join(p.source for p in parts),
+                  " + ".join(p.path for p in parts), sum(p.rows for p in parts))
 
 
 def sample(pairs: list[Pair], n: int | None = None, seed: int = 0,

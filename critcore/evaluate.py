@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import atomic
 from .collate import pad_right, sorted_batches
@@ -28,8 +30,6 @@ def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
 def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32, progress: bool = False) -> list[float]:
     """Rewards for token-id sequences, in fp32. Batches are length-sorted and right-padded, so a
     score does not depend on the batch size or on what else is in the batch."""
-    from tqdm.auto import tqdm
-
     rm.eval()
     device = next(rm.parameters()).device
     pad = rm.tokenizer.pad_token_id
@@ -90,8 +90,6 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
              with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir. A set
     with RewardBench subsets that no section lists gets a warning naming them."""
-    import warnings
-
     from .metrics import pandalm_accuracy, summarize
 
     listed = {s for members in (sections or {}).values() for s in members}
@@ -110,7 +108,6 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
             from .report import example_page
 
             path = Path(out_dir) / f"{name}_scores.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
             with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
                 df.to_csv(f, index=False)
             atomic.write_text(Path(out_dir) / f"{name}_report.html", example_page(df, f"{name}: {len(df)} pairs"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 
 from .data import Pair, prompt_text
@@ -68,27 +69,16 @@ class Formatter:
         trimmed: list[str] = []
         if len(ids) <= self.max_length:
             return ids, trimmed
-        for part in ("prompt", "completion", "critique"):
+        parts = {"prompt": prompt, "completion": completion, "critique": critique}
+        for part, cut in (("prompt", _trim_prompt), ("completion", _trim), ("critique", partial(_trim, left=False))):
             while len(ids) > self.max_length:
-                excess = len(ids) - self.max_length
-                if part == "prompt":
-                    new = _trim_prompt(self.tokenizer, prompt, excess)
-                    if new is None:
-                        break
-                    prompt = new
-                elif part == "completion":
-                    new = _trim_left(self.tokenizer, completion, excess)
-                    if new is None:
-                        break
-                    completion = new
-                else:
-                    new = _trim_right(self.tokenizer, critique, excess) if critique else None
-                    if new is None:  # nothing left to cut: fall through to the template cut
-                        break
-                    critique = new
+                new = cut(self.tokenizer, parts[part], len(ids) - self.max_length) if parts[part] else None
+                if new is None:  # nothing left to cut: on to the next part, then the template cut
+                    break
+                parts[part] = new
                 if part not in trimmed:
                     trimmed.append(part)
-                ids = self.ids(self.text(prompt, completion, critique))
+                ids = self.ids(self.text(**parts))
         if len(ids) > self.max_length:  # the template alone overflows: keep the end
             ids = ids[-self.max_length:]
             trimmed.append("template")
@@ -106,39 +96,28 @@ class Formatter:
         return features, trims
 
 
-def _token_count(tok, text: str) -> int:
-    return len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-
-def _trim_left(tok, text: str, excess: int) -> str | None:
-    """Drop at least `excess` tokens from the left of `text`; None when nothing is left to drop."""
+def _trim(tok, text: str, excess: int, left: bool = True) -> str | None:
+    """Drop at least `excess` tokens from the left (else the right) of `text`; None when nothing is left to drop."""
     ids = tok(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) <= 1:
         return None
-    keep = ids[min(len(ids) - 1, excess + 1):]
-    new = TRIM_MARK + tok.decode(keep, skip_special_tokens=True).lstrip()
-    return new if _token_count(tok, new) < len(ids) else None
-
-
-def _trim_right(tok, text: str, excess: int) -> str | None:
-    """Drop at least `excess` tokens from the right of `text`; None when nothing is left to drop."""
-    ids = tok(text, add_special_tokens=False, verbose=False)["input_ids"]
-    if len(ids) <= 1:
-        return None
-    new = tok.decode(ids[: max(0, len(ids) - excess - 1)], skip_special_tokens=True) + TRIM_MARK
-    return new if _token_count(tok, new) < len(ids) else None
+    if left:
+        new = TRIM_MARK + tok.decode(ids[min(len(ids) - 1, excess + 1):], skip_special_tokens=True).lstrip()
+    else:
+        new = tok.decode(ids[: max(0, len(ids) - excess - 1)], skip_special_tokens=True) + TRIM_MARK
+    return new if len(tok(new, add_special_tokens=False, verbose=False)["input_ids"]) < len(ids) else None
 
 
 def _trim_prompt(tok, prompt, excess: int):
     """Trim a prompt from the left: whole early turns first (keeping a user turn first), then text."""
     if isinstance(prompt, str):
-        return _trim_left(tok, prompt, excess)
+        return _trim(tok, prompt, excess)
     messages = list(prompt)
     if len(messages) > 2:
         drop = 2 if messages[0]["role"] == "user" and messages[1]["role"] == "assistant" else 1
         return messages[drop:]
     for i, message in enumerate(messages):
-        new = _trim_left(tok, message["content"], excess)
+        new = _trim(tok, message["content"], excess)
         if new is not None:
             return messages[:i] + [{**message, "content": new}] + messages[i + 1:]
     return None

@@ -161,18 +161,14 @@ def suite_counts(sections: Mapping, scored: Mapping[str, int]) -> dict[str, int]
     return {s: given.get(s, n) for s, n in scored.items()}
 
 
-def is_math(subset: str) -> bool:
-    return subset.startswith("math")
-
-
 def section_weights(counts: dict[str, int], section: str, subsets: list[str]) -> dict[str, float]:
     """Weight of each subset inside one section: its count, except in "reasoning", where the math
     subsets together weigh as much as all the other (code) subsets together, shared among the
     math subsets by count. RewardBench's math-prm = 984 = 6 * 164 is this rule. When a reasoning
     section holds only math subsets, plain counts are kept."""
     weights = {s: float(counts[s]) for s in subsets}
-    math_subsets = [s for s in subsets if is_math(s)]
-    other_total = sum(w for s, w in weights.items() if not is_math(s))
+    math_subsets = [s for s in subsets if s.startswith("math")]
+    other_total = sum(w for s, w in weights.items() if not s.startswith("math"))
     if section.lower() == "reasoning" and math_subsets and other_total > 0:
         math_total = sum(weights[s] for s in math_subsets)
         for s in math_subsets:
@@ -270,8 +266,9 @@ def length_bias(df: pd.DataFrame) -> dict:
     - acc_rejected_longer, n_rejected_longer: the RM's accuracy on pairs whose rejected answer is
       longer (NaN when there are none)."""
     _require(df, REQUIRED_COLUMNS + ("len_chosen", "len_rejected"))
+    len_c, len_r = df["len_chosen"].to_numpy(float), df["len_rejected"].to_numpy(float)
     rewards = np.concatenate([df["score_chosen"].to_numpy(float), df["score_rejected"].to_numpy(float)])
-    lengths = np.concatenate([df["len_chosen"].to_numpy(float), df["len_rejected"].to_numpy(float)])
+    lengths = np.concatenate([len_c, len_r])
     keep = np.isfinite(rewards) & np.isfinite(lengths)
     rewards, lengths = rewards[keep], lengths[keep]
     rho = p = math.nan
@@ -279,8 +276,6 @@ def length_bias(df: pd.DataFrame) -> dict:
         res = stats.spearmanr(rewards, lengths)
         rho, p = float(res.statistic), float(res.pvalue)
 
-    len_c = df["len_chosen"].to_numpy(float)
-    len_r = df["len_rejected"].to_numpy(float)
     longer_wins = (len_c > len_r) & ~_ties(df)
     rejected_longer = len_r > len_c
     ok = correct(df)

@@ -7,6 +7,7 @@ pooled output. A saved RM is a plain one-label sequence classifier that transfor
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from . import atomic, backbones
 from .backbones import quiet_transformers
+from .errors import DataError
 from .format import PLAIN_CHAT_TEMPLATE
 
 PAD_TOKEN = "<|pad|>"
@@ -43,9 +45,7 @@ class RewardModel(nn.Module):
         _set_pad_token(hf, tok)
         if not dropout:
             _disable_dropout(hf)
-        peft_model = None
-        if lora:
-            peft_model = _inject_lora(hf, lora)
+        peft_model = _inject_lora(hf, lora) if lora else None
         return cls(hf, tok, peft_model, read_recipe(path))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -64,9 +64,7 @@ class RewardModel(nn.Module):
         with the recipe (`recipe`, else the one this RM was loaded with) in critcore_recipe.json.
         LoRA adapters are merged first, so the head and all weights are always in the checkpoint."""
         directory = Path(directory)
-        model = self.hf
-        if self.peft_model is not None:
-            model = _merged_copy(self.peft_model)
+        model = self.hf if self.peft_model is None else copy.deepcopy(self.peft_model).merge_and_unload()
         recipe = recipe if recipe is not None else self.recipe
         with atomic.atomic_dir(directory) as tmp, quiet_transformers():
             model.save_pretrained(tmp, safe_serialization=True)
@@ -108,8 +106,6 @@ def portable(folder: Path, model_input_names: list[str] | None = None) -> None:
 
 def read_recipe(path: str | os.PathLike) -> dict | None:
     """The recipe saved beside a critcore RM, or None (a backbone, a foreign checkpoint, a hub name)."""
-    from .errors import DataError
-
     file = Path(path) / RECIPE_FILE
     try:
         recipe = json.loads(file.read_text(encoding="utf-8"))
@@ -137,9 +133,7 @@ def _set_pad_token(hf, tok) -> None:
         tok.add_special_tokens({"pad_token": PAD_TOKEN})
         hf.resize_token_embeddings(len(tok), mean_resizing=True)
     tok.padding_side = "right"
-    hf.config.pad_token_id = tok.pad_token_id
-    text_config = hf.config.get_text_config()
-    text_config.pad_token_id = tok.pad_token_id
+    hf.config.pad_token_id = hf.config.get_text_config().pad_token_id = tok.pad_token_id
 
 
 def _disable_dropout(hf) -> None:
@@ -157,9 +151,3 @@ def _inject_lora(hf, lora: dict):
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                         lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules", "all-linear"))
     return get_peft_model(hf, config)  # injects in place into hf; the head stays trainable
-
-
-def _merged_copy(peft_model):
-    import copy
-
-    return copy.deepcopy(peft_model).merge_and_unload()

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import atomic
+from . import __version__, atomic
 from .collate import PairCollator, length_grouped_batches
 from .data import Pair, fingerprints
-from .format import Formatter
+from .errors import ConfigError, CriticMismatchError
+from .format import OVER_LENGTH_POLICY, Formatter, template
 from .loss import bradley_terry_loss, margin_table, pair_margin
 from .model import RewardModel
 
@@ -58,9 +59,6 @@ class TrainConfig:
     def __post_init__(self):
         """Values that would train nothing, or something else than asked, are refused here, so
         every way to a TrainConfig (params, --set, Python) is checked."""
-        from .errors import ConfigError
-        from .loss import margin_table
-
         at_least = {"lr": 1e-12, "batch_size": 1, "micro_batch_size": 1, "epochs": 1, "max_length": 1,
                     "eval_batch_size": 1, "save_every": 0, "weight_decay": 0, "max_grad_norm": 0}  # grad norm 0: no clipping
         for name, low in at_least.items():
@@ -82,9 +80,7 @@ class TrainConfig:
 
     def key(self) -> str:
         """A hash of everything that changes the trained model (not logging or checkpointing)."""
-        d = asdict(self)
-        for k in ("save_every", "threads", "eval_batch_size"):
-            d.pop(k)
+        d = {k: v for k, v in asdict(self).items() if k not in ("save_every", "threads", "eval_batch_size")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,8 +107,6 @@ def critiques_of(pairs: list[Pair], with_critiques: bool = True) -> dict | None:
     if not tags:
         return None
     if len(tags) > 1:
-        from .errors import CriticMismatchError
-
         raise CriticMismatchError(f"the pairs mix critiques of several critics: {sorted(tags, key=str)}")
     identity, config = tags.pop()
     return {"identity": identity, "config": config}
@@ -136,8 +130,6 @@ def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) -> dict:
     """What scoring needs to read a trained RM as it was trained, saved beside its weights."""
-    from . import __version__
-    from .format import OVER_LENGTH_POLICY, template
     from .provenance import git_info
 
     sha = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
@@ -169,8 +161,6 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         raise ValueError("no training pairs" + (f" ({ties} annotator ties left out)" if ties else ""))
     used = critiques_of(train_pairs, config.with_critiques)
     if critic is not None and used is not None and critic.get("identity") != used["identity"]:
-        from .errors import CriticMismatchError
-
         raise CriticMismatchError(f"the pairs carry critiques of {used['identity']!r}, not of {critic['identity']!r}")
     critic = None if used is None else {**used, "source": "data"} if critic is None else {**critic, "source": "critic"}
     out = Path(out_dir) if out_dir else None
@@ -236,14 +226,13 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     step, seconds_before, resumed_from = 0, 0.0, None
     ckpt_root = out / "checkpoints" if out else None
     if ckpt_root and ckpt_root.exists():
-        done = sorted((int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*") if p.name[5:].isdigit()),
-                      reverse=True)
+        states = {int(p.name[5:]): _checkpoint_key(p) or {} for p in ckpt_root.glob("step-*") if p.name[5:].isdigit()}
         # Only this run's checkpoints: another config's or data's would resume the wrong training.
-        done = [s for s in done if (_checkpoint_key(ckpt_root / f"step-{s}") or {}).get("run_key") == run_key]
+        done = [s for s, state in states.items() if state.get("run_key") == run_key]
         if done:
-            step = resumed_from = done[0]
+            step = resumed_from = max(done)
             accelerator.load_state(str(ckpt_root / f"step-{step}"))
-            seconds_before = _checkpoint_key(ckpt_root / f"step-{step}").get("train_seconds", 0.0)
+            seconds_before = states[step].get("train_seconds", 0.0)
     if out:
         out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl" if out else None
