@@ -17,7 +17,7 @@ import inspect
 import json
 import os
 import re
-from dataclasses import replace
+from dataclasses import asdict, is_dataclass, replace
 from typing import Iterator
 
 from .data import Pair, prompt_text
@@ -40,14 +40,7 @@ class Critic:
         self.max_chars = max_chars
         self.identity = backend.identity
         self.params = {**backend.params, "max_chars": max_chars}
-
-    @property
-    def batch_size(self) -> int:
-        return self.backend.batch_size
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.backend.max_new_tokens
+        self.batch_size, self.max_new_tokens = backend.batch_size, backend.max_new_tokens
 
     @property
     def template_sha(self) -> str:
@@ -66,17 +59,13 @@ class Critic:
         """(index, critique or Failure, tokens) of `(prompt_text, response)` items as they finish."""
         return self.backend.stream([render(self.template, p, r, self.max_chars) for p, r in items])
 
-    def generate_counted(self, items, labels=None) -> list[tuple[str, int]]:
-        """(critique, tokens generated) for each item, in order."""
-        return in_order(self.stream(items, labels), len(items))
-
     def generate(self, items: list[tuple[str, str]], labels: list[bool] | None = None) -> list[str]:
         """Critiques of `(prompt_text, response)` items, in order."""
-        return [text for text, _ in self.generate_counted(items, labels)]
+        return [text for text, _ in in_order(self.stream(items, labels), len(items))]
 
     def complete(self, texts: list[str], max_new_tokens: int | None = None, answer_prefix: str | None = None):
         """The backend's replies to already-templated messages (used to serve HTTP in tests)."""
-        return self.backend.complete(texts, max_new_tokens, answer_prefix)
+        return in_order(self.backend.stream(texts, max_new_tokens, answer_prefix), len(texts))
 
     def spec(self) -> dict:
         """A spec that make_critic turns back into an equal critic (same identity and config)."""
@@ -115,9 +104,6 @@ class OpenAICritic(Critic):
         super().__init__(HTTPBackend(base_url, model, **backend_options), template, max_chars)
         self.url = self.backend.url
 
-    def __repr__(self) -> str:
-        return f"OpenAICritic({self.identity!r}, url={self.url!r}, api_key_env={self.backend.api_key_env!r})"
-
 
 # ---------------------------------------------------------------- a simulated critic
 
@@ -150,15 +136,7 @@ class SimulatedCritic(Critic):
         self.identity = f"simulated(p={self.p:g},seed={self.seed})"
         self.template = load_template(template)  # unused by the simulation; kept for uniform keys
         self.params, self.max_chars, self.backend = {}, None, None
-        self._batch_size = int(batch_size)
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @property
-    def max_new_tokens(self) -> int:
-        return 0
+        self.batch_size, self.max_new_tokens = int(batch_size), 0
 
     def stream(self, items, labels=None):
         if labels is None or len(labels) != len(items):
@@ -253,10 +231,8 @@ def make_critic(spec, options=None, **overrides) -> Critic | None:
         return None
     backend = spec.pop("backend")
     cls = _BACKENDS[backend]
-    import dataclasses
-
-    if dataclasses.is_dataclass(options):
-        options = dataclasses.asdict(options)
+    if is_dataclass(options):
+        options = asdict(options)
     accepted = _accepted(cls)
     kw = {k: v for k, v in (options or {}).items() if v is not None and k in accepted and k not in spec}
     kw.update(spec)
@@ -350,14 +326,10 @@ def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike 
         return [replace(p, chosen_critique=None, rejected_critique=None,
                         meta={**{k: v for k, v in p.meta.items() if k != "critic_config"}, "critic": "none"})
                 for p in pairs]
-    store, owned = open_cache(cache)
-    try:
+    with open_cache(cache) as store:
         items = [(prompt_text(p.prompt), response, label) for p in pairs
                  for response, label in ((p.chosen, True), (p.rejected, False))]
         texts = critique_texts(critic, items, store, progress, on_error)
-    finally:
-        if owned:
-            store.close()
     tag = {"critic": critic.identity, "critic_config": critic.config_hash}
     out = []
     for i, p in enumerate(pairs):

@@ -99,10 +99,8 @@ def parse_score(text: str | None, low: float = SCORE_RANGE[0], high: float = SCO
         value, scale = m.group("v"), m.groupdict().get("s")
         if scale is not None and _number(scale) != high:
             return None
-        if value.startswith(("-", "+")):
-            return None
         score = _number(value)
-        return score if low <= score <= high and math.isfinite(score) else None
+        return score if not value.startswith(("-", "+")) and low <= score <= high and math.isfinite(score) else None
     return None
 
 
@@ -138,10 +136,6 @@ class Judge:
         model = self.backend.identity.split(":", 1)[-1]
         self.name = name or f"{model} {MODES[mode]}"
 
-    @property
-    def template_sha(self) -> str:
-        return sha256_text(self.template)
-
     def render(self, prompt: str, response: str, critique: str | None = None) -> str:
         values = {"prompt": prompt, "response": response}
         if self.mode == "critique":
@@ -152,19 +146,9 @@ class Judge:
         return f"Judge({self.name!r}, mode={self.mode!r}, backend={self.backend!r})"
 
 
-def make_judge(spec) -> Judge:
-    """A Judge from a Judge or a dict of Judge arguments (backend, mode, template, ...)."""
-    if isinstance(spec, Judge):
-        return spec
-    if isinstance(spec, str):
-        return Judge(spec)
-    if not isinstance(spec, dict):
-        raise TypeError(f"judge spec must be a dict, got {type(spec).__name__}")
-    return Judge(**spec)
-
-
 def judge_pairs(pairs: list[Pair], judge, cache=None, progress: bool = True) -> pd.DataFrame:
-    """Score both responses of every pair with `judge` (a Judge or its spec).
+    """Score both responses of every pair with `judge` (a Judge, a backend spec string, or a dict
+    of Judge arguments: backend, mode, template, ...).
 
     One row per pair: id, subset, source, tie (annotator), score_chosen, score_rejected (NaN when
     unparseable), parsed_chosen, parsed_rejected, judge_tie (both parsed and equal), correct,
@@ -173,22 +157,18 @@ def judge_pairs(pairs: list[Pair], judge, cache=None, progress: bool = True) -> 
     go through `augment` and the same cache."""
     from .metrics import correct
 
-    judge = make_judge(judge)
-    store, owned = open_cache(cache)
-    try:
+    if isinstance(judge, (str, dict)):
+        judge = Judge(**judge) if isinstance(judge, dict) else Judge(judge)
+    elif not isinstance(judge, Judge):
+        raise TypeError(f"judge spec must be a dict, got {type(judge).__name__}")
+    with open_cache(cache) as store:
         if judge.mode == "critique":
             pairs = augment(pairs, judge.critic, store, progress=progress)
-        texts = []
-        for p in pairs:
-            q = prompt_text(p.prompt)
-            texts.append(judge.render(q, p.chosen, p.chosen_critique))
-            texts.append(judge.render(q, p.rejected, p.rejected_critique))
-        outputs = complete_cached(judge.model, texts, store, task=f"judge-{judge.mode}", template_sha=judge.template_sha,
-                                  max_new_tokens=judge.max_new_tokens, answer_prefix=judge.answer_prefix,
-                                  progress=progress)
-    finally:
-        if owned:
-            store.close()
+        texts = [judge.render(prompt_text(p.prompt), response, critique) for p in pairs
+                 for response, critique in ((p.chosen, p.chosen_critique), (p.rejected, p.rejected_critique))]
+        outputs = complete_cached(judge.model, texts, store, task=f"judge-{judge.mode}",
+                                  template_sha=sha256_text(judge.template), max_new_tokens=judge.max_new_tokens,
+                                  answer_prefix=judge.answer_prefix, progress=progress)
     scores = [parse_score(o) for o in outputs]
     sc = np.array([np.nan if s is None else s for s in scores[0::2]], dtype=float)
     sr = np.array([np.nan if s is None else s for s in scores[1::2]], dtype=float)
@@ -236,12 +216,8 @@ def summarize_judge(df: pd.DataFrame, sections: dict | None = None, n_boot: int 
 
     summary = summarize(df, sections=sections, n_boot=n_boot, seed=seed, level=level)
     summary["judge"] = judge_stats(df)
-    per = {}
-    for section, members in (sections or {}).items():
-        part = df[df["subset"].isin(_subsets_of(members))]
-        if len(part):
-            per[section] = judge_stats(part)
-    summary["judge_sections"] = per
+    parts = {section: df[df["subset"].isin(_subsets_of(members))] for section, members in (sections or {}).items()}
+    summary["judge_sections"] = {section: judge_stats(part) for section, part in parts.items() if len(part)}
     return summary
 
 

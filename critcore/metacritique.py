@@ -141,10 +141,7 @@ def example_scores(precision_verdicts: list, recall_verdicts: list) -> dict:
     true_r = sum(v is True for v in recall_verdicts)
     p = true_p / n_p if n_p else 0.0
     r = true_r / n_r if n_r else math.nan
-    if math.isnan(r):
-        f1 = math.nan
-    else:
-        f1 = 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
+    f1 = math.nan if math.isnan(r) else 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
     return {"precision": p, "recall": r, "f1": f1, "n_aius": n_p, "n_ref_aius": n_r,
             "true_aius": true_p, "covered_ref_aius": true_r,
             "unparseable": sum(v is None for v in precision_verdicts) + sum(v is None for v in recall_verdicts)}
@@ -185,16 +182,13 @@ class Item:
 
 def items_from_pairs(pairs: list[Pair], sides=SIDES) -> list[Item]:
     """The responses of `pairs` as items (critiques taken from the pairs where present)."""
-    out = []
-    for p in pairs:
-        for side in sides:
-            out.append(Item(f"{p.id}#{side}", prompt_text(p.prompt), getattr(p, side),
-                            getattr(p, f"{side}_critique"), meta={"pair": p.id, "side": side, "subset": p.subset}))
-    return out
+    return [Item(f"{p.id}#{side}", prompt_text(p.prompt), getattr(p, side), getattr(p, f"{side}_critique"),
+                 meta={"pair": p.id, "side": side, "subset": p.subset}) for p in pairs for side in sides]
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
+def _text_key(prompt: str, response: str) -> str:
+    """A reference's key by content: prompt and response, whitespace runs as one space."""
+    return "text:" + sha256_text("\0".join(re.sub(r"\s+", " ", t).strip() for t in (prompt, response)))
 
 
 def load_references(path: str | os.PathLike) -> dict[str, str]:
@@ -214,7 +208,7 @@ def load_references(path: str | os.PathLike) -> dict[str, str]:
         if d.get("id") is not None:
             key = "id:" + str(d["id"]) + (f"#{d['side']}" if d.get("side") else "")
         elif isinstance(d.get("response"), str) and d.get("prompt") is not None:
-            key = "text:" + sha256_text(_norm(prompt_text(d["prompt"])) + "\0" + _norm(d["response"]))
+            key = _text_key(prompt_text(d["prompt"]), d["response"])
         else:
             raise DataError(where, "id", "missing: give 'id' (and optionally 'side'), or 'prompt' and 'response'")
         if key in first:  # which of the two would be the reference?
@@ -225,11 +219,7 @@ def load_references(path: str | os.PathLike) -> dict[str, str]:
 
 def match_references(items: list[Item], refs: dict[str, str]) -> list[str | None]:
     """Each item's reference critique from a `load_references` lookup, by id, else by content."""
-    out = []
-    for it in items:
-        text_key = "text:" + sha256_text(_norm(it.prompt) + "\0" + _norm(it.response))
-        out.append(refs.get("id:" + it.id, refs.get(text_key)))
-    return out
+    return [refs.get("id:" + it.id, refs.get(_text_key(it.prompt, it.response))) for it in items]
 
 
 def critique_items(pairs: list[Pair], critic, cache, sides=SIDES, progress: bool = True) -> list[Item]:
@@ -257,10 +247,7 @@ class MetaCritic:
         self.model = model_backend(self.backend)
         self.aiu_max_new_tokens, self.verdict_max_new_tokens = int(aiu_max_new_tokens), int(verdict_max_new_tokens)
         self.max_aius, self.max_chars = max_aius, max_chars
-
-    @property
-    def identity(self) -> str:
-        return self.backend.identity
+        self.identity = self.backend.identity
 
     def extract(self, critiques: list[str], cache, progress: bool = True) -> list[list[str]]:
         """AIUs of each critique (an empty or blank critique has none, without a model call)."""
@@ -294,8 +281,7 @@ def metacritique(items: list[Item], evaluator, cache=None, progress: bool = True
     for it in items:
         if it.critique is None or it.reference is None:
             raise ValueError(f"item {it.id}: needs both a critique and a reference critique")
-    store, owned = open_cache(cache)
-    try:
+    with open_cache(cache) as store:
         both = ev.extract([it.critique for it in items] + [it.reference for it in items], store, progress)
         aius, ref_aius = both[: len(items)], both[len(items):]
         p_rows = [(k, {"prompt": it.prompt, "response": it.response, "reference": it.reference, "aiu": a})
@@ -304,9 +290,6 @@ def metacritique(items: list[Item], evaluator, cache=None, progress: bool = True
                   for k, it in enumerate(items) for a in ref_aius[k]]
         p_verdicts, p_outs = ev.verify(ev.precision_template, "metacritique-precision", [r for _, r in p_rows], store, progress)
         r_verdicts, r_outs = ev.verify(ev.recall_template, "metacritique-recall", [r for _, r in r_rows], store, progress)
-    finally:
-        if owned:
-            store.close()
     per_p = [([], []) for _ in items]
     per_r = [([], []) for _ in items]
     for per, rows_, verdicts, outs in ((per_p, p_rows, p_verdicts, p_outs), (per_r, r_rows, r_verdicts, r_outs)):

@@ -5,9 +5,9 @@ only their own logic on top of it."""
 from .cache import CritiqueCache, make_key, sha256_text
 from .complete import ON_ERROR, Failure, cached, complete_cached
 from .http import HTTPBackend
-from .local import ENGINES, LocalBackend, default_engine
+from .local import ENGINES, LocalBackend
 from .prompts import DEFAULT_MAX_CHARS, fill, load_prompt, load_template, render
 
 __all__ = ["CritiqueCache", "make_key", "sha256_text", "ON_ERROR", "Failure", "cached", "complete_cached",
-           "HTTPBackend", "ENGINES", "LocalBackend", "default_engine", "DEFAULT_MAX_CHARS", "fill", "load_prompt",
-           "load_template", "render"]
+           "HTTPBackend", "ENGINES", "LocalBackend", "DEFAULT_MAX_CHARS", "fill", "load_prompt", "load_template",
+           "render"]

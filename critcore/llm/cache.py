@@ -6,10 +6,12 @@ the label). Each `put_many` is one transaction, so a process killed at any momen
 committed batch intact and nothing half-written; the primary key makes duplicates impossible."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import DataError
 
@@ -111,9 +113,12 @@ class CritiqueCache:
         self.close()
 
 
-def open_cache(cache) -> tuple[CritiqueCache, bool]:
-    """(the cache, whether this call opened it and must close it) for a CritiqueCache, a path or
-    None (in memory)."""
+@contextlib.contextmanager
+def open_cache(cache) -> Iterator[CritiqueCache]:
+    """The cache for a CritiqueCache (given as is, left open), a path or None (in memory), which
+    this opens and closes."""
     if isinstance(cache, CritiqueCache):
-        return cache, False
-    return CritiqueCache(cache or ":memory:"), True
+        yield cache
+    else:
+        with CritiqueCache(cache or ":memory:") as store:
+            yield store

@@ -87,9 +87,5 @@ def complete_cached(backend, texts: list[str], cache: CritiqueCache, *, task: st
     if answer_prefix is not None and backend.uses_prefix:
         params["answer_prefix"] = answer_prefix
     keys = [make_key(backend.identity, template_sha, params, text, "") for text in texts]
-
-    def generate(todo: list[str]) -> Iterable:
-        return backend.stream(todo, max_new_tokens, answer_prefix)
-
-    return cached(cache, keys, texts, generate, f"{backend.identity}#{task}", backend.batch_size,
-                  f"{task} ({backend.identity})", progress, on_error)
+    return cached(cache, keys, texts, lambda todo: backend.stream(todo, max_new_tokens, answer_prefix),
+                  f"{backend.identity}#{task}", backend.batch_size, f"{task} ({backend.identity})", progress, on_error)

@@ -19,33 +19,24 @@ part of `params`, and so of every cache key.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Iterator
 
+from .. import atomic
+from ..backbones import _file_key, cache_dir, check, from_pretrained, resolve
+from ..errors import UserError
+from ..hardware import use_bf16
 from .complete import in_order
 
 ENGINES = ("ctranslate2", "transformers")
 BASE_PREFIX = "\n\nCritique:"
-
-
-def default_engine() -> str:
-    return "transformers"
-
-
-def default_dtype(device: str) -> str:
-    from ..hardware import use_bf16
-
-    return "bfloat16" if use_bf16(device.split(":")[0]) else "float32"
-
-
 DTYPES = ("float32", "bfloat16", "float16")  # transformers
 COMPUTE_TYPES = ("float32", "int8", "int8_float32", "bfloat16", "int8_bfloat16", "float16", "int8_float16")  # ctranslate2
 
 
 def _one_of(name: str, value, allowed) -> None:
     if value not in allowed:
-        from ..errors import UserError
-
         raise UserError(f"critic {name} {value!r}: expected one of {', '.join(allowed)}")
 
 
@@ -59,11 +50,9 @@ class LocalBackend:
                  device: str | None = None, dtype: str | None = None):
         import torch
 
-        from ..backbones import check
-
         self.model_name = str(model)
         check(self.model_name, "critic model")  # a typo fails now, not at the first generate
-        self.engine = engine or default_engine()
+        self.engine = engine or "transformers"
         _one_of("engine", self.engine, ENGINES)
         self.identity = f"local:{self.model_name}"
         self.max_new_tokens, self.temperature, self.seed = int(max_new_tokens), float(temperature), int(seed)
@@ -71,13 +60,11 @@ class LocalBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.params = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
         if self.engine == "transformers":
-            self.dtype = dtype or default_dtype(self.device)
+            self.dtype = dtype or ("bfloat16" if use_bf16(self.device.split(":")[0]) else "float32")
             _one_of("dtype", self.dtype, DTYPES)
             self.params["dtype"] = self.dtype
         else:
             if importlib.util.find_spec("ctranslate2") is None:
-                from ..errors import UserError
-
                 raise UserError("engine ctranslate2 needs the ctranslate2 package: pip install ctranslate2")
             self.compute_type = compute_type or "float32"
             _one_of("compute_type", self.compute_type, COMPUTE_TYPES)
@@ -100,9 +87,8 @@ class LocalBackend:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from transformers import AutoTokenizer
-
-        from ..backbones import from_pretrained, resolve
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve(self.model_name, "critic model")
         tok = from_pretrained(AutoTokenizer, path, "critic model")
@@ -111,24 +97,14 @@ class LocalBackend:
             tok.pad_token = tok.eos_token
         self._tok = tok
         self._eos = set(_generation_eos(path) or [tok.eos_token_id])
-        self._model = self._load_transformers(path) if self.engine == "transformers" else self._load_ct2(path)
+        if self.engine == "transformers":
+            self._model = from_pretrained(AutoModelForCausalLM, path, "critic model", use_safetensors=True,
+                                          dtype=getattr(torch, self.dtype)).to(self.device).eval()
+        else:
+            import ctranslate2
 
-    def _load_transformers(self, path: str):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        from ..backbones import from_pretrained
-
-        model = from_pretrained(AutoModelForCausalLM, path, "critic model", use_safetensors=True,
-                                dtype=getattr(torch, self.dtype))
-        return model.to(self.device).eval()
-
-    def _load_ct2(self, path: str):
-        import ctranslate2
-        import torch
-
-        return ctranslate2.Generator(str(ct2_model(path, self.compute_type)), device=self.device,
-                                     compute_type=self.compute_type, intra_threads=torch.get_num_threads())
+            self._model = ctranslate2.Generator(str(ct2_model(path, self.compute_type)), device=self.device,
+                                                compute_type=self.compute_type, intra_threads=torch.get_num_threads())
 
     def _input_ids(self, text: str, answer_prefix: str | None) -> list[int]:
         if self._tok.chat_template:
@@ -197,8 +173,6 @@ class LocalBackend:
 
 def _generation_eos(path: str) -> list[int] | None:
     """The end-of-sequence ids in a checkpoint's generation_config.json, if it has one."""
-    import json
-
     try:
         eos = json.loads((Path(path) / "generation_config.json").read_text()).get("eos_token_id")
     except (OSError, ValueError):
@@ -209,9 +183,6 @@ def _generation_eos(path: str) -> list[int] | None:
 def ct2_model(path: str, compute_type: str) -> Path:
     """A CTranslate2 conversion of the transformers checkpoint at `path`, quantized for
     `compute_type`, made once and cached beside critcore's dequantized models."""
-    from .. import atomic
-    from ..backbones import _file_key, cache_dir
-
     source = Path(path)
     stamp = _file_key(source / "config.json") if (source / "config.json").is_file() else "hub"
     out = cache_dir() / "ct2" / f"{source.name}-{stamp}-{compute_type}"

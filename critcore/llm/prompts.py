@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from ..errors import UserError
+
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 DEFAULT_MAX_CHARS = 4000  # per filled-in text: the prompt keeps its end, every other text its start
@@ -22,8 +24,6 @@ def read_named_text(spec: str, folder: Path, prefix: str = "", literal: str = "{
     if named.is_file():
         return named.read_text(encoding="utf-8")
     names = sorted(p.stem.removeprefix(prefix) for p in folder.glob(f"{prefix}*.txt"))
-    from ..errors import UserError
-
     raise UserError(f"no {kind} {spec!r}: give a file path or one of {names}")
 
 
@@ -33,8 +33,6 @@ def load_template(template: str | os.PathLike | None = None) -> str:
     t = "paper" if template is None else str(template)
     text = read_named_text(t, TEMPLATES, "critique_", "{response}", "critique template")
     if "{prompt}" not in text or "{response}" not in text:
-        from ..errors import UserError
-
         raise UserError(f"critique template {t!r} must contain both {{prompt}} and {{response}}")
     return text
 
@@ -47,8 +45,6 @@ def load_prompt(spec: str | os.PathLike | None, default: str, required: tuple[st
     text = read_named_text(spec, PROMPTS, kind="prompt template")
     missing = [f"{{{name}}}" for name in required if f"{{{name}}}" not in text]
     if missing:
-        from ..errors import UserError
-
         raise UserError(f"prompt template {spec[:60]!r} lacks {', '.join(missing)}")
     return text
 
