@@ -18,16 +18,21 @@ import copy
 import dataclasses
 import difflib
 import os
+import pprint
 import re
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from .backbones import cache_dir
+from .critique import parse_critic_spec
+from .data import DataError, parse_spec, spec_dict
 from .errors import ConfigError, UserError
+from .report import METRICS, slug
 from .train import TrainConfig
 
 
@@ -61,11 +66,6 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def yaml_value(text: str):
-    """One YAML value, numbers read as YAML 1.2 reads them."""
-    return yaml.load(text, Loader=_Loader)
-
-
 def read_yaml(path: str | os.PathLike) -> dict:
     """A params file: a mapping at the top level. Errors name the file."""
     path = Path(path)
@@ -95,7 +95,7 @@ def parse_sets(items) -> list[tuple[list[str], Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
-            out.append((key.strip().split("."), yaml_value(raw)))
+            out.append((key.strip().split("."), yaml.load(raw, Loader=_Loader)))
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: invalid YAML value ({getattr(e, 'problem', None) or e})") from None
     return out
@@ -109,11 +109,8 @@ def shared_data_dir() -> Path:
     if os.environ.get("CRITCORE_DATA"):
         return Path(os.environ["CRITCORE_DATA"])
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        try:
-            if (base.parent / "shared" / "data").is_dir():
-                return (base.parent / "shared" / "data").resolve()
-        except OSError:  # a folder this user may not enter: not the one
-            continue
+        if os.path.isdir(base.parent / "shared" / "data"):  # False also for a folder this user may not enter
+            return (base.parent / "shared" / "data").resolve()
     return Path.cwd().parent / "shared" / "data"
 
 
@@ -143,13 +140,12 @@ Threads = typing.Union[int, Literal["auto"], None]
 
 
 def _doc(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
-    """A field with its one-line documentation (shown in `critcore config` and notebook cells)."""
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
+    """A field with its one-line documentation (shown in `critcore config` and notebook cells); a
+    name in _SHARED stands for the documentation that several schemas share."""
+    return field(default=default, default_factory=factory, metadata={"doc": _SHARED.get(text, text)})
 
 
-_SHARED = {  # the documentation of the fields that several schemas declare, each with its own default
+_SHARED = {  # the documentation of the fields that several schemas declare, each with its own default (_doc)
     "study": "what these parameters run",
     "notebook": "the notebook that runs this study",
     "description": "one line for run.json and the README",
@@ -160,15 +156,6 @@ _SHARED = {  # the documentation of the fields that several schemas declare, eac
     "train": "training options (critcore.train.TrainConfig)",
     "critic_options": "options for every critic (null: the critic's default)",
 }
-
-
-def _shared(name: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
-    """A field that several schemas declare, with this schema's default and the one documentation."""
-    return _doc(_SHARED[name], default, factory)
-
-
-def _train(**overrides):
-    return lambda: TrainConfig(**overrides)
 
 
 @dataclass
@@ -190,13 +177,13 @@ class CriticOptions:
 class Base:
     """What every study and command shares."""
 
-    study: str = _shared("study", "")
-    notebook: str | None = _shared("notebook", None)
-    description: str = _shared("description", "")
+    study: str = _doc("study", "")
+    notebook: str | None = _doc("notebook", None)
+    description: str = _doc("description", "")
     run_id: str | None = _doc("default: the params file's stem (critcore run), else a hash of the parameters", None)
     out_dir: str | None = _doc("default: outputs/<study>/<run_id>", None)
     critique_cache: str | None = _doc("SQLite critique cache; default $CRITCORE_CACHE/critiques.sqlite", None)
-    threads: Threads = _shared("threads", "auto")
+    threads: Threads = _doc("threads", "auto")
     seed: int = _doc("data sampling and bootstrap seed (training seeds are train.seed)", 0)
     progress: bool = _doc("progress bars", True)
     n_boot: int = _doc("bootstrap replicates of every interval", 1000)
@@ -220,13 +207,13 @@ class Base:
 class RMStudy(Base):
     """A study that trains and evaluates reward models."""
 
-    train_data: DataSpec | None = _shared("train_data", None)
+    train_data: DataSpec | None = _doc("train_data", None)
     validation_data: DataSpec | None = _doc("validation pairs: the learning-rate sweep picks on these", None)
-    eval_data: dict[str, DataSpec] | None = _shared("eval_data", None)
-    sections: str | dict | None = _shared("sections", None)
-    train: TrainConfig = _shared("train", factory=TrainConfig)
+    eval_data: dict[str, DataSpec] | None = _doc("eval_data", None)
+    sections: str | dict | None = _doc("sections", None)
+    train: TrainConfig = _doc("train", factory=TrainConfig)
     lr_sweep: list[float] | None = _doc("learning rates: one RM each, the best on validation is kept", None)
-    critic_options: CriticOptions = _shared("critic_options", factory=CriticOptions)
+    critic_options: CriticOptions = _doc("critic_options", factory=CriticOptions)
 
     def problems(self) -> list[str]:
         """Beyond Base's: repeats, each of which would train one RM twice and count it twice in
@@ -246,8 +233,6 @@ class RMStudy(Base):
 def _baselines(critics: dict) -> list[str]:
     """The No-Critiques entries of a study's critics (a spec that does not parse is left to
     _check_specs, which names it)."""
-    from .critique import parse_critic_spec
-
     out = []
     for name, spec in critics.items():
         try:
@@ -271,8 +256,6 @@ def name_problems(eval_data: dict | None, critics: dict | None = None) -> list[s
 
 
 def _not_plain(what: str, names, it_names: str, dots: bool = True) -> list[str]:
-    from .report import slug
-
     def plain(name: str) -> str:
         return slug(name) if dots else slug(name).replace(".", "-")
 
@@ -283,8 +266,6 @@ def _not_plain(what: str, names, it_names: str, dots: bool = True) -> list[str]:
 
 def backbone_label(b) -> str:
     """The name of one of a study's backbones (a name or a BackboneSpec) in folders and tables."""
-    from .report import slug
-
     return slug(b.name or b.backbone) if isinstance(b, BackboneSpec) else slug(str(b).split("/")[-1])
 
 
@@ -292,34 +273,32 @@ _SMALL_EVAL = {
     "rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "per_stratum": 4, "seed": 0},
     "pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 60, "seed": 0}}
 _SECTIONS = "${data}/reward-bench-local/sections.json"
-_CPU_TRAIN = {"max_length": 256, "lr": 8.0e-5, "batch_size": 32, "micro_batch_size": 8}
-_CPU_CRITIC = {"max_new_tokens": 48, "max_chars": 400, "batch_size": 32}
 
 
 @dataclass
 class TrainJob(RMStudy):
     """`critcore train`: one reward model, trained and (with eval_data) evaluated."""
 
-    study: str = _shared("study", "train")
+    study: str = _doc("study", "train")
     backbone: str = _doc("minilm, smollm2, gemma3-270m, a local folder, a .gguf file or a hub name", "minilm")
     critic: CriticSpec | None = _doc("none: No-Critiques; null: the critiques the data carry; else a critic spec", None)
 
 
 @dataclass
 class Quickstart(RMStudy):
-    study: str = _shared("study", "quickstart")
-    notebook: str | None = _shared("notebook", "notebooks/quickstart.ipynb")
-    description: str = _shared("description", "Critiques, then a No-Critiques and a Critique RM, evaluation, a table and a chart.")
+    study: str = _doc("study", "quickstart")
+    notebook: str | None = _doc("notebook", "notebooks/quickstart.ipynb")
+    description: str = _doc("description", "Critiques, then a No-Critiques and a Critique RM, evaluation, a table and a chart.")
     data: Literal["auto", "shared", "generated"] = _doc(
         "auto: a slice of ../shared/data when it exists, else the generated set", "auto")
     n_train: int = _doc("training pairs (a seeded slice)", 16)
     n_eval: int = _doc("evaluation pairs per set (RewardBench: one per subset at least; PandaLM: half)", 16)
     backbone: str = _doc("the RM backbone", "minilm")
     critic: CriticSpec = _doc("the critic beside No-Critiques", "smollm2")
-    train: TrainConfig = _shared("train", factory=_train(
-        max_length=128, lr=1.0e-4, batch_size=8, micro_batch_size=8, epochs=2))
-    critic_options: CriticOptions = _shared("critic_options", factory=lambda: CriticOptions(
-        max_new_tokens=24, max_chars=240, batch_size=32))
+    train: TrainConfig = _doc("train", factory=partial(
+        TrainConfig, max_length=128, lr=1.0e-4, batch_size=8, micro_batch_size=8, epochs=2))
+    critic_options: CriticOptions = _doc("critic_options", factory=partial(
+        CriticOptions, max_new_tokens=24, max_chars=240, batch_size=32))
 
     def problems(self) -> list[str]:
         return super().problems() + [f"{k} must be a positive integer, got {getattr(self, k)!r}"
@@ -365,17 +344,19 @@ class BackboneSpec:
 class CPUSized(RMStudy):
     """RQ1 and RQ2's defaults: a slice of the local suite and PandaLM, CPU-sized training and critics."""
 
-    eval_data: dict[str, DataSpec] | None = _shared("eval_data", factory=lambda: copy.deepcopy(_SMALL_EVAL))
-    sections: str | dict | None = _shared("sections", _SECTIONS)
-    train: TrainConfig = _shared("train", factory=_train(**_CPU_TRAIN))
-    critic_options: CriticOptions = _shared("critic_options", factory=lambda: CriticOptions(**_CPU_CRITIC))
+    eval_data: dict[str, DataSpec] | None = _doc("eval_data", factory=lambda: copy.deepcopy(_SMALL_EVAL))
+    sections: str | dict | None = _doc("sections", _SECTIONS)
+    train: TrainConfig = _doc("train", factory=partial(TrainConfig, max_length=256, lr=8.0e-5, batch_size=32,
+                                                        micro_batch_size=8))
+    critic_options: CriticOptions = _doc("critic_options", factory=partial(CriticOptions, max_new_tokens=48,
+                                                                          max_chars=400, batch_size=32))
 
 
 @dataclass
 class RQ1(CPUSized):
-    study: str = _shared("study", "rq1")
-    notebook: str | None = _shared("notebook", "notebooks/rq1_critic_quality.ipynb")
-    description: str = _shared("description", "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, "
+    study: str = _doc("study", "rq1")
+    notebook: str | None = _doc("notebook", "notebooks/rq1_critic_quality.ipynb")
+    description: str = _doc("description", "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, "
                                                "paired tests vs No-Critiques.")
     backbones: list[typing.Union[str, BackboneSpec]] = _doc("names, or {name, backbone, n_train, n_eval, critics, train}",
                                                             factory=lambda: ["minilm"])
@@ -383,7 +364,7 @@ class RQ1(CPUSized):
                                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
     seeds: list[int] | None = _doc("training seeds: one RM per seed in every cell (null: train.seed only); a "
                                    "learning-rate sweep runs at the first seed, the others use the rate it picks", None)
-    train_data: DataSpec | None = _shared("train_data", factory=lambda: {
+    train_data: DataSpec | None = _doc("train_data", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
 
     def problems(self) -> list[str]:
@@ -398,9 +379,9 @@ class RQ1(CPUSized):
 
 @dataclass
 class RQ2(CPUSized):
-    study: str = _shared("study", "rq2")
-    notebook: str | None = _shared("notebook", "notebooks/rq2_scaling.ipynb")
-    description: str = _shared("description", "RQ2: RMs on nested training subsets with and without critiques; curves and worth-N.")
+    study: str = _doc("study", "rq2")
+    notebook: str | None = _doc("notebook", "notebooks/rq2_scaling.ipynb")
+    description: str = _doc("description", "RQ2: RMs on nested training subsets with and without critiques; curves and worth-N.")
     backbone: str = _doc("the RM backbone", "minilm")
     critics: dict[str, CriticSpec] = _doc("exactly one No-Critiques baseline (none), one or more critics",
                                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
@@ -408,12 +389,10 @@ class RQ2(CPUSized):
     seeds: list[int] | None = _doc("training seeds: one curve per seed (null: train.seed only)", None)
     worth_metrics: list[str] = _doc("curves to compute worth-N on (Score, a section or PandaLM)",
                                     factory=lambda: ["Score", "PandaLM"])
-    train_data: DataSpec | None = _shared("train_data", factory=lambda: {
+    train_data: DataSpec | None = _doc("train_data", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl"})
 
     def problems(self) -> list[str]:
-        from .report import METRICS
-
         out = super().problems()
         if len(_baselines(self.critics)) != 1 or len(self.critics) < 2:
             out.append("rq2 needs exactly one No-Critiques critic ('none') and at least one critic")
@@ -441,7 +420,7 @@ class JudgeSpec:
 class LLMStudy(Base):
     """The studies that prompt language models (judge, metacritique): named backends, one thread."""
 
-    threads: Threads = _shared("threads", 1)
+    threads: Threads = _doc("threads", 1)
     models: dict[str, CriticSpec] = _doc("named backends (critic specs), shared by every use of the name",
                                          factory=lambda: {"smollm2": {"backend": "local", "model": "smollm2",
                                                                       "max_new_tokens": 64}})
@@ -451,12 +430,12 @@ class LLMStudy(Base):
 
 @dataclass
 class Judge(LLMStudy):
-    study: str = _shared("study", "judge")
-    notebook: str | None = _shared("notebook", "notebooks/generative_judge.ipynb")
-    description: str = _shared("description", "Point-wise generative judges, Gen and Gen + Critiques.")
+    study: str = _doc("study", "judge")
+    notebook: str | None = _doc("notebook", "notebooks/generative_judge.ipynb")
+    description: str = _doc("description", "Point-wise generative judges, Gen and Gen + Critiques.")
     data: DataSpec = _doc("the pairs to judge (a data spec)", factory=lambda: {
         "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 4, "seed": 0})
-    sections: str | dict | None = _shared("sections", _SECTIONS)
+    sections: str | dict | None = _doc("sections", _SECTIONS)
     judges: list[JudgeSpec] = _doc("one judge per entry", factory=lambda: [
         JudgeSpec(model="smollm2", mode="direct"), JudgeSpec(model="smollm2", mode="critique")])
     judge_max_new_tokens: int = _doc("score reply length", 16)
@@ -473,9 +452,9 @@ class Reference:
 
 @dataclass
 class Metacritique(LLMStudy):
-    study: str = _shared("study", "metacritique")
-    notebook: str | None = _shared("notebook", "notebooks/metacritique.ipynb")
-    description: str = _shared("description", "Meta-P, Meta-R and Meta-F1 of critics.")
+    study: str = _doc("study", "metacritique")
+    notebook: str | None = _doc("notebook", "notebooks/metacritique.ipynb")
+    description: str = _doc("description", "Meta-P, Meta-R and Meta-F1 of critics.")
     data: DataSpec = _doc("the pairs whose responses are critiqued (a data spec)", factory=lambda: {
         "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 2, "seed": 0})
     sides: list[Literal["chosen", "rejected"]] = _doc("which responses", factory=lambda: ["chosen", "rejected"])
@@ -517,9 +496,9 @@ class WithRM(Base):
 class Evaluate(WithRM):
     """`critcore evaluate`: score datasets with a saved reward model."""
 
-    study: str = _shared("study", "evaluate")
+    study: str = _doc("study", "evaluate")
     eval_data: dict[str, DataSpec] = _doc("{name: data spec}", factory=dict)
-    sections: str | dict | None = _shared("sections", None)
+    sections: str | dict | None = _doc("sections", None)
 
     def problems(self) -> list[str]:
         return super().problems() + name_problems(self.eval_data)
@@ -529,7 +508,7 @@ class Evaluate(WithRM):
 class Critique(Base):
     """`critcore critique`: add critiques to preference pairs."""
 
-    study: str = _shared("study", "critique")
+    study: str = _doc("study", "critique")
     critic: CriticSpec = _doc("a critic spec", "smollm2")
     critic_options: CriticOptions = _doc("options for the critic", factory=CriticOptions)
     data: DataSpec | None = _doc("the pairs (a data spec)", None)
@@ -540,7 +519,7 @@ class Critique(Base):
 class Score(WithRM):
     """`critcore score`: the reward of one response, or of every pair of a file."""
 
-    study: str = _shared("study", "score")
+    study: str = _doc("study", "score")
     prompt: str | None = _doc("the prompt", None)
     response: str | None = _doc("the response", None)
     critique: str | None = _doc("a critique to use instead of the recipe's critic", None)
@@ -556,18 +535,11 @@ STUDIES = ("quickstart", "rq1", "rq2", "judge", "metacritique")  # the ones with
 # ---------------------------------------------------------------- resolving
 
 
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _dataclass_of(tp) -> type | None:
-    """The dataclass a field holds (directly or as X | None), else None."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if len(args) == 1 and dataclasses.is_dataclass(args[0]):
-        return args[0]
-    return None
+    """The dataclass a field holds (directly, or as X | None or str | X), else None."""
+    if typing.get_origin(tp) is list:
+        return None
+    return next((a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)), None)
 
 
 def _nearest(key: str, known, path: str = "") -> str:
@@ -576,38 +548,30 @@ def _nearest(key: str, known, path: str = "") -> str:
     return f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
 
 
-def _item_dataclass(tp) -> type | None:
-    """The dataclass that items of a list field may be (list[X] or list[str | X]), else None."""
-    if typing.get_origin(tp) is not list or not typing.get_args(tp):
-        return None
-    item = typing.get_args(tp)[0]
-    return next((a for a in (item, *typing.get_args(item)) if dataclasses.is_dataclass(a)), None)
-
-
-def _check_keys(cls, value, where: str, path: str) -> None:
-    """Unknown keys anywhere in the dataclass parts of `value` are errors naming the nearest."""
-    if not isinstance(value, dict):
+def _check_keys(tp, value, where: str, path: str) -> None:
+    """Unknown keys anywhere in the dataclass parts of `value` (of type `tp`: a schema, a field's
+    type, list[X]) are errors naming the nearest."""
+    if typing.get_origin(tp) is list and typing.get_args(tp) and isinstance(value, list):
+        for i, x in enumerate(value):
+            _check_keys(typing.get_args(tp)[0], x, where, f"{path}[{i}]")
         return
-    hints = _hints(cls)
+    cls = _dataclass_of(tp)
+    if cls is None or not isinstance(value, dict):
+        return
+    hints = typing.get_type_hints(cls)
     for key, v in value.items():
         at = f"{path}.{key}" if path else str(key)
         if key not in hints:
             raise ConfigError(f"{where}: unknown key '{at}'{_nearest(key, hints, path)}")
-        sub = _dataclass_of(hints[key])
-        if sub is not None:
-            _check_keys(sub, v, where, at)
-        item = _item_dataclass(hints[key])
-        if item is not None and isinstance(v, list):
-            for i, x in enumerate(v):
-                _check_keys(item, x, where, f"{at}[{i}]")
+        _check_keys(hints[key], v, where, at)
 
 
 def _merge_layer(cls, base: dict, layer: dict) -> dict:
     """`layer` over `base`: dataclass blocks merge key by key; anything else is replaced."""
     out = dict(base)
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     for key, value in layer.items():
-        sub = _dataclass_of(hints.get(key)) if key in hints else None
+        sub = _dataclass_of(hints.get(key))
         if sub is not None and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge_layer(sub, out[key], value)
         else:
@@ -619,9 +583,7 @@ def _set_path(tree: dict, path: list[str], value, where: str) -> None:
     node = tree
     for i, key in enumerate(path[:-1]):
         nxt = node.get(key)
-        if isinstance(nxt, str):
-            from .data import spec_dict  # a data spec FORMAT:PATH becomes {format, path} to take a key
-
+        if isinstance(nxt, str):  # a data spec FORMAT:PATH becomes {format, path} to take a key
             nxt = spec_dict(nxt)
         if nxt is None:
             nxt = {}
@@ -705,7 +667,8 @@ def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path |
     default_study = cls().study
     if study != default_study:
         raise ConfigError(f"{where}: these parameters are for '{study}', not '{default_study}'")
-    if "backbone" in _raw_train(list(layers) + [_nest(p, v) for p, v in pairs]):
+    trains = [layer.get("train") for layer in (*layers, *(_nest(p, v) for p, v in pairs)) if isinstance(layer, dict)]
+    if any(isinstance(train, dict) and "backbone" in train for train in trains):
         raise ConfigError(f"{where}: 'train.backbone': set it with the top-level "
                           f"`{'backbones' if cls is RQ1 else 'backbone'}`, not inside train")
     data_dir = data_dir or shared_data_dir()
@@ -714,14 +677,6 @@ def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path |
         cfg = cfg.derive(data_dir)
     _check_specs(cfg, where)
     return cfg
-
-
-def _raw_train(layers) -> set:
-    keys = set()
-    for layer in layers:
-        if isinstance(layer, dict) and isinstance(layer.get("train"), dict):
-            keys |= set(layer["train"])
-    return keys
 
 
 def _nest(path: list[str], value) -> dict:
@@ -733,9 +688,6 @@ def _nest(path: list[str], value) -> dict:
 
 def _check_specs(cfg, where: str) -> None:
     """Data specs and critic specs parse (nothing is read or loaded)."""
-    from .critique import parse_critic_spec
-    from .data import DataError, parse_spec
-
     def spec(value, at):
         for i, one in enumerate(value if isinstance(value, list) else [value]):
             try:
@@ -803,18 +755,12 @@ def parameters_cell(study: str) -> str:
     """The source of a study notebook's `parameters` cell: every key of its schema with its default
     and documentation. tests/test_config.py checks each notebook against this;
     `make notebook-parameters` rewrites them."""
-    import pprint
-
     cls = SCHEMAS[study]
     lines = [f"# Parameters: critcore.config.{cls.__name__}. papermill -f params/X.yaml (or -p KEY VALUE) replaces them,",
              "# merged into these defaults as `critcore config` shows; ${data} is ../shared/data ($CRITCORE_DATA)."]
     for name, value in defaults(cls).items():
-        text = pprint.pformat(value, width=100, sort_dicts=False)
-        first, *rest = text.splitlines()
-        lines.append(f"{name} = {first}" + ("" if rest else f"  # {docs(cls)[name]}"))
-        if rest:
-            lines += [" " * (len(name) + 3) + r for r in rest]
-            lines[-1] += f"  # {docs(cls)[name]}"
+        text = pprint.pformat(value, width=100, sort_dicts=False).replace("\n", "\n" + " " * (len(name) + 3))
+        lines.append(f"{name} = {text}  # {docs(cls)[name]}")
     return "\n".join(lines)
 
 
