@@ -1,7 +1,7 @@
 """`critcore` command line: train, evaluate, score, critique, run, config, demo.
 
 Every command reads its parameters the same way (critcore.config): a params YAML (optional),
-then `--set key=value`, then its own flags, each a shorthand for one key. Progress, notes and
+then `--set key=value`, then its own flags, each a shorthand for one key (the flag's `dest`). Progress, notes and
 skip counts go to stderr; stdout carries only the result (one JSON line; YAML for `config`).
 A user error prints one line and exits 2; a critic that fails exits 1; a bug keeps its traceback.
 """
@@ -14,12 +14,6 @@ import sys
 LIMIT_HELP = "a seeded random sample of N pairs (seed: the data spec's, default 0), kept in file order"
 
 
-def _critic_help() -> str:
-    from .critique import CRITIC_FORMS
-
-    return f"critic spec: {CRITIC_FORMS}"
-
-
 def _common(p: argparse.ArgumentParser, params: bool = True) -> None:
     if params:
         p.add_argument("params", nargs="?", help="a params YAML (see `critcore config`)")
@@ -27,18 +21,19 @@ def _common(p: argparse.ArgumentParser, params: bool = True) -> None:
                    help="override one parameter, e.g. train.lr=1e-4 or eval_data.pandalm.limit=300 (repeatable)")
 
 
-def _flags(args, mapping: dict[str, str]) -> dict:
-    """{config key path: value} for the flags given (None = not given)."""
-    return {key: getattr(args, dest) for dest, key in mapping.items() if getattr(args, dest, None) is not None}
+_NOT_KEYS = {"command", "func", "params", "set", "eval_sets"}  # argparse's and the command's own
 
 
-def _load(args, schema: str, mapping: dict[str, str], extra: dict | None = None):
+def _load(args, schema: str, extra: dict | None = None):
+    """The configuration: params file, --set, then every flag given (its dest is the key it sets)."""
     from . import config
 
-    flags = {**_flags(args, mapping), **(extra or {})}
-    if getattr(args, "quiet", False):
-        flags["progress"] = False
-    return config.load(args.params, args.set, flags, schema=schema)
+    flags = {key: value for key, value in vars(args).items() if key not in _NOT_KEYS}
+    return config.load(args.params, args.set, {**flags, **(extra or {})}, schema=schema)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
 
 
 def _print(obj) -> None:
@@ -48,26 +43,14 @@ def _print(obj) -> None:
 # ---------------------------------------------------------------- commands
 
 
-TRAIN_FLAGS = {"backbone": "backbone", "critic": "critic", "train": "train_data", "validation": "validation_data",
-               "limit": "train_data.limit", "lr": "train.lr", "max_length": "train.max_length",
-               "epochs": "train.epochs", "seed": "train.seed", "out": "out_dir", "cache": "critique_cache",
-               "run_id": "run_id"}
-
-
 def cmd_train(args) -> int:
     from .report import results_row
     from .run import train_job
 
-    extra = {"lr_sweep": [float(x) for x in args.lr_sweep.split(",")]} if args.lr_sweep else None
-    cfg = _load(args, "train", TRAIN_FLAGS, extra)
-    summary = train_job(cfg)
+    summary = train_job(_load(args, "train"))
     _print({"out": summary.get("out_dir"), "validation": summary["train"].get("validation"),
             "critic": summary.get("critic"), **results_row(summary)})
     return 0
-
-
-EVAL_FLAGS = {"model": "model", "critic": "critic", "allow_critic_mismatch": "allow_critic_mismatch",
-              "max_length": "max_length", "batch_size": "batch_size", "out": "out_dir", "cache": "critique_cache"}
 
 
 def _data_flags(items) -> dict:
@@ -88,34 +71,22 @@ def cmd_evaluate(args) -> int:
     from .report import results_row
     from .run import evaluate_job
 
-    cfg = _load(args, "evaluate", EVAL_FLAGS, _data_flags(args.data))
-    summary = evaluate_job(cfg)
+    summary = evaluate_job(_load(args, "evaluate", _data_flags(args.eval_sets)))
     _print({"out": summary["out_dir"], "critic": summary["critic"], **results_row(summary)})
     return 0
-
-
-SCORE_FLAGS = {"model": "model", "prompt": "prompt", "response": "response", "critique": "critique",
-               "critic": "critic", "data": "data", "out": "out", "allow_critic_mismatch": "allow_critic_mismatch",
-               "max_length": "max_length", "cache": "critique_cache"}
 
 
 def cmd_score(args) -> int:
     from .run import score_job
 
-    _print(score_job(_load(args, "score", SCORE_FLAGS)))
+    _print(score_job(_load(args, "score")))
     return 0
-
-
-CRITIQUE_FLAGS = {"critic": "critic", "data": "data", "out": "out", "cache": "critique_cache", "limit": "data.limit",
-                  "batch_size": "critic_options.batch_size", "max_new_tokens": "critic_options.max_new_tokens",
-                  "template": "critic_options.template", "engine": "critic_options.engine",
-                  "on_error": "critic_options.on_error"}
 
 
 def cmd_critique(args) -> int:
     from .run import critique_job
 
-    _print(critique_job(_load(args, "critique", CRITIQUE_FLAGS)))
+    _print(critique_job(_load(args, "critique")))
     return 0
 
 
@@ -155,36 +126,38 @@ def _scoring(p: argparse.ArgumentParser, critic: str) -> None:
 
 
 def _cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
+    p.add_argument("--cache", dest="critique_cache", help="critique cache (default $CRITCORE_CACHE/critiques.sqlite)")
 
 
-def _output(p: argparse.ArgumentParser, out: str, func, quiet: str = "no progress bars") -> None:
-    """--out and --quiet, and the function that runs the command."""
-    p.add_argument("--out", help=out)
-    p.add_argument("--quiet", action="store_true", help=quiet)
+def _output(p: argparse.ArgumentParser, out: str, func, key: str = "out_dir", quiet: str = "no progress bars") -> None:
+    """--out (setting `key`) and --quiet, and the function that runs the command."""
+    p.add_argument("--out", dest=key, help=out)
+    p.add_argument("--quiet", dest="progress", action="store_false", default=None, help=quiet)
     p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__, config
+    from .critique import CRITIC_FORMS
 
     parser = argparse.ArgumentParser(prog="critcore", description="Reward models trained with synthetic critiques.")
     parser.add_argument("--version", action="version", version=f"critcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    critic = _critic_help()
+    critic = f"critic spec: {CRITIC_FORMS}"
 
     p = sub.add_parser("train", help="train a reward model (and evaluate it when eval_data is given)")
     _common(p)
     p.add_argument("--backbone", help="minilm, smollm2, gemma3-270m, a local folder, a .gguf file or a hub name")
     p.add_argument("--critic", help=f"{critic}; none trains without critiques; unset uses the critiques the data carry")
-    p.add_argument("--train", help="training data: FORMAT:PATH, a critcore JSONL path, or a format's hub default")
-    p.add_argument("--validation", help="validation data spec (the learning-rate sweep picks on it)")
-    p.add_argument("--limit", type=int, help=f"train on {LIMIT_HELP}")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--lr-sweep", help="comma-separated learning rates; the best on validation is kept")
-    p.add_argument("--max-length", type=int, help="tokens per input (prompt, response and critique)")
-    p.add_argument("--epochs", type=int, help="passes over the training pairs")
-    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--train", dest="train_data",
+                   help="training data: FORMAT:PATH, a critcore JSONL path, or a format's hub default")
+    p.add_argument("--validation", dest="validation_data", help="validation data spec (the learning-rate sweep picks on it)")
+    p.add_argument("--limit", dest="train_data.limit", type=int, help=f"train on {LIMIT_HELP}")
+    p.add_argument("--lr", dest="train.lr", type=float, help="peak learning rate")
+    p.add_argument("--lr-sweep", type=_floats, help="comma-separated learning rates; the best on validation is kept")
+    p.add_argument("--max-length", dest="train.max_length", type=int, help="tokens per input (prompt, response and critique)")
+    p.add_argument("--epochs", dest="train.epochs", type=int, help="passes over the training pairs")
+    p.add_argument("--seed", dest="train.seed", type=int, help="training seed")
     p.add_argument("--run-id", help="names the output folder when --out is not given")
     _cache(p)
     _output(p, "output folder (default outputs/train/<run id>)", cmd_train)
@@ -192,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score datasets with a saved reward model")
     _common(p)
     p.add_argument("--model", help="a saved critcore RM folder")
-    p.add_argument("--data", action="append", metavar="NAME=SPEC",
+    p.add_argument("--data", dest="eval_sets", action="append", metavar="NAME=SPEC",
                    help="an evaluation set, e.g. pandalm=pandalm:../shared/data/pandalm/testset-v1.json (repeatable)")
     _scoring(p, critic)
     p.add_argument("--batch-size", type=int, help="sequences per forward pass")
@@ -206,20 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critique", help="use this critique instead of writing one with the model's critic")
     p.add_argument("--data", help="score every pair of this data spec instead (with --out)")
     _scoring(p, critic)
-    _output(p, "with --data: the scored pairs as CSV", cmd_score)
+    _output(p, "with --data: the scored pairs as CSV", cmd_score, key="out")
 
     p = sub.add_parser("critique", help="add synthetic critiques to preference pairs")
     _common(p)
     p.add_argument("--critic", help=f"{critic}; default smollm2")
     p.add_argument("--data", help="the pairs: FORMAT:PATH, a critcore JSONL path or a JSON mapping {format, path, limit, ...}")
     _cache(p)
-    p.add_argument("--limit", type=int, help=f"critique {LIMIT_HELP}")
-    p.add_argument("--batch-size", type=int, help="items per critic call and cache commit")
-    p.add_argument("--max-new-tokens", type=int, help="most tokens in one critique")
-    p.add_argument("--template", help="template file, or a name in critcore/templates (default: paper)")
-    p.add_argument("--engine", help="local critics: ctranslate2 or transformers")
-    p.add_argument("--on-error", choices=["fail", "skip"], help="an item the critic can never answer: fail or skip it")
-    _output(p, "output JSONL, written atomically", cmd_critique, quiet="no progress bar")
+    p.add_argument("--limit", dest="data.limit", type=int, help=f"critique {LIMIT_HELP}")
+    p.add_argument("--batch-size", dest="critic_options.batch_size", type=int, help="items per critic call and cache commit")
+    p.add_argument("--max-new-tokens", dest="critic_options.max_new_tokens", type=int, help="most tokens in one critique")
+    p.add_argument("--template", dest="critic_options.template",
+                   help="template file, or a name in critcore/templates (default: paper)")
+    p.add_argument("--engine", dest="critic_options.engine", help="local critics: ctranslate2 or transformers")
+    p.add_argument("--on-error", dest="critic_options.on_error", choices=["fail", "skip"],
+                   help="an item the critic can never answer: fail or skip it")
+    _output(p, "output JSONL, written atomically", cmd_critique, key="out", quiet="no progress bar")
 
     p = sub.add_parser("run", help="run a study notebook with a params YAML (papermill)")
     p.add_argument("params", help="params YAML naming its study")
