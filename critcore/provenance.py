@@ -49,10 +49,5 @@ def _dirty(root: Path) -> bool | None:
 
 
 def package_versions() -> dict:
-    out = {}
-    for name in VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    """{package: installed version, or None}."""
+    return {name: next((d.version for d in importlib.metadata.distributions(name=name)), None) for name in VERSIONED}

@@ -2,9 +2,12 @@
 charts every study writes. Charts are saved with vega inlined, so the HTML renders offline."""
 from __future__ import annotations
 
+import html
 import math
 import re
 from typing import Iterable, Mapping
+
+from . import atomic
 
 SECTION_LABELS = {"chat": "Chat", "chat_hard": "Chat Hard", "safety": "Safety", "reasoning": "Reasoning",
                   "score": "Score"}
@@ -64,20 +67,14 @@ def long_table(df, id_cols: Iterable[str]):
 
     id_cols = list(id_cols)
     metrics = [c for c in df.columns if f"{c} lo" in df.columns and f"{c} hi" in df.columns]
-    rows = []
-    for _, r in df.iterrows():
-        for m in metrics:
-            if r[m] is None or (isinstance(r[m], float) and math.isnan(r[m])):
-                continue
-            rows.append({**{c: r[c] for c in id_cols}, "metric": m, "acc": r[m], "lo": r[f"{m} lo"], "hi": r[f"{m} hi"]})
+    rows = [{**{c: r[c] for c in id_cols}, "metric": m, "acc": r[m], "lo": r[f"{m} lo"], "hi": r[f"{m} hi"]}
+            for _, r in df.iterrows() for m in metrics if pd.notna(r[m])]
     return pd.DataFrame(rows, columns=id_cols + ["metric", "acc", "lo", "hi"])
 
 
 def save_chart(chart, html_path, png_path) -> None:
     """An altair chart as self-contained HTML (vega inlined: it renders offline) and a PNG at 2x,
     each written atomically."""
-    from . import atomic
-
     with atomic.atomic_open(html_path, "w", encoding="utf-8") as f:
         chart.save(f, format="html", inline=True)
     with atomic.atomic_open(png_path, "wb") as f:
@@ -86,8 +83,6 @@ def save_chart(chart, html_path, png_path) -> None:
 
 def save_table(df, path) -> None:
     """A DataFrame as CSV, atomically."""
-    from . import atomic
-
     with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
         df.to_csv(f, index=False)
 
@@ -144,8 +139,6 @@ filter();
 
 
 def _text_cell(text, cls: str = "", limit: int = 160) -> str:
-    import html
-
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return "<td></td>"
     text = str(text)
@@ -156,8 +149,6 @@ def _text_cell(text, cls: str = "", limit: int = 160) -> str:
 
 
 def _page(title: str, note: str, head: list[str], rows: list[str], subsets) -> str:
-    import html
-
     options = "".join(f"<option>{html.escape(str(s))}</option>" for s in sorted(set(subsets), key=str))
     return _PAGE.format(title=html.escape(title), note=note, subsets=options,
                         head="".join(f"<th>{html.escape(h)}</th>" for h in head), rows="\n".join(rows))
@@ -168,18 +159,14 @@ def example_page(df, title: str) -> str:
     (critcore.evaluate.score_pairs): subset, verdict, margin, both rewards, the prompt, both
     responses and their critiques. Filter by subset and verdict, search, sort by any column;
     the worst mistakes (wrong, most negative margin) come first."""
-    import html
-
     order = df.assign(_wrong=df["verdict"] == "wrong").sort_values(["_wrong", "margin"], ascending=[False, True])
-    rows = []
-    for r in order.itertuples(index=False):
-        rows.append(
-            f'<tr class="{r.verdict}" data-subset="{html.escape(str(r.subset))}" data-verdict="{r.verdict}">'
+    rows = [f'<tr class="{r.verdict}" data-subset="{html.escape(str(r.subset))}" data-verdict="{r.verdict}">'
             f"<td>{html.escape(str(r.id))}</td><td>{html.escape(str(r.subset))}</td><td class='verdict'>{r.verdict}"
             f"{' (tie)' if r.tie else ''}</td><td class='num'>{r.margin:.3f}</td>"
             f"<td class='num'>{r.score_chosen:.3f}</td><td class='num'>{r.score_rejected:.3f}</td>"
             + _text_cell(r.prompt) + _text_cell(r.chosen) + _text_cell(r.chosen_critique, "critique")
-            + _text_cell(r.rejected) + _text_cell(r.rejected_critique, "critique") + "</tr>")
+            + _text_cell(r.rejected) + _text_cell(r.rejected_critique, "critique") + "</tr>"
+            for r in order.itertuples(index=False)]
     wrong = int((df["verdict"] == "wrong").sum())
     note = (f"{len(df)} pairs, {wrong} wrong ({100 * wrong / max(1, len(df)):.1f}%): the margin is the chosen "
             "reward minus the rejected one; a pair is right when it is positive and the annotators did not tie.")
@@ -198,8 +185,6 @@ def disagreements(a, b, name_a: str, name_b: str):
 
 def disagreement_page(a, b, name_a: str, name_b: str, title: str | None = None) -> str:
     """disagreements() as a self-contained HTML page, with each RM's critiques."""
-    import html
-
     d = disagreements(a, b, name_a, name_b)
     rows = []
     for r in d.to_dict(orient="records"):

@@ -10,6 +10,7 @@ one critique cache (`config.critique_cache_path`).
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import hashlib
@@ -21,16 +22,27 @@ import re
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import atomic, config as config_mod
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from . import __version__, atomic, config as config_mod
 from . import data as data_mod
+from .backbones import check as check_backbone
+from .critique import (augment, check_recipe, check_same_critic, critic_for_model, critique_texts, drop_failed,
+                       make_critic)
 from .data import Pair
 from .errors import UserError
+from .llm import CritiqueCache
+from .model import RewardModel
 from .provenance import git_info, package_versions
-from .report import results_row
+from .report import results_row, save_chart, save_table, slug
+from .train import critiques_of, data_key, lr_sweep, train
 
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|authorization)$", re.I)
 RUNNER_ENV = "CRITCORE_RUNNER"  # set by `critcore run` for the notebook it executes: {params_file, command}
@@ -125,10 +137,6 @@ class Run:
     git: dict = field(default_factory=git_info)  # the code as it was when the run started
 
     @property
-    def study(self) -> str:
-        return self.config.study
-
-    @property
     def params(self) -> dict:
         """The resolved configuration as plain values."""
         return config_mod.to_dict(self.config)
@@ -156,8 +164,6 @@ class Run:
 
     def save_table(self, df, name: str) -> Path:
         """`df` as <out_dir>/<name>.csv, atomically."""
-        from .report import save_table
-
         path = self.path(f"{name}.csv")
         save_table(df, path)
         self._record(path)
@@ -171,8 +177,6 @@ class Run:
 
     def save_chart(self, chart, name: str) -> tuple[Path, Path]:
         """An altair chart as <name>.html (offline) and <name>.png, each written atomically."""
-        from .report import save_chart
-
         html, png = self.path(f"{name}.html"), self.path(f"{name}.png")
         save_chart(chart, html, png)
         self._record(html)
@@ -180,15 +184,13 @@ class Run:
         return html, png
 
     def record(self, status: str = "completed") -> dict:
-        from . import __version__
-
         now = time.time()
         cache = self.cache.report() if self.cache is not None else {}
         attempt = {"started": _iso(self.started), "finished": _iso(now), "total_s": round(now - self.started, 3),
                    "status": status, "steps": self.timings, "cache": cache, "by_critic": self.critique_stats}
         runner = os.environ.get(RUNNER_ENV)
         return redact({
-            "study": self.study, "run_id": self.run_id, "status": status, "out_dir": str(self.out_dir),
+            "study": self.config.study, "run_id": self.run_id, "status": status, "out_dir": str(self.out_dir),
             "notebook": getattr(self.config, "notebook", None), "description": self.config.description,
             "config": self.params, "command": shlex.join(sys.argv),
             "runner": json.loads(runner) if runner else None,
@@ -240,16 +242,12 @@ def check_out_dir(out_dir: Path) -> None:
 def start(cfg, run_id: str | None = None) -> Run:
     """Open a run for a resolved configuration: pick run_id and out_dir, set torch threads and
     open the critique cache."""
-    from .llm import CritiqueCache
-
     run_id = run_id or cfg.run_id or f"nb-{_config_hash(cfg)}"
     out_dir = Path(cfg.out_dir or outputs_root() / cfg.study / run_id).resolve()
     cache_path = config_mod.critique_cache_path(cfg.critique_cache)
     cfg = dataclasses.replace(cfg, run_id=run_id, out_dir=str(out_dir), critique_cache=cache_path)
     threads = choose_threads(cfg.threads)
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     check_out_dir(out_dir)
     cache = CritiqueCache(cache_path)  # an unusable cache fails before the run folder exists
@@ -270,8 +268,6 @@ def _injected(namespace: Mapping) -> list[str]:
     """The names that papermill's injected cell ("# Parameters", from -f FILE or -p KEY VALUE)
     assigned: IPython keeps the source of every cell it ran in `In`. papermill only warns of a name
     the parameters cell does not declare, so a misspelt key would otherwise leave its default."""
-    import ast
-
     cells = [c for c in namespace.get("In", []) if isinstance(c, str) and c.startswith("# Parameters\n")]
     try:
         return [t.id for c in cells for node in ast.parse(c).body if isinstance(node, ast.Assign)
@@ -367,7 +363,7 @@ def _count(run: Run, splits: Splits) -> None:
     """Count the splits into run.json, and warn of (and record) held-out pairs seen in training."""
     run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or []),
                                                  *splits.eval.items()]}
-    _record_overlap(run, overlap(splits))
+    _record_overlap(run, _overlaps(data_mod.fingerprints(splits.train), dict(splits.named()[1:])))
 
 
 def _record_overlap(run: Run, seen: dict) -> None:
@@ -378,8 +374,6 @@ def _record_overlap(run: Run, seen: dict) -> None:
 
 
 def _warn_overlap(what: str, seen: dict) -> None:
-    import warnings
-
     warnings.warn(f"{what}: {seen}", OverlapWarning, stacklevel=4)
 
 
@@ -387,20 +381,16 @@ class OverlapWarning(UserWarning):
     """Validation or evaluation pairs whose prompt is also a training prompt."""
 
 
-def overlap(splits: Splits) -> dict[str, dict[str, int]]:
-    """For each held-out split that shares prompts with the training pairs: how many of its pairs
-    share their prompt (whitespace aside) and how many are training pairs outright."""
-    return _overlaps(data_mod.fingerprints(splits.train), dict(splits.named()[1:]))
-
-
 def _seen_by(rm, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
-    """overlap() of evaluation sets with the pairs a saved RM was trained on, from the hashes in
+    """_overlaps() of evaluation sets with the pairs a saved RM was trained on, from the hashes in
     its recipe (recipes from before 2026-12-01 carry none: nothing is found)."""
     trained = (rm.recipe or {}).get("train_data") or {}
     return _overlaps((trained.get("prompt_keys", "").split(), trained.get("pair_keys", "").split()), sets)
 
 
 def _overlaps(trained, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
+    """For each set that shares prompts with the pairs `trained` fingerprints: how many of its pairs
+    share their prompt (whitespace aside) and how many are trained pairs outright."""
     seen = {name: data_mod.overlap(trained, held) for name, held in sets.items()}
     return {name: counts for name, counts in seen.items() if counts}
 
@@ -424,8 +414,6 @@ def critique_splits(run: Run, splits: Splits, critics: Mapping[str, Any]) -> dic
     """Critique every split once with each critic (name -> spec; one augment call per critic,
     cache-backed): {name: (critiqued splits, critic or None)}. A local critic's model is released
     afterwards (later lookups are cache hits and never load it)."""
-    from .critique import augment, make_critic
-
     out = {}
     everything = splits.all_pairs()
     on_error = run.config.critic_options.on_error
@@ -448,8 +436,6 @@ def critique_splits(run: Run, splits: Splits, critics: Mapping[str, Any]) -> dic
 
 def _drop_failed(splits: Splits, name: str) -> tuple[Splits, dict]:
     """Leave out the pairs whose critiques failed (on_error: skip), per split, and say so."""
-    from .critique import drop_failed
-
     kept = [(split, *drop_failed(pairs)) for split, pairs in splits.named()]
     dropped = {split: n for split, _, n in kept if n}
     if dropped:
@@ -476,15 +462,6 @@ def critique_examples(critiqued: Mapping, n: int = 3, split: str = "train", widt
 # ---------------------------------------------------------------- one reward model
 
 
-def rm_dir(run: Run, backbone: str, critic: str, size: int | None = None, seed: int | None = None) -> Path:
-    """The stable folder of one reward model: rms/<backbone>__<critic>[__n<size>][__s<seed>]."""
-    from .report import slug
-
-    name = f"{slug(backbone)}__{slug(critic)}" + (f"__n{size}" if size is not None else "") + \
-        (f"__s{seed}" if seed is not None else "")
-    return run.out_dir / "rms" / name
-
-
 def _summaries(d: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in d.glob("**/summary.json") if "eval" not in p.parts}
 
@@ -498,11 +475,6 @@ def _eval_key(train_summary: dict, splits: Splits, train_cfg, n_boot: int) -> st
     pair with its critiques, the sections, the scoring options and the source of the code and
     templates that score and summarize, and the torch and transformers versions. A rerun whose key
     matches reuses eval/summary.json."""
-    import torch
-    import transformers
-
-    from .train import data_key
-
     here = Path(__file__).parent
     blob = json.dumps({"train": train_summary, "eval": {k: data_key(v) for k, v in splits.eval.items()},
                        "sections": splits.sections, "max_length": train_cfg.max_length,
@@ -525,9 +497,7 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     that train and test were critiqued alike, train (or sweep learning rates on validation),
     evaluate, and write eval/summary.json. Returns the evaluation summary with the training
     summary under "train", the sweep under "sweep" and the critiques used under "critic"."""
-    from .critique import augment, check_same_critic
     from .evaluate import evaluate
-    from .train import critiques_of, lr_sweep, train
 
     if critic is not None and not _critiqued_by(splits.all_pairs(), critic):
         splits = splits.with_pairs(augment(splits.all_pairs(), critic, cache, progress=progress))
@@ -567,7 +537,8 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
     None: no sweep). Returns {row, summary, dir, reused}."""
     cfg = run.config
     lrs = cfg.lr_sweep if lrs == "study" else lrs
-    out = rm_dir(run, label, critic_name, size, seed)
+    out = run.out_dir / "rms" / (f"{slug(label)}__{slug(critic_name)}" + (f"__n{size}" if size is not None else "")
+                                 + (f"__s{seed}" if seed is not None else ""))  # see the module's docstring
     train_cfg = dataclasses.replace(cfg.train, backbone=backbone, **dict(train_overrides or {}),
                                     **({"seed": seed} if seed is not None else {}))
     before = _summaries(out)
@@ -612,8 +583,6 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def progress_bar(iterable, total: int, desc: str, run: Run):
-    from tqdm.auto import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit="RM", disable=not run.progress)
 
 
@@ -623,13 +592,9 @@ def progress_bar(iterable, total: int, desc: str, run: Run):
 def train_job(cfg) -> dict:
     """`critcore train`: one RM from a TrainJob configuration, in cfg.out_dir (train/, eval/,
     run.json). critic null keeps the critiques the data carry; "none" trains without critiques."""
-    from .critique import augment, make_critic
-
     if not cfg.train_data:
         raise config_mod.ConfigError("train: 'train_data' is required (--train SPEC or train_data in the params file)")
-    from .backbones import check
-
-    check(cfg.backbone)  # names and data fail before anything is written
+    check_backbone(cfg.backbone)  # names and data fail before anything is written
     critic = make_critic(cfg.critic, cfg.critic_options) if cfg.critic is not None else None
     splits = read_splits(cfg)
     with start(cfg) as run:
@@ -648,18 +613,9 @@ def train_job(cfg) -> dict:
 # ---------------------------------------------------------------- `critcore evaluate`, `score`, `critique`
 
 
-def _scoring_critic(rm, cfg):
-    """The critic to score `rm` with and the critiques its recipe expects (critique.critic_for_model)."""
-    from .critique import critic_for_model
-
-    return critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
-
-
 def _critique_as_trained(pairs: list[Pair], critic, expected, cfg, cache, progress: bool) -> list[Pair]:
     """Test pairs critiqued the way the model expects: by `critic`; stripped of critiques for a
     No-Critiques model; as they are for a checkpoint without a recipe. Then checked."""
-    from .critique import augment, check_recipe
-
     if critic is not None:
         pairs = augment(pairs, critic, cache, progress=progress)
     elif expected is None and any(p.has_critiques for p in pairs):
@@ -673,15 +629,13 @@ def evaluate_job(cfg) -> dict:
     """`critcore evaluate`: score each eval set with a saved RM, critiqued as the RM was trained
     (its recipe), into cfg.out_dir (<name>_scores.csv, summary.json, run.json)."""
     from .evaluate import evaluate
-    from .model import RewardModel
-    from .train import critiques_of
 
     if not cfg.model:
         raise config_mod.ConfigError("evaluate: give --model (a saved critcore RM folder)")
     if not cfg.eval_data:
         raise config_mod.ConfigError("evaluate: give --data NAME=SPEC or eval_data in the params file")
     rm = RewardModel.load(cfg.model)
-    critic, expected = _scoring_critic(rm, cfg)
+    critic, expected = critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
     sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
     sections = resolve_sections(cfg.sections)  # bad input fails before the run folder exists
     with start(cfg) as run:
@@ -704,10 +658,7 @@ def evaluate_job(cfg) -> dict:
 def score_job(cfg) -> dict:
     """`critcore score`: one response (critiqued with the RM's critic unless a critique is given)
     -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out."""
-    from .llm import CritiqueCache
-    from .critique import critique_texts
     from .evaluate import score_one, score_pairs
-    from .model import RewardModel
 
     if not cfg.model:
         raise config_mod.ConfigError("score: give --model (a saved critcore RM folder)")
@@ -724,7 +675,7 @@ def score_job(cfg) -> dict:
                                          "read as it was trained; pass --allow-critic-mismatch to score it anyway")
         critic, expected = None, "given"
     else:
-        critic, expected = _scoring_critic(rm, cfg)
+        critic, expected = critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
         if cfg.data is not None:
             pairs = load_pairs(cfg.data)
@@ -733,8 +684,6 @@ def score_job(cfg) -> dict:
                 _warn_overlap("pairs the model was trained on, or whose prompt it saw", seen)
             pairs = _critique_as_trained(pairs, critic, expected, cfg, cache, cfg.progress)
             df = score_pairs(rm, pairs, cfg.max_length, cfg.batch_size, progress=cfg.progress)
-            from .report import save_table
-
             save_table(df, cfg.out)
             return {"out": str(cfg.out), "pairs": len(df), "critic": critic.identity if critic else None}
         critique = cfg.critique
@@ -753,22 +702,15 @@ def score_job(cfg) -> dict:
 
 def critique_job(cfg) -> dict:
     """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out (JSONL)."""
-    import time as _time
-
-    from .llm import CritiqueCache
-    from .critique import augment, make_critic
-
     if cfg.data is None or not cfg.out:
         raise config_mod.ConfigError("critique: give --data SPEC and --out FILE")
     pairs = load_pairs(cfg.data)
     critic = make_critic(cfg.critic, cfg.critic_options)
-    start_t = _time.perf_counter()
-    from .critique import drop_failed
-
+    start_t = time.perf_counter()
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
         out, skipped = drop_failed(augment(pairs, critic, cache, cfg.progress, cfg.critic_options.on_error))
         if skipped:
             log(f"{skipped} pairs left out: a critique could not be had (on_error: skip)")
         data_mod.write_pairs(cfg.out, out)
         return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": skipped,
-                **cache.report(), "seconds": round(_time.perf_counter() - start_t, 2), "out": str(cfg.out)}
+                **cache.report(), "seconds": round(time.perf_counter() - start_t, 2), "out": str(cfg.out)}

@@ -3,17 +3,16 @@ configuration, and critiquing every split once per critic."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import BackboneSpec, backbone_label
+from ..critique import parse_critic_spec
 from ..report import slug
 from ..run import Run, Splits, critique_splits
 
 
 def critic_label(spec) -> str:
     """A short name for a critic spec: none, smollm2, simulated-0.9, the model of a mapping."""
-    from ..critique import parse_critic_spec
-
     d = parse_critic_spec(spec) if not hasattr(spec, "identity") else {"backend": "x", "model": spec.identity}
     if d is None:
         return "none"
@@ -28,8 +27,6 @@ def is_baseline(spec) -> bool:
 
 def simulated_p(spec) -> float | None:
     """The accuracy p of a simulated critic's spec, else None."""
-    from ..critique import parse_critic_spec
-
     d = parse_critic_spec(spec)
     return float(d["p"]) if d and d["backend"] == "simulated" else None
 
@@ -70,10 +67,8 @@ def backbones_of(cfg) -> list[Backbone]:
     return out
 
 
-def critique_all(run: Run, splits: Splits, critics: Mapping | None = None) -> dict[str, tuple[Splits, Any]]:
+def critique_all(run: Run, splits: Splits) -> dict[str, tuple[Splits, Any]]:
     """Critique every split once with each critic a backbone uses (run.critique_splits)."""
-    critics = dict(critics or critics_of(run.config))
-    used = set()
-    for b in backbones_of(run.config):
-        used |= set(b.critics or critics)
+    critics = critics_of(run.config)
+    used = {c for b in backbones_of(run.config) for c in (b.critics or critics)}
     return critique_splits(run, splits, {k: v for k, v in critics.items() if k in used})

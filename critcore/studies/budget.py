@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import critique_cache_path
+from ..critique import LocalCritic, make_critic
+from ..data import prompt_text
+from ..llm import CritiqueCache
+from ..run import read_splits
+from .base import backbones_of, critics_of
+
 # Measured 2026-11-30 on this project's machine (2 cores, AVX512-BF16), nothing else running.
 RATES = {
     # seconds per critique at 48 new tokens, prompt and response cut to 400 characters, batch 32
@@ -28,8 +35,6 @@ class Line:
 
 
 def _critic_rate(critic) -> float | None:
-    from ..critique import LocalCritic
-
     if not isinstance(critic, LocalCritic):
         return None  # simulated (free) or a server (not this machine's time)
     key = (critic.model_name, critic.backend.params.get("dtype", "bfloat16"))
@@ -42,13 +47,6 @@ def _critic_rate(critic) -> float | None:
 def project(cfg) -> list[Line]:
     """One line per costly step of an RQ1 or RQ2 configuration (critiques per critic not in the
     cache, training and scoring per backbone)."""
-    from ..config import critique_cache_path
-    from ..critique import make_critic
-    from ..data import prompt_text
-    from ..llm import CritiqueCache
-    from ..run import read_splits
-    from .base import backbones_of, critics_of
-
     splits = read_splits(cfg)
     pairs = splits.all_pairs()
     if hasattr(cfg, "sizes"):  # RQ2 critiques only its largest subset of the training pairs

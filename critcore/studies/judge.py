@@ -2,6 +2,9 @@
 scores both responses of every pair, Gen and Gen + Critiques, beside classifier RMs of RQ1 runs."""
 from __future__ import annotations
 
+import pandas as pd
+
+from .. import atomic, judge as J
 from ..critique import make_critic
 from ..errors import ConfigError
 from ..report import slug
@@ -12,8 +15,6 @@ from .rq1_runs import rm_rows
 def judge_all(run: Run) -> dict:
     """{judge name: (per-pair frame, summary)} for every judge in run.config.judges; each frame
     is saved as judge_<name>.csv."""
-    from .. import judge as J
-
     cfg = run.config
     pairs = load_pairs(cfg.data)
     sections = resolve_sections(cfg.sections)
@@ -40,11 +41,6 @@ def judge_table(run: Run, results: dict):
     """One row per judge (and per classifier RM of run.config.rq1_runs): section scores with CIs,
     tie and unparseable rates. Saved as table.csv, the display form as table.txt, and the
     summaries as summary.json."""
-    import pandas as pd
-
-    from .. import atomic
-    from .. import judge as J
-
     rows = [J.table_row(name, summary) for name, (_, summary) in results.items()] + rm_rows(run.config.rq1_runs)
     table = pd.DataFrame(rows)
     run.save_table(table, "table")
@@ -57,10 +53,6 @@ def judge_table(run: Run, results: dict):
 
 def ties_table(run: Run, results: dict):
     """Tie and unparseable rates per section (%, of the pairs in each section), saved as ties.csv."""
-    import pandas as pd
-
-    from .. import judge as J
-
     rows = [J.table_row(name, summary) for name, (_, summary) in results.items()]
     table = pd.DataFrame(rows)
     cols = ["model"] + [c for c in table.columns if c.endswith(" ties %")] + ["Ties %", "Unparseable %"]
@@ -70,7 +62,5 @@ def ties_table(run: Run, results: dict):
 
 def judge_examples(results: dict, n: int = 3):
     """A few raw judge outputs per judge, with the scores read from them."""
-    import pandas as pd
-
     cols = ["judge", "id", "output_chosen", "score_chosen", "output_rejected", "score_rejected"]
     return pd.concat([df.assign(judge=name)[cols].head(n) for name, (df, _) in results.items()])

@@ -2,6 +2,9 @@
 critic against reference critiques, and critique quality against the RM Score gain of RQ1 runs."""
 from __future__ import annotations
 
+import pandas as pd
+
+from .. import atomic, metacritique as M
 from ..critique import make_critic
 from ..report import slug
 from ..run import Run, load_pairs
@@ -17,8 +20,6 @@ def metacritique_all(run: Run) -> dict:
     """Score every critic of run.config.critics against the references: {label: (items frame,
     summary)}, plus run.notes about the evaluator and the reference. Each frame is saved as
     items_<label>.csv."""
-    from .. import metacritique as M
-
     cfg = run.config
     pairs = load_pairs(cfg.data)
     backends = {name: make_critic(spec) for name, spec in cfg.models.items()}
@@ -51,11 +52,6 @@ def metacritique_all(run: Run) -> dict:
 def metacritique_table(run: Run, results: dict):
     """One row per critic: Meta-P/R/F1 with CIs and the counts. Saved as table.csv, the display
     form as table.txt (with the evaluator and reference), the summaries as summary.json."""
-    import pandas as pd
-
-    from .. import atomic
-    from .. import metacritique as M
-
     rows = [{**M.table_row(label, summary), "identity": identity} for label, (_, summary, identity) in results.items()]
     table = pd.DataFrame(rows)
     run.save_table(table, "table")
@@ -69,8 +65,6 @@ def metacritique_table(run: Run, results: dict):
 
 def first_items(results: dict):
     """One response per critic: its AIUs, the reference's, and the verdicts."""
-    import pandas as pd
-
     return pd.DataFrame([{"critic": label, **{k: df[k].iloc[0] for k in ("id", "aius", "p_verdicts", "ref_aius",
                                                                           "r_verdicts")}}
                          for label, (df, _, _) in results.items() if len(df)])

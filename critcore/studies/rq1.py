@@ -6,9 +6,13 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from .. import data as data_mod
+import numpy as np
+import pandas as pd
+
+from .. import atomic, config as config_mod, data as data_mod
 from ..data import Pair
-from ..report import eval_names, long_table, pct
+from ..metrics import accuracy_with_ci, correct, length_bias, mcnemar_counts, mcnemar_exact
+from ..report import disagreement_page, disagreements, eval_names, long_table, pct
 from ..run import Run, Splits, progress_bar, resolve_sections, train_rm
 from .base import backbones_of, critics_of, is_baseline, simulated_p
 
@@ -54,10 +58,6 @@ def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: d
     b counts pairs only A gets right and c pairs only B gets right. An eval set with section
     subsets is pooled over the subsets the sections list; annotator ties are dropped (as in the
     PandaLM accuracy reported)."""
-    import pandas as pd
-
-    from ..metrics import correct, mcnemar_exact
-
     listed = {s for m in (sections or {}).values() for s in m}
     out = {}
     for fa in sorted((Path(dir_a) / "eval").glob("*_scores.csv")):
@@ -83,10 +83,6 @@ def rq1_table(run, results: list[dict]):
     95% CI columns), then for each critic against its backbone's No-Critiques RM the change in
     Score and PandaLM (points) and exact McNemar p-values on the pooled RewardBench pairs
     (`p RewardBench`) and on PandaLM (`p PandaLM`)."""
-    import pandas as pd
-
-    from .. import config as config_mod
-
     cfg = run.config if isinstance(run, Run) else run if not isinstance(run, Mapping) else \
         config_mod.resolve(config_mod.SCHEMAS[run.get("study", "rq1")], dict(run))  # a run, its config or params
     critics = critics_of(cfg)
@@ -129,11 +125,6 @@ def rq1_seed_table(table):
     backbone's No-Critiques RM the mean change and an exact McNemar test pooled over the seeds
     (the discordant pairs of each seed-matched comparison summed); and which is larger, the seed
     spread (SD across seeds) or the sampling error (the bootstrap SE, CI width / 3.92)."""
-    import numpy as np
-    import pandas as pd
-
-    from ..metrics import mcnemar_counts
-
     rows = []
     for (b, c), g in table.groupby(["backbone", "critic"], sort=False):
         row = {"backbone": b, "critic": c, "seeds": len(g)}
@@ -163,10 +154,6 @@ def rq1_length_table(results: list[dict], n_boot: int = 1000):
     (characters, chosen and rejected pooled), accuracy on the pairs whose rejected answer is the
     longer one, and (where the set has it) accuracy on the alpacaeval-length subset, whose
     rejected answers are long. Accuracies in %, with 95% bootstrap CIs; annotator ties dropped."""
-    import pandas as pd
-
-    from ..metrics import accuracy_with_ci, correct, length_bias
-
     rows = []
     for r in results:
         for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
@@ -189,11 +176,7 @@ def rq1_length_table(results: list[dict], n_boot: int = 1000):
 
 def quickstart_table(run: Run, results: list[dict]):
     """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size."""
-    import pandas as pd
-
-    wide = pd.DataFrame([r["row"] for r in results])
-    out = long_table(wide, ["backbone", "critic", "n_train"])
-    return out
+    return long_table(pd.DataFrame([r["row"] for r in results]), ["backbone", "critic", "n_train"])
 
 
 def _bars(df, x: str, group: str, y: str = "acc", title: str = "", y_title: str = "accuracy (%)"):
@@ -216,7 +199,6 @@ def rq1_score_chart(table, metric: str = "Score"):
     """Grouped bar chart of `metric`: x critic, grouped by backbone, with 95% CI error bars; with
     several seeds, each bar and interval is the seed mean and a dot marks each seed."""
     import altair as alt
-    import pandas as pd
 
     df = pd.DataFrame({"critic": table["critic"], "backbone": table["backbone"], "acc": table[metric],
                        "lo": table[f"{metric} lo"], "hi": table[f"{metric} hi"]})
@@ -261,11 +243,6 @@ def disagreement_examples(run: Run, results: list[dict], n: int = 3):
     """For every critic's RM against its backbone's No-Critiques RM, on every eval set: a page of
     the pairs they score differently, side by side with the critiques (disagree_<backbone>__<critic>
     __<set>.html, the paper's Figure 1), and the first `n` of them as a table."""
-    import pandas as pd
-
-    from .. import atomic
-    from ..report import disagreement_page, disagreements
-
     critics = critics_of(run.config)
     by_key = {(r["row"]["backbone"], r["row"]["critic"], r["row"].get("seed")): r for r in results}
     shown = []

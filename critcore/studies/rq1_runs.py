@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..judge import table_row
 from ..report import eval_names
 from ..run import load_results
 
@@ -36,14 +37,8 @@ def _sectioned(summary: dict) -> dict:
 
 def rm_rows(run_dirs) -> list[dict]:
     """critcore.judge.table_row for every RM of the RQ1 runs (kind "classifier RM")."""
-    from ..judge import table_row
-
-    rows = []
-    for rm in find_rms(run_dirs):
-        row = table_row(f"RM {rm['run']}/{rm['name']}", {"n": None, **_sectioned(rm["summary"])}, kind="classifier RM")
-        row["critic"] = rm["critic_id"] or rm["critic"]
-        rows.append(row)
-    return rows
+    return [{**table_row(f"RM {rm['run']}/{rm['name']}", {"n": None, **_sectioned(rm["summary"])}, kind="classifier RM"),
+             "critic": rm["critic_id"] or rm["critic"]} for rm in find_rms(run_dirs)]
 
 
 def _key(text) -> str:

@@ -6,22 +6,24 @@ import dataclasses
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+import pandas as pd
+
+from .. import data as data_mod
+from ..errors import ConfigError
+from ..metrics import correct
 from ..report import SECTION_LABELS, eval_names, long_table
-from ..run import Run, Splits, progress_bar, resolve_sections, train_rm
+from ..run import Run, Splits, load_splits, progress_bar, resolve_sections, train_rm
+from ..scaling import pooled_accuracy, section_score, worth_n_table
 from .base import backbones_of, critics_of, is_baseline
 
 
 def rq2_splits(run: Run) -> Splits:
     """The splits, with the training pairs cut to the largest nested subset (one seeded
     permutation: its prefixes are the subsets, the only pairs that need critiques)."""
-    from .. import data as data_mod
-    from ..run import load_splits
-
     splits = load_splits(run)
     largest = max(run.config.sizes)
     if largest > len(splits.train):
-        from ..errors import ConfigError
-
         raise ConfigError(f"sizes: the largest subset {largest} exceeds the {len(splits.train)} training pairs")
     order = data_mod.nested_subsets(list(range(len(splits.train))), [largest], run.config.seed)[largest]
     return dataclasses.replace(splits, train=[splits.train[i] for i in order])
@@ -43,8 +45,6 @@ def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
 
 
 def rq2_table(results: list[dict]):
-    import pandas as pd
-
     df = pd.DataFrame([r["row"] for r in results])
     return df.sort_values(["critic", "size"], kind="stable").reset_index(drop=True)
 
@@ -60,10 +60,6 @@ def rq2_curves(table):
 
 def _correct_by_id(rms: list[Path], name: str):
     """Per pair, the share of the RMs (one per training seed) that score it right."""
-    import pandas as pd
-
-    from ..metrics import correct
-
     frames = [pd.read_csv(Path(rm) / "eval" / f"{name}_scores.csv") for rm in rms]
     df = frames[0][["id", "subset", "tie"]].copy()
     df["correct"] = sum(correct(f).astype(float) for f in frames) / len(frames)
@@ -75,11 +71,6 @@ def rq2_worth_n(run: Run, results: list[dict]):
     `worth_metrics` (Score, a section or PandaLM), on curves averaged over the training seeds
     (per pair, the share of seeds that score it right), with bootstrap CIs over the evaluation pairs:
     critic, metric, size, acc, base_acc (%), equivalent_size, ratio, lo, hi, status, share_not_reached."""
-    import numpy as np
-    import pandas as pd
-
-    from ..scaling import pooled_accuracy, section_score, worth_n_table
-
     cfg = run.config
     critics = critics_of(cfg)
     base = next(n for n, s in critics.items() if is_baseline(s))
@@ -156,7 +147,6 @@ def rq2_worth_chart(worth):
     max(size) / size as an up-triangle, at_or_below_min (an upper bound) as a down-triangle, and
     an infinite CI end is cut at max(size) / size; the table has the exact values."""
     import altair as alt
-    import numpy as np
 
     df = worth.copy()
     if len(df):

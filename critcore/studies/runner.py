@@ -3,6 +3,7 @@ then execute the study's notebook with papermill, which records the run in run.j
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from .. import atomic
 from .. import config as config_mod
-from ..run import RUNNER_ENV, check_out_dir, log, outputs_root, redact
 from ..report import slug
+from ..run import RUNNER_ENV, Run, check_out_dir, log, outputs_root, redact
+from .budget import projection_text
 from .validation import PROJECT_ROOT, find_notebook, validate
 
 KERNEL = "critcore"  # `make setup` registers it; papermill falls back to python3 where it is missing
@@ -66,8 +68,6 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     report.raise_if_errors()
     if dry_run:
         if project_time and getattr(cfg, "train_data", None) is not None:
-            from .budget import projection_text
-
             log(projection_text(cfg))
         log(f"dry run: nothing trained; a run would write to {out_dir}")
         return out_dir
@@ -102,8 +102,6 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
 
 
 def _log_papermill() -> None:
-    import logging
-
     logger = logging.getLogger("papermill")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -115,8 +113,6 @@ def _log_papermill() -> None:
 def _finish_record(out_dir: Path, cfg, token: str, seconds: float, error) -> None:
     """Add the runner's wall time to the run.json the notebook wrote in this run (it carries the
     runner's token); when the notebook died before writing one, write a failed record."""
-    from ..run import Run
-
     path = out_dir / "run.json"
     try:
         record = json.loads(path.read_text())

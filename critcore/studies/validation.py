@@ -2,6 +2,7 @@
 the network (a Report of what was checked), and project its wall time."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -9,7 +10,9 @@ from pathlib import Path
 
 from .. import config as config_mod
 from .. import data as data_mod
+from ..backbones import check
 from ..config import LLMStudy
+from ..critique import OpenAICritic, make_critic
 from ..run import resolve_sections
 from .base import backbones_of, critics_of, is_baseline
 
@@ -95,16 +98,12 @@ def all_local(spec) -> bool:
 
 def _check_train(train, backbone: str, overrides: dict) -> str:
     """The study's training options with a backbone's overrides: TrainConfig checks them."""
-    import dataclasses
-
     cfg = config_mod.resolve(config_mod.TrainJob, {"train": {**config_mod.to_dict(train), **overrides}},
                              where="train").train
     return f"TrainConfig key {dataclasses.replace(cfg, backbone=backbone).key()}"
 
 
 def _critic(spec, options, rep: Report, name: str) -> str:
-    from ..critique import OpenAICritic, make_critic
-
     c = make_critic(spec, options)  # a local model name is checked here, without loading it
     if c is None:
         return "No-Critiques"
@@ -121,8 +120,6 @@ def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
     """Check a resolved study configuration without training: its notebook, critics (built, no
     model loaded, no network beyond a name check), backbones (named, not loaded), training options,
     sizes, and the data (local files loaded and validated when check_data, hub names by shape)."""
-    from ..backbones import check
-
     rep = Report(cfg.study)
     if cfg.notebook:
         rep.attempt("notebook", lambda: str(find_notebook(cfg.notebook, base)))
@@ -185,9 +182,8 @@ def _check_loaded(cfg, rep: Report, sections_ok: bool) -> None:
 def _validate_llm_study(cfg, rep: Report, check_data: bool) -> Report:
     """The judge and metacritique studies: data, models, judges or critics, references."""
     rep.attempt("data", lambda: describe_spec(cfg.data, check_data))
-    models = {}
     for name, spec in cfg.models.items():
-        models[name] = rep.attempt(f"model {name}", lambda spec=spec, name=name: _critic(spec, None, rep, name))
+        rep.attempt(f"model {name}", lambda spec=spec, name=name: _critic(spec, None, rep, name))
     if hasattr(cfg, "judges"):
         for i, j in enumerate(cfg.judges):
             for key in ("model", "critic"):
