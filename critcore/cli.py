@@ -33,7 +33,10 @@ def _load(args, schema: str, extra: dict | None = None):
 
 
 def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",")]
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _print(obj) -> None:

@@ -65,6 +65,8 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, shared_data):
     one_line_error(run("train", params, "--out", out_dir), "'train.lrr'", "did you mean 'train.lr'")
     one_line_error(run("train", "--set", "novalue"), "key=value")
     one_line_error(run("score", "--model", tmp_path), "--prompt")
+    one_line_error(run("train", "--train", f"{shared_data}/mix/train.jsonl", "--lr-sweep", "1e-4,2e-4x", "--out", out_dir),
+                   "--lr-sweep", "comma-separated numbers", "'1e-4,2e-4x'")  # was a traceback
     assert not out_dir.exists()
 
 
