@@ -2,10 +2,8 @@
 the network (a Report of what was checked), and project its wall time."""
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import config as config_mod
@@ -100,19 +98,16 @@ def _check_train(train, backbone: str, overrides: dict) -> str:
     """The study's training options with a backbone's overrides: TrainConfig checks them."""
     cfg = config_mod.resolve(config_mod.TrainJob, {"train": {**config_mod.to_dict(train), **overrides}},
                              where="train").train
-    return f"TrainConfig key {dataclasses.replace(cfg, backbone=backbone).key()}"
+    return f"TrainConfig key {replace(cfg, backbone=backbone).key()}"
 
 
 def _critic(spec, options, rep: Report, name: str) -> str:
     c = make_critic(spec, options)  # a local model name is checked here, without loading it
     if c is None:
         return "No-Critiques"
-    if isinstance(c, OpenAICritic):
-        if not re.match(r"https?://[^/\s]+", c.url):
-            raise ValueError(f"base_url {c.url!r} is not an http(s) URL")
-        key_env = c.backend.api_key_env
-        if key_env and not os.environ.get(key_env):
-            rep.warnings.append(f"critic {name}: ${key_env} is not set here (needed when it runs)")
+    key_env = c.backend.api_key_env if isinstance(c, OpenAICritic) else None  # its base_url was checked when built
+    if key_env and not os.environ.get(key_env):
+        rep.warnings.append(f"critic {name}: ${key_env} is not set here (needed when it runs)")
     return f"{c.identity} (config {c.config_hash})"
 
 
