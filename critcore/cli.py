@@ -1,7 +1,8 @@
 """`critcore` command line: train, evaluate, score, critique, run, config, demo.
 
 Every command reads its parameters the same way (critcore.config): a params YAML (optional),
-then `--set key=value`, then its own flags, each a shorthand for one key (the flag's `dest`). Progress, notes and
+then its own flags, each a shorthand for one key (the flag's `dest`), and `--set key=value`; a
+key given twice with different values is an error. Progress, notes and
 skip counts go to stderr; stdout carries only the result (one JSON line; YAML for `config`).
 A user error prints one line and exits 2; a critic that fails exits 1; a bug keeps its traceback.
 """
@@ -25,7 +26,7 @@ _NOT_KEYS = {"command", "func", "params", "set", "eval_sets"}  # argparse's and 
 
 
 def _load(args, schema: str, extra: dict | None = None):
-    """The configuration: params file, --set, then every flag given (its dest is the key it sets)."""
+    """The configuration: params file, then every flag given (its dest is the key it sets) and --set."""
     from . import config
 
     flags = {key: value for key, value in vars(args).items() if key not in _NOT_KEYS}

@@ -3,9 +3,10 @@
 A configuration is a dataclass (the schemas below; `TrainConfig` lives in critcore.train). Every
 command and notebook resolves its parameters the same way (`resolve`):
 
-    the schema's defaults  <-  a params YAML  <-  --set key=value  <-  command-line flags
+    the schema's defaults  <-  a params YAML  <-  command-line flags and --set key=value
 
-merged deeply: a block such as `train:` merges key by key into its defaults, while a free mapping
+(a key that a flag and --set, or two --set, give different values is an error; --set may reach
+into a data spec a flag gave: --data pl=PATH --set eval_data.pl.limit=300), merged deeply: a block such as `train:` merges key by key into its defaults, while a free mapping
 (`eval_data`, `critics`) given by a layer replaces the one before it; `--set a.b=v` changes one
 key wherever it is. Values are coerced to their declared types (YAML's `1e-4` is a float), and an
 unknown key is an error that names the nearest valid one. `${data}` in strings becomes the shared
@@ -735,7 +736,15 @@ def load(params: str | os.PathLike | dict | None = None, sets=(), flags: dict | 
     raw = read_yaml(params) if isinstance(params, (str, os.PathLike)) else dict(params or {})
     cls = SCHEMAS[schema] if isinstance(schema, str) else schema or schema_for(raw)
     pairs = [(key.split("."), value) for key, value in (flags or {}).items() if value is not None]
-    return resolve(cls, raw, sets=pairs + parse_sets(sets), where=where)
+    sets = parse_sets(sets)
+    given: dict[str, tuple] = {}
+    for (path, value), by in zip(pairs + sets, ["a flag"] * len(pairs) + ["--set"] * len(sets)):
+        key = ".".join(path)
+        if key in given and given[key][0] != value:  # which one was meant? (a YAML key given twice is an error too)
+            raise ConfigError(f"'{key}' is given twice on the command line, by {given[key][1]} ({given[key][0]!r}) "
+                              f"and by {by} ({value!r}); give it once")
+        given.setdefault(key, (value, by))
+    return resolve(cls, raw, sets=pairs + sets, where=where)
 
 
 def dump(cfg) -> str:

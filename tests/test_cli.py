@@ -67,6 +67,8 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, shared_data):
     one_line_error(run("score", "--model", tmp_path), "--prompt")
     one_line_error(run("train", "--train", f"{shared_data}/mix/train.jsonl", "--lr-sweep", "1e-4,2e-4x", "--out", out_dir),
                    "--lr-sweep", "comma-separated numbers", "'1e-4,2e-4x'")  # was a traceback
+    one_line_error(run("train", "--train", f"{shared_data}/mix/train.jsonl", "--lr", "3e-5", "--set", "train.lr=2e-5",
+                       "--out", out_dir), "'train.lr' is given twice", "by a flag (3e-05)", "by --set (2e-05)")
     assert not out_dir.exists()
 
 

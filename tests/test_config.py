@@ -43,6 +43,19 @@ def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
     assert load(_write(tmp_path, "study: rq1\ntrain: {lr: 1.0e-4}\ncritic_options: {max_new_tokens: 8}\n")).train.lr == 1e-4
 
 
+def test_a_key_given_twice_on_the_command_line_is_an_error():
+    # the flag and --set disagree: one of the two would be dropped without a word (--set won)
+    with pytest.raises(ConfigError, match=r"'train.lr' is given twice on the command line, by a flag \(3e-05\) and by "
+                                          r"--set \(2e-05\); give it once"):
+        load(None, ["train.lr=2e-5"], {"train.lr": 3e-5, "train_data": "x.jsonl"}, schema="train")
+    with pytest.raises(ConfigError, match=r"'seed' is given twice .* by --set \(1\) and by --set \(2\)"):
+        load(None, ["seed=1", "seed=2"], schema="train")
+    # the same value twice, and --set reaching into the spec a flag gave, are fine
+    assert load(None, ["train.lr=3e-5"], {"train.lr": 3e-5, "train_data": "x.jsonl"}, schema="train").train.lr == 3e-5
+    cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json"}, schema="evaluate")
+    assert cfg.eval_data["pl"]["limit"] == 300
+
+
 def test_numbers_are_yaml_1_2_and_coerced_to_their_types(tmp_path):
     path = _write(tmp_path, "study: rq1\ntrain: {lr: 1e-4, epochs: '2'}\nlr_sweep: [5e-5, 8e-5, 1.6e-4]\n")
     assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-4"  # what PyYAML's YAML 1.1 does
