@@ -2,8 +2,8 @@
 
 Every command reads its parameters the same way (critcore.config): a params YAML (optional),
 then its own flags, each a shorthand for one key (the flag's `dest`), and `--set key=value`; a
-key given twice with different values is an error. Progress, notes and
-skip counts go to stderr; stdout carries only the result (one JSON line; YAML for `config`).
+key given twice with different values is an error. Progress, notes and skip counts go to
+stderr; stdout carries only the result (one JSON line; YAML for `config`).
 A user error prints one line and exits 2; a critic that fails exits 1; a bug keeps its traceback.
 """
 from __future__ import annotations
