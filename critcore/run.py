@@ -470,15 +470,15 @@ SCORING_CODE = ("evaluate.py", "metrics.py", "stats.py", "model.py", "collate.py
                 "templates/rm_plain.txt", "templates/rm_critique.txt")
 
 
-def _eval_key(train_summary: dict, splits: Splits, train_cfg, n_boot: int) -> str:
+def _eval_key(train_summary: dict, splits: Splits, train_cfg, n_boot: int, seed: int) -> str:
     """What decides an RM's evaluation: the trained model (its training summary), every evaluation
     pair with its critiques, the sections, the scoring options and the source of the code and
-    templates that score and summarize, and the torch and transformers versions. A rerun whose key
-    matches reuses eval/summary.json."""
+    templates that score and summarize, the bootstrap's replicates and seed, and the torch and
+    transformers versions. A rerun whose key matches reuses eval/summary.json."""
     here = Path(__file__).parent
     blob = json.dumps({"train": train_summary, "eval": {k: data_key(v) for k, v in splits.eval.items()},
                        "sections": splits.sections, "max_length": train_cfg.max_length,
-                       "with_critiques": train_cfg.with_critiques, "n_boot": n_boot,
+                       "with_critiques": train_cfg.with_critiques, "n_boot": n_boot, "seed": seed,
                        "versions": [torch.__version__, transformers.__version__],
                        "code": [(here / f).read_text(encoding="utf-8") for f in SCORING_CODE]},
                       sort_keys=True, default=str)
@@ -492,11 +492,12 @@ def _critiqued_by(pairs: list[Pair], critic) -> bool:
 
 
 def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cache=None, lrs=None,
-                     progress: bool = True, n_boot: int = 1000) -> dict:
+                     progress: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
     """Critique every split with `critic` (a Critic, or None to use the pairs as they are), check
     that train and test were critiqued alike, train (or sweep learning rates on validation),
     evaluate, and write eval/summary.json. Returns the evaluation summary with the training
-    summary under "train", the sweep under "sweep" and the critiques used under "critic"."""
+    summary under "train", the sweep under "sweep" and the critiques used under "critic". `n_boot`
+    and `seed` draw every interval (a configuration's n_boot and seed)."""
     from .evaluate import evaluate
 
     if critic is not None and not _critiqued_by(splits.all_pairs(), critic):
@@ -509,7 +510,7 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
         result, sweep = lr_sweep(train_cfg, lrs, splits.train, splits.validation, out_dir / "sweep", progress, described)
     else:
         result = train(train_cfg, splits.train, splits.validation, out_dir / "train", progress, described)
-    key = _eval_key(result.summary, splits, train_cfg, n_boot)
+    key = _eval_key(result.summary, splits, train_cfg, n_boot, seed)
     prior = out_dir / "eval" / "summary.json"
     try:
         summary = json.loads(prior.read_text(encoding="utf-8"))
@@ -518,7 +519,8 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     if isinstance(summary, dict) and summary.get("eval_key") == key:
         return summary  # the same model on the same pairs, scored by the same code
     summary = evaluate(result.model, splits.eval, out_dir / "eval", sections=splits.sections,
-                       max_length=train_cfg.max_length, with_critiques=train_cfg.with_critiques, n_boot=n_boot)
+                       max_length=train_cfg.max_length, with_critiques=train_cfg.with_critiques, n_boot=n_boot,
+                       seed=seed)
     summary["eval_key"] = key
     used = critiques_of(splits.train, train_cfg.with_critiques)
     summary["train"] = result.summary
@@ -543,7 +545,7 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
                                     **({"seed": seed} if seed is not None else {}))
     before = _summaries(out)
     with run.step(f"rm {out.name}"):
-        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, lrs, run.progress, cfg.n_boot)
+        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, lrs, run.progress, cfg.n_boot, cfg.seed)
     reused = bool(before) and before == _summaries(out)
     tr = summary.get("train") or {}
     row = {"backbone": label, "critic": critic_name, "critic_id": summary.get("critic"),
@@ -603,7 +605,7 @@ def train_job(cfg) -> dict:
             splits = splits.with_pairs(augment(splits.all_pairs(), "none"))
         with run.step("rm"):
             summary = fit_and_evaluate(dataclasses.replace(cfg.train, backbone=cfg.backbone), splits, run.out_dir,
-                                       critic, run.cache, cfg.lr_sweep, run.progress, cfg.n_boot)
+                                       critic, run.cache, cfg.lr_sweep, run.progress, cfg.n_boot, cfg.seed)
         if critic is not None:
             run.critique_stats[str(critic.identity)] = dict(run.cache.stats)
         run.notes["result"] = results_row(summary)
@@ -645,7 +647,7 @@ def evaluate_job(cfg) -> dict:
                     for name, pairs in sets.items()}
         with run.step("evaluate"):
             summary = evaluate(rm, sets, run.out_dir, sections=sections, max_length=cfg.max_length,
-                               batch_size=cfg.batch_size, n_boot=cfg.n_boot, progress=run.progress)
+                               batch_size=cfg.batch_size, n_boot=cfg.n_boot, seed=cfg.seed, progress=run.progress)
         used = [critiques_of(p) for p in sets.values()]
         summary["critic"] = next((u["identity"] for u in used if u), "none")
         summary["recipe_critic"] = expected

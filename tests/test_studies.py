@@ -465,6 +465,35 @@ def test_rq2_worth_chart_has_one_panel_per_metric_and_keeps_unbounded_rows(tmp_p
     assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.filterwarnings("ignore::critcore.train.TrainingWarning")  # a tiny RM is all this needs
+def test_the_configured_seed_draws_every_interval(tmp_path):
+    """`seed` is the data-sampling and bootstrap seed (config.Base.seed), but a study's RMs,
+    `critcore train` and `critcore evaluate` drew their intervals with seed 0 whatever was set."""
+    from critcore import config
+    from critcore.run import evaluate_job
+
+    train = {"format": "generated", "n": 8, "seed": 0, "split": "train"}
+    test = {"format": "generated", "n": 40, "seed": 0, "split": "test"}
+    studied, evaluated = [], []
+    for seed in (0, 1):
+        run = studies.setup("quickstart", None, train_data=train, eval_data={"test": test}, sections="generated",
+                            critic="none", train={"max_length": 48, "batch_size": 8, "micro_batch_size": 8},
+                            out_dir=str(tmp_path / f"qs{seed}"), critique_cache=str(tmp_path / "c.sqlite"),
+                            progress=False, threads=1, n_boot=200, seed=seed)
+        (result,) = studies.quickstart_train_all(run, studies.critique_all(run, studies.load_splits(run)))
+        run.finish()
+        studied.append(result["summary"]["test"])
+        model = tmp_path / "qs0" / "rms" / "minilm__none" / "train" / "model"
+        cfg = config.load(None, [f"seed={seed}", "n_boot=200"], {"model": str(model), "eval_data.test": json.dumps(test),
+                          "out_dir": str(tmp_path / f"ev{seed}"), "critique_cache": str(tmp_path / "c.sqlite"),
+                          "progress": False}, schema="evaluate")
+        evaluated.append(evaluate_job(cfg)["test"])
+    for a, b in (studied, evaluated):
+        assert a["overall"]["acc"] == b["overall"]["acc"] and a["n"] == b["n"] == 40  # the same pairs and scores
+        assert (a["overall"]["lo"], a["overall"]["hi"], a["sections"]) != (b["overall"]["lo"], b["overall"]["hi"],
+                                                                            b["sections"])  # other draws
+
+
 def test_held_out_pairs_seen_in_training_are_warned_of_and_recorded(tmp_path):
     """Evaluation pairs whose prompt is a training prompt inflate the score: the run warns and
     run.json says how many, per split; disjoint splits (the generated train and test) say nothing."""

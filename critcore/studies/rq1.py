@@ -149,7 +149,7 @@ def rq1_seed_table(table):
     return pd.DataFrame(rows)
 
 
-def rq1_length_table(results: list[dict], n_boot: int = 1000):
+def rq1_length_table(results: list[dict], n_boot: int = 1000, seed: int = 0):
     """Length bias of every RM, per eval set: Spearman correlation of reward with response length
     (characters, chosen and rejected pooled), accuracy on the pairs whose rejected answer is the
     longer one, and (where the set has it) accuracy on the alpacaeval-length subset, whose
@@ -167,7 +167,7 @@ def rq1_length_table(results: list[dict], n_boot: int = 1000):
             masks = {"rejected longer": (df["len_rejected"] > df["len_chosen"]).to_numpy(),
                      "alpacaeval-length": (df["subset"] == "alpacaeval-length").to_numpy()}
             for label, mask in masks.items():
-                ci = accuracy_with_ci(ok[mask], n_boot=n_boot) if mask.any() else None
+                ci = accuracy_with_ci(ok[mask], n_boot=n_boot, seed=seed) if mask.any() else None
                 row.update({label: pct(ci and ci["acc"]), f"{label} lo": pct(ci and ci["lo"]),
                             f"{label} hi": pct(ci and ci["hi"]), f"{label} n": int(mask.sum())})
             rows.append(row)
