@@ -360,10 +360,16 @@ def load_splits(run: Run) -> Splits:
 
 
 def _count(run: Run, splits: Splits) -> None:
-    """Count the splits into run.json, and warn of (and record) held-out pairs seen in training."""
+    """Count the splits into run.json, and warn of (and record) held-out pairs seen in training and
+    evaluation pairs that are validation pairs too (a learning-rate sweep picks on validation)."""
     run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or []),
                                                  *splits.eval.items()]}
     _record_overlap(run, _overlaps(data_mod.fingerprints(splits.train), dict(splits.named()[1:])))
+    seen = _overlaps(data_mod.fingerprints(splits.validation), splits.eval) if splits.validation else {}
+    if seen:
+        run.notes["validation_overlap"] = seen
+        _warn_overlap("evaluation pairs share their prompt with validation pairs, so a learning-rate sweep, which picks "
+                      "on validation, would pick on them", seen)
 
 
 def _record_overlap(run: Run, seen: dict) -> None:

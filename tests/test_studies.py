@@ -516,7 +516,16 @@ def test_held_out_pairs_seen_in_training_are_warned_of_and_recorded(tmp_path):
         clean = studies.setup("quickstart", None, data="generated", n_train=12, n_eval=12, out_dir=str(tmp_path / "b"),
                               critique_cache=str(tmp_path / "c.sqlite"), progress=False)
         studies.load_splits(clean)
-    assert "overlap" not in clean.notes
+    assert "overlap" not in clean.notes and "validation_overlap" not in clean.notes
+    # validation pairs that are also evaluation pairs: a sweep would pick its learning rate on the test
+    with pytest.warns(OverlapWarning, match="share their prompt with validation pairs"):
+        picked = studies.setup("quickstart", None, data="generated", n_train=12, n_eval=12, out_dir=str(tmp_path / "c"),
+                               validation_data={"format": "generated", "n": 12, "seed": 0, "split": "test"},
+                               critique_cache=str(tmp_path / "c.sqlite"), progress=False)
+        studies.load_splits(picked)
+    assert picked.notes["validation_overlap"]["generated"]["same_pair"] == 12 and "overlap" not in picked.notes
+    picked.finish()
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["validation_overlap"] == picked.notes["validation_overlap"]
 
 
 def test_one_process_per_run_folder(tmp_path):
