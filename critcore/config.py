@@ -5,10 +5,11 @@ command and notebook resolves its parameters the same way (`resolve`):
 
     the schema's defaults  <-  a params YAML  <-  command-line flags and --set key=value
 
-(a key that a flag and --set, or two --set, give different values is an error; --set may reach
-into a data spec a flag gave: --data pl=PATH --set eval_data.pl.limit=300), merged deeply: a block such as `train:` merges key by key into its defaults, while a free mapping
+merged deeply: a block such as `train:` merges key by key into its defaults, while a free mapping
 (`eval_data`, `critics`) given by a layer replaces the one before it; `--set a.b=v` changes one
-key wherever it is. Values are coerced to their declared types (YAML's `1e-4` is a float), and an
+key wherever it is, and may reach into a data spec a flag gave (`--data pl=PATH --set
+eval_data.pl.limit=300`); a key that a flag and --set, or two --set, give different values is an
+error. Values are coerced to their declared types (YAML's `1e-4` is a float), and an
 unknown key is an error that names the nearest valid one. `${data}` in strings becomes the shared
 data folder. `critcore config PARAMS` prints the result; run.json records it; each notebook's
 `parameters` cell lists the same keys and defaults (tests/test_config.py keeps them in sync).
@@ -650,8 +651,9 @@ def _numbers_from_bools(raw, value, path: str):
 
 
 def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path | None = None):
-    """The schema's defaults <- each layer (dicts, in order) <- `sets` ((path, value) pairs or
-    "k=v" strings), typed and checked. Raises ConfigError naming `where` and the key."""
+    """The schema's defaults <- each layer (dicts, in order) <- `sets` ((path, value) pairs, as
+    the command-line flags give them, or "k=v" strings, as --set does), typed and checked. Raises
+    ConfigError naming `where` and the key, also for a key that `sets` give two different values."""
     merged = defaults(cls)
     for layer in layers:
         if not layer:
@@ -660,7 +662,15 @@ def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path |
             raise ConfigError(f"{where}: expected a mapping of parameters, got {type(layer).__name__}")
         _check_keys(cls, layer, where, "")
         merged = _merge_layer(cls, merged, layer)
-    pairs = [parse_sets([s])[0] if isinstance(s, str) else s for s in sets]
+    pairs, given = [], {}
+    for item in sets:
+        (path, value), by = (parse_sets([item])[0], "--set") if isinstance(item, str) else (item, "a flag")
+        key = ".".join(path)
+        if key in given and given[key][0] != value:  # which one was meant? (a YAML key given twice is an error too)
+            raise ConfigError(f"'{key}' is given twice on the command line, by {given[key][1]} ({given[key][0]!r}) "
+                              f"and by {by} ({value!r}); give it once")
+        given.setdefault(key, (value, by))
+        pairs.append((path, value))
     for path, value in pairs:
         _check_keys(cls, _nest(path, value), "--set", "")
         _set_path(merged, path, copy.deepcopy(value), "--set")
@@ -736,15 +746,7 @@ def load(params: str | os.PathLike | dict | None = None, sets=(), flags: dict | 
     raw = read_yaml(params) if isinstance(params, (str, os.PathLike)) else dict(params or {})
     cls = SCHEMAS[schema] if isinstance(schema, str) else schema or schema_for(raw)
     pairs = [(key.split("."), value) for key, value in (flags or {}).items() if value is not None]
-    sets = parse_sets(sets)
-    given: dict[str, tuple] = {}
-    for (path, value), by in zip(pairs + sets, ["a flag"] * len(pairs) + ["--set"] * len(sets)):
-        key = ".".join(path)
-        if key in given and given[key][0] != value:  # which one was meant? (a YAML key given twice is an error too)
-            raise ConfigError(f"'{key}' is given twice on the command line, by {given[key][1]} ({given[key][0]!r}) "
-                              f"and by {by} ({value!r}); give it once")
-        given.setdefault(key, (value, by))
-    return resolve(cls, raw, sets=pairs + sets, where=where)
+    return resolve(cls, raw, sets=[*pairs, *(sets or [])], where=where)
 
 
 def dump(cfg) -> str:

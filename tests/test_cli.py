@@ -69,6 +69,8 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, shared_data):
                    "--lr-sweep", "comma-separated numbers", "'1e-4,2e-4x'")  # was a traceback
     one_line_error(run("train", "--train", f"{shared_data}/mix/train.jsonl", "--lr", "3e-5", "--set", "train.lr=2e-5",
                        "--out", out_dir), "'train.lr' is given twice", "by a flag (3e-05)", "by --set (2e-05)")
+    one_line_error(run("run", "params/quick.yaml", "--set", "seed=1", "--set", "seed=2", "--dry-run", cwd=ROOT),
+                   "'seed' is given twice", "by --set (1) and by --set (2)")  # critcore run resolves on its own path
     assert not out_dir.exists()
 
 
