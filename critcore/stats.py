@@ -52,3 +52,91 @@ def bootstrap_accuracies(k: int, n: int, n_boot: int, rng: np.random.Generator) 
     probability k/n, so the count of ones is Binomial(n, k/n): drawing that count directly is the
     same bootstrap as resampling the pairs, without the n_boot x n index matrix."""
     return rng.binomial(n, k / n, size=n_boot) / n
+
+
+# ---------------------------------------------------------------- arms over seeds, rates and pairs
+
+RULES = ("shared", "per_arm")  # how a study picks one learning rate from its grid (see arm_effects)
+
+
+def _multinomial_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, n_boot): how often each of n items is drawn in each of n_boot resamples of n."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).T.astype(np.float64)
+
+
+def _select(val: np.ndarray, rule) -> np.ndarray:
+    """The rate index each arm uses, from validation accuracies val (arms, ..., rates): an int is a
+    fixed rate; "per_arm" takes each arm's best; "shared" the best of the mean over arms, for all."""
+    if isinstance(rule, (int, np.integer)):
+        return np.full(val.shape[:-1], int(rule))
+    if rule == "per_arm":
+        return val.argmax(axis=-1)
+    if rule == "shared":
+        return np.broadcast_to(val.mean(axis=0).argmax(axis=-1), val.shape[:-1])
+    raise ValueError(f"learning-rate rule {rule!r}: use a rate index or one of {', '.join(RULES)}")
+
+
+def arm_effects(test: np.ndarray, weights: np.ndarray, strata: np.ndarray, val: np.ndarray | None = None,
+                baseline: int = 0, rule="shared", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """The change of every arm against `baseline` in a weighted accuracy (a Score or a plain
+    accuracy), with a hierarchical bootstrap that resamples what varies between repeats of a study:
+
+    - training seeds (with replacement, the same draw for every arm: seed s of each arm is one
+      repeat of the study),
+    - the evaluation pairs (with replacement within each stratum, the same draw for every arm),
+    - the validation pairs, on which the learning rate is chosen again in every replicate, so the
+      interval carries the variance of the choice.
+
+    test: correct (1) or not (0) per arm, seed, rate and evaluation pair, shape (A, S, L, n).
+    weights[k], strata: the metric is sum_k weights[k] * mean(correct over pairs of stratum k)
+    (strata[i] = k of pair i; a Score's section and subset weights). val: validation correctness
+    (A, S, L, m), needed unless `rule` is a rate index. rule: a rate index (every arm at that
+    rate), "per_arm" (each arm at its best rate on validation) or "shared" (every arm at the rate
+    whose mean validation accuracy over all arms is best).
+
+    Returns {delta, lo, hi, p, rates} per arm but the baseline (arrays over arms): the point
+    change (seed means, all pairs), the percentile interval, a two-sided bootstrap p (twice the
+    share of replicates on the far side of zero) and the rate index each arm uses at the point."""
+    check_level(level)
+    test = np.asarray(test, dtype=np.float64)
+    A, S, L, n = test.shape
+    strata = np.asarray(strata)
+    weights = np.asarray(weights, dtype=np.float64)
+    if not isinstance(rule, (int, np.integer)):
+        if val is None:
+            raise ValueError(f"rule {rule!r} chooses on validation: give val")
+    val = np.zeros((A, S, L, 1)) if val is None else np.asarray(val, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    # per-pair coefficients of the metric; a resample of stratum k draws n_k of its pairs
+    counts = np.bincount(strata, minlength=len(weights))
+    coef = weights[strata] / counts[strata]
+    draws = np.zeros((n, n_boot))
+    for k in range(len(weights)):
+        idx = np.flatnonzero(strata == k)
+        if idx.size:
+            draws[idx] = _multinomial_weights(idx.size, n_boot, rng)
+    metric = np.einsum("aslp,p,pb->asbl", test, coef, draws, optimize=True)  # (A, S, B, L)
+    m = val.shape[-1]
+    val_draws = _multinomial_weights(m, n_boot, rng) / m
+    val_acc = np.einsum("aslp,pb->asbl", val, val_draws, optimize=True)
+    seeds = rng.integers(0, S, size=(n_boot, S))  # (B, S)
+
+    def over_seeds(x):  # (A, S, B, L) -> (A, B, L): the mean over each replicate's seeds
+        x = x.transpose(0, 2, 1, 3)  # (A, B, S, L)
+        return np.take_along_axis(x, seeds[None, :, :, None], axis=2).mean(axis=2)
+
+    boot_m, boot_v = over_seeds(metric), over_seeds(val_acc)
+    pick = _select(boot_v, rule)  # (A, B)
+    chosen = np.take_along_axis(boot_m, pick[..., None], axis=-1)[..., 0]  # (A, B)
+    boot = chosen - chosen[baseline]
+    point_m = np.einsum("aslp,p->asl", test, coef).mean(axis=1)  # (A, L)
+    point_v = val.mean(axis=(1, 3))
+    point_pick = _select(point_v, rule)
+    point = np.take_along_axis(point_m, point_pick[:, None], axis=1)[:, 0]
+    delta = point - point[baseline]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha], axis=1, method="inverted_cdf")
+    p = np.minimum(1.0, 2 * np.minimum((boot <= 0).mean(axis=1), (boot >= 0).mean(axis=1)))
+    keep = [a for a in range(A) if a != baseline]
+    return {"delta": delta[keep], "lo": lo[keep], "hi": hi[keep], "p": p[keep], "rates": point_pick[keep],
+            "baseline_rate": int(point_pick[baseline])}
