@@ -214,7 +214,11 @@ class RMStudy(Base):
     eval_data: dict[str, DataSpec] | None = _doc("eval_data", None)
     sections: str | dict | None = _doc("sections", None)
     train: TrainConfig = _doc("train", factory=TrainConfig)
-    lr_sweep: list[float] | None = _doc("learning rates: one RM each, the best on validation is kept", None)
+    lr_sweep: list[float] | None = _doc("learning rates: every arm trains at each (a study reports the effect at "
+                                        "every rate, and at the one lr_selection picks on validation)", None)
+    lr_selection: Literal["shared", "per_arm"] = _doc(
+        "how a rate is picked on validation: shared (one rate for every arm, the best mean over the arms) or "
+        "per_arm (each arm its best)", "shared")
     critic_options: CriticOptions = _doc("critic_options", factory=CriticOptions)
 
     def problems(self) -> list[str]:
@@ -229,7 +233,13 @@ class RMStudy(Base):
                           f"backbone {backbone_label(b)}: lr_sweep": b.lr_sweep or []}
         repeats = [f"{what}: {', '.join(sorted({str(v) for v in vs if vs.count(v) > 1}))} given more than once"
                    for what, vs in lists.items() if len(set(vs)) < len(vs)]
-        return super().problems() + name_problems(self.eval_data, getattr(self, "critics", None)) + repeats
+        sweep = [f"lr_sweep must be a list of positive learning rates, got {self.lr_sweep!r}"] \
+            if self.lr_sweep is not None and not (self.lr_sweep and all(x > 0 for x in self.lr_sweep)) else []
+        sweep += ["lr_sweep needs validation_data (a rate is picked on validation, never on test)"] \
+            if self.lr_sweep and not self.validation_data else []
+        taken = ["eval_data: the name 'validation' is taken (RMs of a learning-rate grid score the validation "
+                 "pairs under it)"] if "validation" in (self.eval_data or {}) else []
+        return super().problems() + name_problems(self.eval_data, getattr(self, "critics", None)) + repeats + sweep + taken
 
 
 def _baselines(critics: dict) -> list[str]:
@@ -355,6 +365,18 @@ class CPUSized(RMStudy):
 
 
 @dataclass
+class AblationStep:
+    """One protocol of an RQ1 ablation: an arm against No-Critiques on the Score."""
+
+    label: str = _doc("what this step changes", "")
+    arm: str = _doc("a critic name of this run or of compare_runs", "")
+    weighting: Literal["suite", "equal"] = _doc("subset weights: the suite's counts, or the pairs scored", "suite")
+    seeds: list[int] | None = _doc("training seeds (null: every seed)", None)
+    lr: float | None = _doc("a fixed rate for both arms (null: chosen on validation by rule)", None)
+    rule: Literal["shared", "per_arm"] = _doc("with lr null: shared or per_arm", "per_arm")
+
+
+@dataclass
 class RQ1(CPUSized):
     study: str = _doc("study", "rq1")
     notebook: str | None = _doc("notebook", "notebooks/rq1_critic_quality.ipynb")
@@ -364,10 +386,15 @@ class RQ1(CPUSized):
                                                             factory=lambda: ["minilm"])
     critics: dict[str, CriticSpec] = _doc("name -> critic spec; none is No-Critiques",
                                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
-    seeds: list[int] | None = _doc("training seeds: one RM per seed in every cell (null: train.seed only); a "
-                                   "learning-rate sweep runs at the first seed, the others use the rate it picks", None)
+    seeds: list[int] | None = _doc("training seeds: one RM per seed (and rate of the grid) in every cell (null: "
+                                   "train.seed only)", None)
     train_data: DataSpec | None = _doc("train_data", factory=lambda: {
         "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
+    probe: bool = _doc("train the critique-only probe of every critic (its information)", True)
+    compare_runs: list[str] = _doc("other RQ1 run folders (same pairs): their simulated critics draw the "
+                                   "information curve, their arms join the ablation", factory=list)
+    ablation: list[AblationStep] = _doc("protocols to compare, one at a time (see params/rq1_ablation.yaml)",
+                                        factory=list)
 
     def problems(self) -> list[str]:
         baselines = _baselines(self.critics)

@@ -4,7 +4,7 @@ and every notebook: the run record (run.json, written once, by `Run.finish`) and
     load_splits -> critique_splits -> train_rm (critique, train, evaluate, report per RM)
 
 Everything a run writes goes under `run.out_dir`, atomically: tables as CSV, charts as HTML and
-PNG, run.json, and one stable folder per reward model, rms/<backbone>__<critic>[__n<size>][__s<seed>]/,
+PNG, run.json, and one stable folder per reward model, rms/<backbone>__<critic>[__n<size>][__s<seed>][__lr<rate>]/,
 where `critcore.train.train` finds a finished model, so a rerun reuses it; critiques come from the
 one critique cache (`config.critique_cache_path`).
 """
@@ -45,6 +45,7 @@ from .report import results_row, save_chart, save_table, slug
 from .train import critiques_of, data_key, lr_sweep, train
 
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|authorization)$", re.I)
+VALIDATION_SET = "validation"  # the evaluation-set name under which a study's grid RMs score the validation pairs
 RUNNER_ENV = "CRITCORE_RUNNER"  # set by `critcore run` for the notebook it executes: {params_file, command}
 
 
@@ -539,19 +540,23 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
 
 def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Splits, critic=None,
              train_overrides: Mapping | None = None, size: int | None = None, seed: int | None = None,
-             lrs: list[float] | None | str = "study") -> dict:
+             lr: float | None = None) -> dict:
     """Train and evaluate one RM of a study in its stable folder: a finished RM with the same
-    config and data is reused. `lrs`: the learning rates to sweep ("study": the study's lr_sweep;
-    None: no sweep). Returns {row, summary, dir, reused}."""
+    config and data is reused. `lr`: one rate of the study's grid (critcore.studies.protocol): the
+    RM trains at it, its folder says so, and it scores the validation pairs too (eval set
+    "validation"), on which the study picks a rate. Returns {row, summary, dir, reused}."""
     cfg = run.config
-    lrs = cfg.lr_sweep if lrs == "study" else lrs
     out = run.out_dir / "rms" / (f"{slug(label)}__{slug(critic_name)}" + (f"__n{size}" if size is not None else "")
-                                 + (f"__s{seed}" if seed is not None else ""))  # see the module's docstring
+                                 + (f"__s{seed}" if seed is not None else "")
+                                 + (f"__lr{float(lr):g}" if lr is not None else ""))  # see the module's docstring
     train_cfg = dataclasses.replace(cfg.train, backbone=backbone, **dict(train_overrides or {}),
-                                    **({"seed": seed} if seed is not None else {}))
+                                    **({"seed": seed} if seed is not None else {}),
+                                    **({"lr": float(lr)} if lr is not None else {}))
+    if lr is not None and splits.validation:
+        splits = dataclasses.replace(splits, eval={**splits.eval, VALIDATION_SET: splits.validation})
     before = _summaries(out)
     with run.step(f"rm {out.name}"):
-        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, lrs, run.progress, cfg.n_boot, cfg.seed)
+        summary = fit_and_evaluate(train_cfg, splits, out, critic, run.cache, None, run.progress, cfg.n_boot, cfg.seed)
     reused = bool(before) and before == _summaries(out)
     tr = summary.get("train") or {}
     row = {"backbone": label, "critic": critic_name, "critic_id": summary.get("critic"),

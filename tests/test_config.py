@@ -57,7 +57,8 @@ def test_a_key_given_twice_on_the_command_line_is_an_error():
 
 
 def test_numbers_are_yaml_1_2_and_coerced_to_their_types(tmp_path):
-    path = _write(tmp_path, "study: rq1\ntrain: {lr: 1e-4, epochs: '2'}\nlr_sweep: [5e-5, 8e-5, 1.6e-4]\n")
+    path = _write(tmp_path, "study: rq1\ntrain: {lr: 1e-4, epochs: '2'}\nlr_sweep: [5e-5, 8e-5, 1.6e-4]\n"
+                            "validation_data: v.jsonl\n")
     assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-4"  # what PyYAML's YAML 1.1 does
     cfg = load(path)
     assert cfg.train.lr == 1e-4 and cfg.train.epochs == 2 and cfg.lr_sweep == [5e-5, 8e-5, 1.6e-4]

@@ -9,7 +9,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those below it
     {"data", "generated", "backbones"},
     {"format", "collate", "loss", "model", "metrics", "scaling"},
     {"train", "evaluate"},
-    {"llm", "critique"},
+    {"llm", "critique", "probe"},
     {"judge", "metacritique"},
     {"config"},
     {"run"},

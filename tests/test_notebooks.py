@@ -124,27 +124,55 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
         "eval_data": {"rewardbench": {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl",
                                       "per_stratum": 1, "seed": 0},
                       "pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 8, "seed": 0}},
-        "sections": "${data}/reward-bench-local/sections.json", "train": TINY_TRAIN, "threads": 1,
-        "critique_cache": str(tmp_path / "c.sqlite")})
+        "validation_data": {"format": "jsonl", "path": "${data}/mix/validation.jsonl", "limit": 8, "seed": 0},
+        "lr_sweep": [1e-4, 2e-4], "sections": "${data}/reward-bench-local/sections.json", "train": TINY_TRAIN,
+        "threads": 1, "critique_cache": str(tmp_path / "c.sqlite"),
+        "ablation": [{"label": "fixed", "arm": "simulated-0.9", "lr": 1e-4, "weighting": "equal"},
+                     {"label": "per arm", "arm": "simulated-0.9", "rule": "per_arm"}]})
     out = studies.run_study(params, out_root=tmp_path / "outputs", progress=False)
     assert out.name == "rq1"  # run id: the params file's stem
-    columns = ["backbone", "critic"] + [f"{m}{s}" for m in METRICS for s in ("", " lo", " hi")] + \
+    columns = ["backbone", "critic", "lr"] + [f"{m}{s}" for m in METRICS for s in ("", " lo", " hi")] + \
         ["Score change", "PandaLM change", "p RewardBench", "p PandaLM"]
     lengths = ["backbone", "critic", "eval", "n", "reward-length rho", "rejected longer", "rejected longer lo",
                "rejected longer hi", "rejected longer n", "alpacaeval-length", "alpacaeval-length n"]
-    frames, _ = _check_run(out, "rq1", "rq1_critic_quality.ipynb", {"rq1_table": columns, "length_bias": lengths},
-                           ["rq1_score", "rq1_pandalm", "rq1_dose_response"], runner=True)
-    t = frames["rq1_table"].set_index("critic")
+    effects = ["backbone", "metric", "critic", "comparison", "rule", "lr", "lr No-Critiques", "change", "lo", "hi", "p",
+               "McNemar p per seed"]
+    verdicts = ["backbone", "critic", "Score selection", "Score change", "Score lo", "Score hi", "Score robustness",
+                "Score why", "PandaLM robustness", "suite vs PandaLM"]
+    frames, record = _check_run(out, "rq1", "rq1_critic_quality.ipynb", {
+        "rq1_table": columns, "length_bias": lengths, "rq1_effects": effects, "rq1_verdicts": verdicts,
+        "rq1_probe": ["critic", "critic_p", "information", "information lo", "information hi"],
+        "rq1_information": ["critic", "kind", "information", "Score change", "lo", "hi", "lr"],
+        "rq1_ablation": ["step", "arm", "weighting", "learning rate", "Score change", "Score lo", "Score hi", "sign"]},
+        ["rq1_score", "rq1_pandalm", "rq1_dose_response", "rq1_effects", "rq1_information"], runner=True)
+    # every arm at every rate; the effects at each rate and as picked on validation, each with its word
+    assert sorted(p.name for p in (out / "rms").iterdir()) == [
+        "minilm__none__lr0.0001", "minilm__none__lr0.0002", "minilm__simulated-0.9__lr0.0001", "minilm__simulated-0.9__lr0.0002"]
+    e = frames["rq1_effects"]
+    assert set(e["comparison"]) == {"lr 0.0001", "lr 0.0002", "best on validation, shared", "best on validation, per arm"}
+    assert (e["lo"] <= e["change"]).all() and (e["change"] <= e["hi"]).all()
+    v = frames["rq1_verdicts"].iloc[0]
+    assert v["Score robustness"] in ("robust", "depends on lr", "noise") and v["Score selection"] == "best on validation, shared"
+    protocol = record["lr_protocol"]["minilm"]
+    assert protocol["rule"] == "shared" and protocol["grid"] == [1e-4, 2e-4] and protocol["validation_pairs"] == 8
+    assert protocol["picked"]["none"] == protocol["picked"]["simulated-0.9"]  # one rate for every arm
+    assert frames["rq1_probe"].loc[0, "critic_p"] == 0.9 and 0 <= frames["rq1_probe"].loc[0, "information"] <= 100
+    assert list(frames["rq1_ablation"]["step"]) == ["fixed", "per arm"]
+    t = frames["rq1_table"]
+    t = t[t["lr"] == 1e-4].set_index("critic")
     assert t.loc["none", "Score"] > 0 and pd.isna(t.loc["none", "p RewardBench"])
     assert 0 < t.loc["simulated-0.9", "p RewardBench"] <= 1 and 0 < t.loc["simulated-0.9", "p PandaLM"] <= 1
     assert t.loc["simulated-0.9", "critic_p"] == 0.9
     assert (t["Score lo"] <= t["Score"]).all() and (t["Score"] <= t["Score hi"]).all()
     # The same table again from the run folder alone (load_results), as for an interrupted run.
     resolved = json.loads((out / "run.json").read_text())["config"]
-    again = studies.rq1_table(resolved, studies.load_results(out)).set_index("critic")
+    again = studies.rq1_table(resolved, studies.load_results(out))
+    again = again[again["lr"] == 1e-4].set_index("critic")
     for col in ("Score", "PandaLM", "Score change", "p RewardBench", "p PandaLM"):
         pd.testing.assert_series_equal(again[col], t[col], check_dtype=False, rtol=1e-9)
-    lb = frames["length_bias"].set_index(["critic", "eval"])
+    lb = frames["length_bias"]
+    assert "validation" not in set(lb["eval"])
+    lb = lb[lb["lr"] == 1e-4].set_index(["critic", "eval"])
     assert len(lb) == 4 and (lb["reward-length rho"].abs() <= 1).all()
     assert lb.loc[("none", "rewardbench"), "alpacaeval-length n"] == 1  # per_stratum 1
     assert lb.loc[("none", "pandalm"), "alpacaeval-length n"] == 0 and pd.isna(lb.loc[("none", "pandalm"), "alpacaeval-length"])

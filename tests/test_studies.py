@@ -438,7 +438,7 @@ def test_backbones_resolve_their_sweep_and_seeds_against_the_study():
     from critcore.studies.base import backbones_of
 
     cfg = config.resolve(config.SCHEMAS["rq1"], {
-        "study": "rq1", "lr_sweep": [5e-5, 8e-5], "seeds": [0, 1, 2],
+        "study": "rq1", "lr_sweep": [5e-5, 8e-5], "seeds": [0, 1, 2], "validation_data": "v.jsonl",
         "backbones": ["minilm", {"name": "smol", "backbone": "smollm2", "lr_sweep": [], "seeds": [7]},
                       {"name": "mini2", "backbone": "minilm", "lr_sweep": [1e-4, 2e-4]}]})
     got = {b.name: (b.lr_sweep, b.seeds) for b in backbones_of(cfg)}

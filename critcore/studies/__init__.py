@@ -16,15 +16,18 @@ from ..run import critique_examples, describe_splits, load_results, load_splits,
 from .base import critique_all, critics_of
 from .judge import judge_all, judge_examples, judge_table, ties_table
 from .metacritique import first_items, metacritique_all, metacritique_table, quality_vs_gain
-from .rq1 import (disagreement_examples, paired_tests, quickstart_chart, quickstart_table, quickstart_train_all, rq1_charts, rq1_length_table, rq1_seed_table,
-                  rq1_table, rq1_train_all)
-from .rq2 import rq2_curves, rq2_score_chart, rq2_sections_chart, rq2_splits, rq2_table, rq2_train_all, rq2_worth_chart, rq2_worth_n
+from .protocol import selected
+from .rq1 import (disagreement_examples, effects_chart, information_chart, paired_tests, quickstart_chart, quickstart_table,
+                  quickstart_train_all, rq1_ablation, rq1_charts, rq1_effects, rq1_information, rq1_length_table,
+                  rq1_probe_all, rq1_seed_table, rq1_table, rq1_train_all, verdict_lines)
+from .rq2 import rq2_curves, rq2_effects, rq2_score_chart, rq2_sections_chart, rq2_splits, rq2_table, rq2_train_all, rq2_worth_chart, rq2_worth_n
 from .runner import run_study
 from .validation import notebook_parameters, validate
 
 __all__ = ["setup", "load_splits", "critique_examples", "describe_splits", "load_results", "critique_all", "critics_of", "judge_all",
            "judge_table", "ties_table", "judge_examples", "metacritique_all", "metacritique_table", "first_items",
            "quality_vs_gain", "disagreement_examples", "paired_tests", "quickstart_train_all", "quickstart_table", "quickstart_chart",
-           "rq1_train_all", "rq1_table", "rq1_seed_table", "rq1_length_table", "rq1_charts", "rq2_splits", "rq2_train_all", "rq2_table",
+           "rq1_train_all", "rq1_table", "rq1_seed_table", "rq1_length_table", "rq1_charts", "rq1_effects", "verdict_lines",
+           "effects_chart", "rq1_probe_all", "rq1_information", "information_chart", "rq1_ablation", "selected", "rq2_splits", "rq2_train_all", "rq2_effects", "rq2_table",
            "rq2_curves", "rq2_score_chart", "rq2_sections_chart", "rq2_worth_n", "rq2_worth_chart", "run_study",
            "validate", "notebook_parameters"]

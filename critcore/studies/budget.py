@@ -65,20 +65,20 @@ def project(cfg) -> list[Line]:
                     for r, label in ((p.chosen, True), (p.rejected, False))}
             todo = len(keys) - len(cache.get_many(list(keys)))
             lines.append(Line(f"critiques {name}", todo, todo * rate))
-    eval_seqs = 2 * sum(len(v) for v in splits.eval.values())  # once per RM the sweep keeps
+    eval_seqs = 2 * sum(len(v) for v in splits.eval.values())
     for b in backbones_of(cfg):
         name = b.backbone if b.backbone in RATES["train_pairs_s"] else "smollm2"
         critics = [c for c in critics_of(cfg) if b.critics is None or c in b.critics]
         seeds, lrs = len(b.seeds), len(b.lr_sweep or [None])
         sizes = cfg.sizes if hasattr(cfg, "sizes") else [b.n_train or len(splits.train)]
         scale = b.train.get("max_length", cfg.train.max_length) / 256
-        # a sweep runs at the first seed; the other seeds train once, at the rate it picked
-        runs_per_size = len(critics) * (lrs + seeds - 1)
+        # every critic trains at every rate of the grid and every seed, and each RM scores the
+        # evaluation sets and the validation pairs
+        runs_per_size = len(critics) * lrs * seeds
         pairs = runs_per_size * sum(min(n, len(splits.train)) for n in sizes)
         lines.append(Line(f"train {b.name}", runs_per_size * len(sizes),
                           pairs * scale / RATES["train_pairs_s"][name]))
-        kept = len(critics) * seeds * len(sizes)
-        scored = kept * eval_seqs + runs_per_size * len(sizes) * 2 * len(splits.validation or [])
+        scored = runs_per_size * len(sizes) * (eval_seqs + (2 * len(splits.validation or []) if lrs > 1 else 0))
         lines.append(Line(f"score {b.name}", scored, scored * scale / RATES["score_seqs_s"][name]))
     return lines
 

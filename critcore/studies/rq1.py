@@ -12,9 +12,12 @@ import pandas as pd
 from .. import atomic, config as config_mod, data as data_mod
 from ..data import Pair
 from ..metrics import accuracy_with_ci, correct, length_bias, mcnemar_counts, mcnemar_exact
-from ..report import disagreement_page, disagreements, eval_names, long_table, pct
-from ..run import Run, Splits, progress_bar, resolve_sections, train_rm
+from ..probe import probe
+from ..report import disagreement_page, disagreements, eval_names, long_table, pct, slug
+from ..stats import arm_effects
+from ..run import VALIDATION_SET, Run, Splits, load_results, progress_bar, resolve_sections, train_rm
 from .base import backbones_of, critics_of, is_baseline, simulated_p
+from .protocol import effects_table, grid, protocol_effect, protocol_record, selected, sentence
 
 
 def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) -> list[Pair]:
@@ -27,25 +30,20 @@ def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) ->
 
 
 def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
-    """One RM per backbone x critic x training seed (a backbone's n_train / n_eval slice the data
-    the same way for all its critics, so its paired tests compare the same pairs). With a
-    learning-rate sweep and several seeds, the sweep runs at the first seed and the other seeds
-    train at the rate it picked for that backbone and critic."""
+    """One RM per backbone x critic x training seed x learning rate of the grid (a backbone's
+    n_train / n_eval slice the data the same way for all its critics, so its paired tests compare
+    the same pairs). With a grid (`lr_sweep`) every RM also scores the validation pairs, on which
+    the tables pick a rate (critcore.studies.protocol)."""
     cfg = run.config
-    jobs = [(b, c, s) for b in backbones_of(cfg) for c in critiqued if b.critics is None or c in b.critics
-            for s in b.seeds]
-    results, picked = [], {}
-    for b, c, s in progress_bar(jobs, len(jobs), "reward models", run):
+    jobs = [(b, c, s, lr) for b in backbones_of(cfg) for c in critiqued if b.critics is None or c in b.critics
+            for s in b.seeds for lr in (b.lr_sweep or [None])]
+    results = []
+    for b, c, s, lr in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
         sliced = Splits(_slice(sp.train, b.n_train, cfg.seed, nested=True), sp.validation,
                         {k: _slice(v, b.n_eval, cfg.seed) for k, v in sp.eval.items()}, sp.sections)
-        lrs, overrides = b.lr_sweep, dict(b.train)
-        if lrs and (b.name, c) in picked:
-            overrides["lr"], lrs = picked[(b.name, c)], None
-        r = train_rm(run, b.backbone, b.name, c, sliced, critic, overrides, seed=s if len(b.seeds) > 1 else None,
-                     lrs=lrs)
-        picked.setdefault((b.name, c), r["row"]["lr"])
-        results.append(r)
+        results.append(train_rm(run, b.backbone, b.name, c, sliced, critic, dict(b.train),
+                                seed=s if len(b.seeds) > 1 else None, lr=lr))
     return results
 
 
@@ -62,7 +60,7 @@ def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: d
     out = {}
     for fa in sorted((Path(dir_a) / "eval").glob("*_scores.csv")):
         fb = Path(dir_b) / "eval" / fa.name
-        if not fb.is_file():
+        if not fb.is_file() or fa.name == f"{VALIDATION_SET}_scores.csv":
             continue
         a, b = pd.read_csv(fa), pd.read_csv(fb)
         m = a.merge(b, on="id", suffixes=("_a", "_b"), validate="one_to_one")
@@ -88,7 +86,7 @@ def rq1_table(run, results: list[dict]):
     critics = critics_of(cfg)
     base_names = [n for n, s in critics.items() if is_baseline(s)]
     rows = []
-    key = lambda row, critic: (row["backbone"], critic, row.get("seed"))  # noqa: E731 - a baseline of the same seed
+    key = lambda row, critic: (row["backbone"], critic, row.get("seed"), row.get("lr"))  # noqa: E731 - same seed and rate
     by_key = {key(r["row"], r["row"]["critic"]): r for r in results}
     for r in results:
         row = dict(r["row"])
@@ -108,7 +106,7 @@ def rq1_table(run, results: list[dict]):
         rows.append(row)
     order = [b.name for b in backbones_of(cfg)], list(critics)
     rows.sort(key=lambda x: tuple(o.index(v) if v in o else len(o) for o, v in zip(order, (x["backbone"], x["critic"])))
-              + (x.get("seed") or 0,))
+              + (x.get("lr") or 0, x.get("seed") or 0))
     df = pd.DataFrame(rows)
     first = ["backbone", "critic", "seed", "critic_id", "critic_p", "n_train"]
     tests = [c for c in df if c.endswith(" change")] + sorted(
@@ -126,8 +124,9 @@ def rq1_seed_table(table):
     (the discordant pairs of each seed-matched comparison summed); and which is larger, the seed
     spread (SD across seeds) or the sampling error (the bootstrap SE, CI width / 3.92)."""
     rows = []
-    for (b, c), g in table.groupby(["backbone", "critic"], sort=False):
-        row = {"backbone": b, "critic": c, "seeds": len(g)}
+    keys = ["backbone", "critic"] + (["lr"] if "lr" in table and table["lr"].nunique() > 1 else [])
+    for k, g in table.groupby(keys, sort=False):
+        row = {**dict(zip(keys, k)), "seeds": len(g)}
         for m in ("Score", "PandaLM"):
             if m not in g or g[m].isna().all():
                 continue
@@ -157,11 +156,14 @@ def rq1_length_table(results: list[dict], n_boot: int = 1000, seed: int = 0):
     rows = []
     for r in results:
         for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
+            if path.name == f"{VALIDATION_SET}_scores.csv":
+                continue
             df = pd.read_csv(path)
             df = df[~df["tie"].astype(bool)]
             ok = correct(df)
             lb = length_bias(df)
             row = {"backbone": r["row"]["backbone"], "critic": r["row"]["critic"],
+                   **{k: r["row"][k] for k in ("seed", "lr") if r["row"].get(k) is not None},
                    "eval": path.name.removesuffix("_scores.csv"), "n": len(df),
                    "reward-length rho": round(lb["spearman_rho"], 3), "rho p": lb["spearman_p"]}
             masks = {"rejected longer": (df["len_rejected"] > df["len_chosen"]).to_numpy(),
@@ -244,6 +246,7 @@ def disagreement_examples(run: Run, results: list[dict], n: int = 3):
     the pairs they score differently, side by side with the critiques (disagree_<backbone>__<critic>
     __<set>.html, the paper's Figure 1), and the first `n` of them as a table."""
     critics = critics_of(run.config)
+    results = selected(results, run.config.lr_selection)  # one rate per backbone: the one the study reports
     by_key = {(r["row"]["backbone"], r["row"]["critic"], r["row"].get("seed")): r for r in results}
     shown = []
     for r in results:
@@ -255,7 +258,7 @@ def disagreement_examples(run: Run, results: list[dict], n: int = 3):
             continue
         for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
             other = Path(base["dir"]) / "eval" / path.name
-            if not other.is_file():
+            if not other.is_file() or path.name == f"{VALIDATION_SET}_scores.csv":
                 continue
             a, z = pd.read_csv(other), pd.read_csv(path)
             name = path.name.removesuffix("_scores.csv")
@@ -268,3 +271,191 @@ def disagreement_examples(run: Run, results: list[dict], n: int = 3):
                        "prompt": str(x["prompt"])[:120], "chosen critique": x[f"chosen_critique {c}"],
                        "rejected critique": x[f"rejected_critique {c}"]} for x in d.to_dict(orient="records")]
     return pd.DataFrame(shown)
+
+
+# ---------------------------------------------------------------- effects that survive the protocol
+
+
+def rq1_effects(run: Run, results: list[dict]):
+    """(effects, verdicts) per backbone (critcore.studies.protocol.effects_table): every critic
+    against No-Critiques at every rate of the grid and at the rate the study's lr_selection picks,
+    with hierarchical-bootstrap intervals and a robustness word."""
+    cfg = run.config
+    base = next((n for n, s in critics_of(cfg).items() if is_baseline(s)), None)
+    effects, verdicts = [], []
+    for b in backbones_of(cfg):
+        mine = [r for r in results if r["row"]["backbone"] == b.name]
+        e, v = effects_table(mine, base, resolve_sections(cfg.sections), cfg.lr_selection, {"backbone": b.name},
+                             n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+        effects.append(e)
+        verdicts.append(v)
+        run.notes.setdefault("lr_protocol", {})[b.name] = protocol_record(mine, base, cfg.lr_selection,
+                                                                          resolve_sections(cfg.sections))
+    return pd.concat(effects, ignore_index=True), pd.concat(verdicts, ignore_index=True)
+
+
+def verdict_lines(verdicts) -> list[str]:
+    """What a reader should take from the verdicts table: one sentence per critic and metric."""
+    return [sentence(v, m) for v in verdicts.to_dict(orient="records") for m in ("Score", "PandaLM")
+            if f"{m} change" in v and pd.notna(v.get(f"{m} change"))]
+
+
+def rq1_probe_all(run: Run, critiqued: Mapping) -> pd.DataFrame:
+    """The critique-only probe (critcore.probe) of every critic: trained on the first backbone's
+    training pairs with that critic's critiques, measured on the evaluation sets. One row per
+    critic: information (probe accuracy, %, ties half) with its CI, per set and pooled."""
+    cfg = run.config
+    b = backbones_of(cfg)[0]
+    rows = []
+    for name, (sp, critic) in critiqued.items():
+        if critic is None:
+            continue
+        with run.step(f"probe {name}"):
+            train = _slice(sp.train, b.n_train, cfg.seed, nested=True)
+            heldout = {k: _slice(v, b.n_eval, cfg.seed) for k, v in sp.eval.items()}
+            info = probe(train, heldout, run.path(f"probes/{slug(name)}"), seed=cfg.seed, n_boot=cfg.n_boot,
+                         progress=run.progress)
+        row = {"critic": name, "critic_p": simulated_p(critics_of(cfg)[name]), "probe train pairs": info["train"]["pairs"],
+               "equal critiques left out": info["train"]["equal_left_out"]}
+        for k, v in info.items():
+            if k != "train":
+                label = "information" if k == "pooled" else f"information {k}"
+                row.update({label: pct(v["acc"]), f"{label} lo": pct(v["lo"]), f"{label} hi": pct(v["hi"]),
+                            f"{label} n": v["n"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _other_runs(run: Run):
+    """(results, probe table) of each run folder in compare_runs."""
+    out = []
+    for folder in run.config.compare_runs:
+        probes = Path(folder) / "rq1_probe.csv"
+        out.append((load_results(folder), pd.read_csv(probes) if probes.is_file() else pd.DataFrame()))
+    return out
+
+
+def rq1_information(run: Run, results: list[dict], probes, lr: float | None = None) -> pd.DataFrame:
+    """Critic information against the change in Score, for this run's critics and those of the
+    runs in compare_runs, every RM at one rate (`lr`, default the rate lr_selection picks for this
+    run's first backbone): one row per critic with its probe information (%, CI), its Score change
+    against its own run's No-Critiques RM (points, hierarchical CI over seeds and pairs), and for a
+    real critic the change the simulated critics' curve predicts at its information (linear
+    interpolation; outside the curve's span: none)."""
+    cfg = run.config
+    sections = resolve_sections(cfg.sections)
+    b = backbones_of(cfg)[0].name
+    runs = [(results, probes), *_other_runs(run)]
+    if lr is None:  # the rate this run picks, if every run has it; else a rate they all have
+        common = set.intersection(*({r["row"].get("lr") for r in res if r["row"]["backbone"] == b} for res, _ in runs))
+        pick = next((r["row"].get("lr") for r in selected([r for r in results if r["row"]["backbone"] == b],
+                                                          cfg.lr_selection)), None)
+        lr = pick if pick in common or not common else min(common, key=lambda x: x or 0)
+    rows = []
+    for res, prb in runs:
+        res = [r for r in res if r["row"]["backbone"] == b and r["row"].get("lr") == lr]
+        base = next((r["row"]["critic"] for r in res if r["row"].get("critic_id") == "none"), None)  # No-Critiques
+        g = grid(res, base, "Score", sections) if base else None
+        if g is None or prb is None or not len(prb):
+            continue
+        e = arm_effects(g.test, g.weights, g.strata, None, 0, 0, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+        for k, arm in enumerate(g.arms[1:]):
+            p = prb[prb["critic"] == arm]
+            if not len(p):
+                continue
+            p = p.iloc[0]
+            rows.append({"critic": arm, "kind": "simulated" if pd.notna(p.get("critic_p")) else "real",
+                         "critic_p": p.get("critic_p"), "information": p["information"],
+                         "information lo": p["information lo"], "information hi": p["information hi"],
+                         "Score change": round(100 * float(e["delta"][k]), 2), "lo": round(100 * float(e["lo"][k]), 2),
+                         "hi": round(100 * float(e["hi"][k]), 2), "seeds": len(g.seeds), "lr": lr})
+    df = pd.DataFrame(rows)
+    if not len(df):
+        return df
+    curve = df[df["kind"] == "simulated"].sort_values("information")
+    def predict(x):
+        if len(curve) < 2 or not curve["information"].min() <= x <= curve["information"].max():
+            return None
+        return round(float(np.interp(x, curve["information"], curve["Score change"])), 2)
+    df["predicted change"] = [predict(x) if k == "real" else None for x, k in zip(df["information"], df["kind"])]
+    df["measured - predicted"] = [None if p is None else round(m - p, 2) for m, p in zip(df["Score change"], df["predicted change"])]
+    return df
+
+
+def information_chart(info):
+    """x: critic information (probe accuracy, %), y: change in Score against No-Critiques; the
+    simulated critics draw the curve, real critics are points with both intervals, and a hollow
+    point marks what the curve predicts for each."""
+    import altair as alt
+
+    xt, yt = "critic information: critique-only probe accuracy (%)", "Score change vs No-Critiques (points)"
+    x = alt.X("information:Q", title=xt, scale=alt.Scale(zero=False))
+    y = alt.Y("Score change:Q", title=yt)
+    sim, real = info[info["kind"] == "simulated"], info[info["kind"] == "real"]
+    tips = ["critic", "information", "information lo", "information hi", "Score change", "lo", "hi"]
+    curve = alt.Chart(sim).encode(x=x, y=y)
+    layers = [curve.mark_line(color="gray") + curve.mark_point(color="gray", filled=True).encode(tooltip=tips),
+              alt.Chart(sim).mark_errorbar(color="gray").encode(x=x, y=alt.Y("lo:Q", title=yt), y2="hi:Q"),
+              alt.Chart(real).mark_point(filled=True, size=80).encode(x=x, y=y, color="critic:N", tooltip=tips),
+              alt.Chart(real).mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title=yt), y2="hi:Q", color="critic:N"),
+              alt.Chart(real).mark_errorbar().encode(x=alt.X("information lo:Q", title=xt), x2="information hi:Q",
+                                                     y=y, color="critic:N"),
+              alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))]
+    pred = real[real["predicted change"].notna()] if "predicted change" in real else real.iloc[:0]
+    if len(pred):
+        layers.append(alt.Chart(pred).mark_point(shape="diamond", size=90).encode(
+            x=x, y=alt.Y("predicted change:Q", title=yt), color="critic:N"))
+    lr = info["lr"].iloc[0] if len(info) else None
+    return alt.layer(*layers).properties(
+        title=f"Critic information vs Score change (lr {lr:g}; gray: simulated critics; diamonds: predicted)",
+        width=380, height=280)
+
+
+def rq1_ablation(run: Run, results: list[dict]) -> pd.DataFrame:
+    """The configured `ablation`: each step one protocol (arm, subset weighting, seeds, a fixed
+    rate or a rule choosing on validation), the arm against No-Critiques on the Score, computed
+    from this run's RMs and those of compare_runs (an arm named in both is this run's)."""
+    cfg = run.config
+    if not cfg.ablation:
+        return pd.DataFrame()
+    b = backbones_of(cfg)[0].name
+    pool = [r for r in results if r["row"]["backbone"] == b]
+    mine = {r["row"]["critic"] for r in pool}
+    for res, _ in _other_runs(run):
+        pool += [r for r in res if r["row"]["backbone"] == b and r["row"]["critic"] not in mine]
+    base = next((r["row"]["critic"] for r in pool if r["row"].get("critic_id") == "none"), None)  # No-Critiques
+    if base is None:
+        return pd.DataFrame()
+    sections = resolve_sections(cfg.sections)
+    rows = []
+    for step in cfg.ablation:
+        e = protocol_effect(pool, base, step.arm, sections, step.weighting, step.seeds, step.lr, step.rule,
+                            n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+        rows.append({"step": step.label, "arm": step.arm, "weighting": step.weighting,
+                     "seeds": ", ".join(map(str, step.seeds)) if step.seeds else "all",
+                     "learning rate": f"{step.lr:g} for both" if step.lr is not None else
+                     f"best on validation, {step.rule.replace('_', ' ')}",
+                     **{("Score " + k if k in ("change", "lo", "hi", "p") else k): v for k, v in e.items()}})
+    df = pd.DataFrame(rows)
+    if "Score change" in df:
+        df["sign"] = np.where(df["Score change"] > 0, "+", np.where(df["Score change"] < 0, "-", "0"))
+    return df
+
+
+def effects_chart(effects, metric: str = "Score"):
+    """Each critic's change against No-Critiques at every rate of the grid (95% hierarchical
+    intervals over seeds and pairs): a conclusion that flips with the rate shows here."""
+    import altair as alt
+
+    df = effects[(effects["metric"] == metric) & (effects["rule"] == "fixed")]
+    base = alt.Chart(df).encode(x=alt.X("lr:Q", title="learning rate (both arms)", scale=alt.Scale(type="log")),
+                                color=alt.Color("critic:N", sort=None))
+    chart = (base.mark_line(point=True).encode(y=alt.Y("change:Q", title=f"{metric} change vs No-Critiques (points)"),
+                                               tooltip=["critic", "lr", "change", "lo", "hi", "p"])
+             + base.mark_errorbar(ticks=True).encode(y=alt.Y("lo:Q", title=f"{metric} change vs No-Critiques (points)"),
+                                                      y2="hi:Q")
+             + alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0)))
+    chart = alt.layer(chart, data=df).properties(width=300, height=240)
+    if df["backbone"].nunique() > 1:
+        chart = chart.facet(column=alt.Column("backbone:N", sort=None))
+    return chart.properties(title=f"{metric} change at every rate of the grid (95% CI over seeds and pairs)")

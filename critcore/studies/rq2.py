@@ -16,6 +16,7 @@ from ..report import SECTION_LABELS, eval_names, long_table
 from ..run import Run, Splits, load_splits, progress_bar, resolve_sections, train_rm
 from ..scaling import pooled_accuracy, section_score, worth_n_table
 from .base import backbones_of, critics_of, is_baseline
+from .protocol import effects_table, protocol_record
 
 
 def rq2_splits(run: Run) -> Splits:
@@ -30,23 +31,36 @@ def rq2_splits(run: Run) -> Splits:
 
 
 def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
-    """One RM per critic x size (x training seed), each on the nested subset of that size."""
+    """One RM per critic x size (x training seed x rate of the learning-rate grid), each on the
+    nested subset of that size."""
     cfg = run.config
     b = backbones_of(cfg)[0]
     seeds = cfg.seeds or [None]
-    jobs = [(c, n, s) for c in critiqued for n in cfg.sizes for s in seeds]
+    jobs = [(c, n, s, lr) for c in critiqued for n in cfg.sizes for s in seeds for lr in (b.lr_sweep or [None])]
     results = []
-    for c, n, s in progress_bar(jobs, len(jobs), "reward models", run):
+    for c, n, s, lr in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
         sub = dataclasses.replace(sp, train=sp.train[:n])
         results.append(train_rm(run, b.backbone, b.name, c, sub, critic, size=n,
-                                seed=s if cfg.seeds and len(cfg.seeds) > 1 else None))
+                                seed=s if cfg.seeds and len(cfg.seeds) > 1 else None, lr=lr))
     return results
 
 
 def rq2_table(results: list[dict]):
     df = pd.DataFrame([r["row"] for r in results])
-    return df.sort_values(["critic", "size"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["critic", "size", "lr"], kind="stable").reset_index(drop=True)
+
+
+def rq2_effects(run: Run, results: list[dict]):
+    """(effects, verdicts) per training size (critcore.studies.protocol.effects_table): every critic
+    against No-Critiques at every rate of the grid and at the rate lr_selection picks."""
+    cfg = run.config
+    base = next(n for n, s in critics_of(cfg).items() if is_baseline(s))
+    parts = [effects_table([r for r in results if r["row"]["size"] == n], base, resolve_sections(cfg.sections),
+                           cfg.lr_selection, {"size": n}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed) for n in cfg.sizes]
+    run.notes["lr_protocol"] = {str(n): protocol_record([r for r in results if r["row"]["size"] == n], base,
+                                                        cfg.lr_selection, resolve_sections(cfg.sections)) for n in cfg.sizes}
+    return pd.concat([e for e, _ in parts], ignore_index=True), pd.concat([v for _, v in parts], ignore_index=True)
 
 
 def rq2_curves(table):

@@ -133,11 +133,6 @@ def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
         missing = [c for c in b.critics or [] if c not in critics]
         if missing:
             rep.errors.append(f"backbone {b.name}: critics {missing} are not in critics {list(critics)}")
-    if cfg.lr_sweep is not None:
-        if not cfg.lr_sweep or not all(x > 0 for x in cfg.lr_sweep):
-            rep.errors.append(f"lr_sweep must be a list of positive learning rates, got {cfg.lr_sweep!r}")
-        if not cfg.validation_data:
-            rep.errors.append("lr_sweep needs validation_data (the best RM is picked on validation, never on test)")
     if len(getattr(cfg, "sizes", [0, 0])) < 2:
         rep.warnings.append("one size: no curve and no worth-N")
     if not cfg.train_data:

@@ -1,0 +1,89 @@
+"""How much a critic's critiques say about the label, measured without training the full RM: a
+critique-only probe. A small reward model sees the two critiques of a pair and nothing else (no
+prompt, no response) and learns which one belongs to the chosen response; its accuracy on
+held-out pairs is the critic's *information*. Pairs whose two critiques are the same text carry
+none: they are left out of training and count half at evaluation, so a critic that says nothing
+about the label scores 0.5 and a simulated critic that is right with probability p scores p
+(each of its verdicts is right with probability p, independently: p^2 + p(1-p) = p).
+
+    info = probe(train_pairs, {"rewardbench": rb_pairs, "pandalm": pl_pairs}, out_dir)
+    info["pooled"]  # {acc, lo, hi, n}
+
+Annotator ties are dropped at evaluation, as PandaLM's accuracy drops them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from .data import Pair
+from .metrics import correct
+from .stats import mean_with_ci
+
+PROBE_PROMPT = "Which critique is of the better response?"  # the same for every pair: it carries nothing
+PROBE_TRAIN = {"max_length": 96, "lr": 1e-4, "epochs": 2, "batch_size": 32, "micro_batch_size": 16}
+
+
+def _text(critique: str | None) -> str:
+    return f"Critique: {critique or ''}".strip()
+
+
+def probe_pairs(pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
+    """(pairs whose critiques differ, as critique-only pairs; pairs whose critiques are equal).
+    Every pair must carry critiques."""
+    differ, same = [], []
+    for p in pairs:
+        if not p.has_critiques:
+            raise ValueError(f"pair {p.id}: no critiques to probe (critique the pairs first)")
+        a, b = _text(p.chosen_critique), _text(p.rejected_critique)
+        if a == b:
+            same.append(p)
+        else:
+            differ.append(Pair(id=p.id, prompt=PROBE_PROMPT, chosen=a, rejected=b, subset=p.subset, source=p.source,
+                               tie=p.tie))
+    return differ, same
+
+
+def probe_scores(rm, pairs: list[Pair], batch_size: int = 64):
+    """Per held-out pair (annotator ties dropped): 1 if the probe ranks the chosen critique above,
+    0 if below or level, 0.5 if the two critiques are the same text. Returns (ids, values)."""
+    from .evaluate import score_pairs
+
+    pairs = [p for p in pairs if not p.tie]
+    differ, same = probe_pairs(pairs)
+    df = score_pairs(rm, differ, batch_size=batch_size, with_critiques=False) if differ else None
+    got = dict(zip(df["id"], correct(df).astype(float))) if df is not None else {}
+    got.update({p.id: 0.5 for p in same})
+    ids = [p.id for p in pairs]
+    return ids, np.array([got[i] for i in ids])
+
+
+def probe(train_pairs: list[Pair], heldout: dict[str, list[Pair]], out_dir: str | Path | None = None,
+          backbone: str = "minilm", seed: int = 0, n_boot: int = 1000, progress: bool = False, **train_options) -> dict:
+    """Train the critique-only probe on `train_pairs` (critiqued) and measure it on each held-out
+    set. Returns {set: {acc, lo, hi, n, same}} and "pooled" over every set, plus "train": how many
+    training pairs taught it and how many were left out as equal; acc is the information (0.5:
+    none; 1: the critiques give the label away). The probe is a critcore RM in out_dir/train
+    (reused when it exists with the same config and data)."""
+    from .train import TrainConfig, train
+
+    pairs = [p for p in train_pairs if not p.tie]
+    taught, equal = probe_pairs(pairs)
+    if not taught:
+        raise ValueError("every training pair has two equal critiques: nothing to probe with")
+    config = dataclasses.replace(TrainConfig(backbone=backbone, seed=seed), **{**PROBE_TRAIN, **train_options})
+    result = train(config, taught, None, Path(out_dir) / "train" if out_dir else None, progress)
+    out, pooled = {}, []
+    for name, held in heldout.items():
+        _, values = probe_scores(result.model, held)
+        same = sum(1 for p in held if not p.tie and _text(p.chosen_critique) == _text(p.rejected_critique))
+        ci = mean_with_ci(values, n_boot=n_boot, seed=seed)
+        out[name] = {"acc": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"], "same": same}
+        pooled.append(values)
+    ci = mean_with_ci(np.concatenate(pooled) if pooled else [], n_boot=n_boot, seed=seed)
+    out["pooled"] = {"acc": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"],
+                     "same": sum(v.get("same", 0) for v in out.values())}
+    out["train"] = {"pairs": len(taught), "equal_left_out": len(equal)}
+    return out
