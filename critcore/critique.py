@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, is_dataclass, replace
 from typing import Iterator
 
-from .data import Pair, prompt_text
+from .records import Pair, prompt_text
 from .errors import CriticError, CriticMismatchError, UserError  # noqa: F401 - CriticError is part of this API
 from .llm import DEFAULT_MAX_CHARS, CritiqueCache, Failure, HTTPBackend, LocalBackend, cached, load_template, make_key
 from .llm.cache import open_cache, sha256_text

@@ -1,137 +1,21 @@
-"""Preference pairs: one record type, validation, JSONL I/O and the dataset loaders."""
+"""Preference pairs from files: JSONL I/O, the dataset loaders, data specs and sampling (the
+record itself, `Pair`, is critcore.records)."""
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import math
 import os
 import random
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import atomic
 from .errors import DataError
-
-RATINGS = ("slightly better", "better", "significantly better")
-ROLES = ("system", "user", "assistant", "tool")
-
-
-@dataclass
-class Pair:
-    """One preference pair. `prompt` is text or a list of chat messages ({role, content})."""
-
-    id: str
-    prompt: str | list[dict]
-    chosen: str
-    rejected: str
-    rating: str | None = None  # one of RATINGS
-    margin: float | None = None  # the source's raw preference strength
-    subset: str | None = None
-    source: str | None = None
-    chosen_critique: str | None = None
-    rejected_critique: str | None = None
-    tie: bool = False  # annotators tied: kept only to be counted wrong
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "<dict>") -> "Pair":
-        """Build and validate a pair from a mapping; errors name `where` and the field."""
-        if not isinstance(d, dict):
-            raise DataError(where, None, f"expected a JSON object, got {type(d).__name__}")
-        known = {f for f in cls.__dataclass_fields__}
-        for name in ("id", "prompt", "chosen", "rejected"):
-            if name not in d or d[name] is None:
-                raise DataError(where, name, "missing")
-        kwargs = {k: v for k, v in d.items() if k in known}
-        extra = {k: v for k, v in d.items() if k not in known}
-        kwargs["meta"] = {**extra, **(d.get("meta") or {})}
-        kwargs["id"] = str(kwargs["id"])
-        pair = cls(**kwargs)
-        pair.validate(where)
-        return pair
-
-    def validate(self, where: str = "<pair>") -> "Pair":
-        _check_prompt(self.prompt, where)
-        for name in ("chosen", "rejected"):
-            _check_text(getattr(self, name), where, name)
-        if self.chosen == self.rejected and not self.tie:
-            raise DataError(where, "rejected", "identical to 'chosen'")
-        if self.rating is not None and self.rating not in RATINGS:
-            raise DataError(where, "rating", f"unknown rating {self.rating!r}; expected one of {RATINGS} or null")
-        if self.margin is not None and _number(vars(self), "margin", where) < 0:
-            raise DataError(where, "margin", f"{self.margin} is negative: chosen must be the preferred response")
-        for name in ("chosen_critique", "rejected_critique", "subset", "source"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise DataError(where, name, f"expected a string or null, got {type(value).__name__}")
-        if not isinstance(self.tie, bool):
-            raise DataError(where, "tie", f"expected true/false, got {type(self.tie).__name__}")
-        return self
-
-    @property
-    def has_critiques(self) -> bool:
-        return self.chosen_critique is not None and self.rejected_critique is not None
-
-
-def _check_text(value, where: str, name: str) -> None:
-    if not isinstance(value, str):
-        raise DataError(where, name, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(where, name, "empty text")
-
-
-def _check_prompt(prompt, where: str) -> None:
-    if isinstance(prompt, str):
-        return _check_text(prompt, where, "prompt")
-    if not isinstance(prompt, list) or not prompt:
-        raise DataError(where, "prompt", "expected text or a non-empty list of chat messages")
-    for i, m in enumerate(prompt):
-        _check_message(m, where, f"prompt[{i}]")
-
-
-def _check_message(m, where: str, field: str) -> None:
-    if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-        raise DataError(where, field, "expected a message {role: str, content: str}")
-    if m["role"] not in ROLES:
-        raise DataError(where, f"{field}.role", f"unknown role {m['role']!r}; expected one of {', '.join(ROLES)}")
-
-
-def prompt_text(prompt: str | list[dict]) -> str:
-    """A chat prompt flattened to plain text (for critics and length statistics)."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
-
-
-def fingerprints(pairs: Iterable[Pair]) -> tuple[list[str], list[str]]:
-    """(prompt keys, pair keys), one of each per pair: short hashes of its prompt (whitespace
-    aside) and of the prompt with both responses. They tell held-out pairs seen in training
-    (`overlap`) without keeping the training texts, so a saved RM's recipe can carry them."""
-    def key(*texts: str) -> str:
-        return hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()[:12]
-
-    prompts, whole = [], []
-    for p in pairs:
-        prompt = " ".join(prompt_text(p.prompt).split())
-        prompts.append(key(prompt))
-        whole.append(key(prompt, p.chosen, p.rejected))
-    return prompts, whole
-
-
-def overlap(trained: tuple[Iterable[str], Iterable[str]], held: list[Pair]) -> dict[str, int] | None:
-    """How many `held` pairs share their prompt with a trained pair and how many are trained pairs
-    outright (`trained`: the training pairs' fingerprints); None when none share a prompt."""
-    prompts, whole = set(trained[0]), set(trained[1])
-    held_prompts, held_whole = fingerprints(held)
-    shared = sum(k in prompts for k in held_prompts)
-    return {"same_prompt": shared, "same_pair": sum(k in whole for k in held_whole), "of": len(held)} if shared else None
+from .generated import GENERATED_KINDS, generated_pairs
+from .records import RATINGS, Pair, check_message, number, prompt_text  # noqa: F401 - RATINGS, prompt_text: public API
 
 
 def write_pairs(path, pairs: Iterable[Pair]) -> None:
@@ -330,17 +214,6 @@ def _text(row: dict, key: str, where: str) -> str:
     return row[key]
 
 
-def _number(row: dict, key: str, where: str) -> float:
-    v = row.get(key)
-    if v is None:
-        raise DataError(where, key, "missing")
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise DataError(where, key, f"expected a number, got {type(v).__name__}")
-    if not math.isfinite(v):
-        raise DataError(where, key, f"not a finite number: {v}")
-    return v
-
-
 def _degenerate(chosen: str, rejected: str) -> str | None:
     """The skip reason for a pair with no usable preference, or None."""
     if not chosen.strip() or not rejected.strip():
@@ -488,7 +361,7 @@ def _final_turn(row: dict, key: str, where: str) -> tuple[list[dict], str]:
     if not isinstance(msgs, list) or len(msgs) < 2:
         raise DataError(where, key, "expected a list of at least two chat messages")
     for j, m in enumerate(msgs):
-        _check_message(m, where, f"{key}[{j}]")
+        check_message(m, where, f"{key}[{j}]")
     if msgs[-1]["role"] != "assistant":
         raise DataError(where, f"{key}[{len(msgs) - 1}]",
                         f"last message has role {msgs[-1]['role']!r}, not 'assistant'")
@@ -510,7 +383,7 @@ def load_ultrafeedback(path_or_name="HuggingFaceH4/ultrafeedback_binarized", spl
         prompt_r, r = _final_turn(row, "rejected", where)
         if prompt_r != prompt:
             raise DataError(where, "rejected", "its prompt messages differ from those of 'chosen'")
-        sc, sr = _number(row, "score_chosen", where), _number(row, "score_rejected", where)
+        sc, sr = number(row, "score_chosen", where), number(row, "score_rejected", where)
         gap = sc - sr
         if gap < 0:
             raise DataError(where, "score_chosen", f"{sc} is below score_rejected {sr}")
@@ -547,7 +420,7 @@ def load_alpacaeval(path) -> Loaded:
             raise DataError(where, "preference", "missing")
         if row["preference"] is None:
             return "no_preference"
-        pref = _number(row, "preference", where)
+        pref = number(row, "preference", where)
         if not 1 <= pref <= 2:
             raise DataError(where, "preference", f"{pref} is outside [1, 2]")
         if pref == 1.5:
@@ -591,8 +464,6 @@ def load_jsonl(path) -> Loaded:
 
 def load_generated(n: int = 64, seed: int = 0, split: str = "train", kinds: list[str] | None = None) -> Loaded:
     """The generated arithmetic / capital-city set with a known right answer (critcore.generated)."""
-    from .generated import GENERATED_KINDS, generated_pairs
-
     pairs = generated_pairs(n, seed, split, kinds or GENERATED_KINDS)
     return Loaded(pairs, {}, "generated", f"generated:{split}", rows=len(pairs))
 

@@ -11,10 +11,11 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from .collate import pad_right, sorted_batches
-from .data import Pair, prompt_text
-from .format import Formatter
+from .format import MAX_LENGTH, Formatter
+from .metrics import correct, pandalm_accuracy, summarize
 from .model import RewardModel
-from .train import TrainConfig
+from .records import Pair, prompt_text
+from .report import example_page
 
 
 class UnsectionedWarning(UserWarning):
@@ -23,7 +24,7 @@ class UnsectionedWarning(UserWarning):
 
 def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
     """`max_length` when given, else the one the RM was trained with (its recipe), else the default."""
-    return int(max_length or (rm.recipe or {}).get("max_length") or TrainConfig.max_length)
+    return int(max_length or (rm.recipe or {}).get("max_length") or MAX_LENGTH)
 
 
 @torch.inference_mode()
@@ -51,8 +52,6 @@ def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = Non
     rejected and no annotator tie; else wrong), lengths (characters), whether critiques were
     used, and the texts: prompt, chosen, rejected, chosen_critique, rejected_critique.
     max_length: None takes the RM's recipe."""
-    from .metrics import correct
-
     fmt = Formatter(rm.tokenizer, max_length_of(rm, max_length))
     features, _ = fmt.encode_pairs(pairs, with_critiques)
     seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
@@ -90,8 +89,6 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
              with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir. A set
     with RewardBench subsets that no section lists gets a warning naming them."""
-    from .metrics import pandalm_accuracy, summarize
-
     listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():
@@ -105,8 +102,6 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
         if df["tie"].any() or (df["source"] == "pandalm").any():  # both tie policies, one set of scores
             summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
         if out_dir:
-            from .report import example_page
-
             path = Path(out_dir) / f"{name}_scores.csv"
             with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
                 df.to_csv(f, index=False)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .critique import augment, make_critic, model_backend
-from .data import Pair, prompt_text
+from .records import Pair, prompt_text
 from .llm import DEFAULT_MAX_CHARS, complete_cached, fill, load_prompt, sha256_text
 from .llm.cache import open_cache
 

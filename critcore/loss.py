@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import RATINGS, Pair
+from .records import RATINGS, Pair
 
 # Rating -> margin. Llama 2's two margin scales (Touvron et al. 2023, Table 28).
 MARGIN_PRESETS: dict[str, dict[str, float]] = {

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Pair
 from .metrics import correct
+from .records import Pair
 from .stats import mean_with_ci
 
 PROBE_PROMPT = "Which critique is of the better response?"  # the same for every pair: it carries nothing

@@ -36,7 +36,7 @@ from . import data as data_mod
 from .backbones import check as check_backbone
 from .critique import (augment, check_recipe, check_same_critic, critic_for_model, critique_texts, drop_failed,
                        make_critic)
-from .data import Pair
+from .records import Pair, fingerprints, overlap, prompt_text
 from .errors import UserError
 from .llm import CritiqueCache
 from .model import RewardModel
@@ -365,8 +365,8 @@ def _count(run: Run, splits: Splits) -> None:
     evaluation pairs that are validation pairs too (a learning-rate sweep picks on validation)."""
     run.notes["data"] = {k: len(v) for k, v in [("train", splits.train), ("validation", splits.validation or []),
                                                  *splits.eval.items()]}
-    _record_overlap(run, _overlaps(data_mod.fingerprints(splits.train), dict(splits.named()[1:])))
-    seen = _overlaps(data_mod.fingerprints(splits.validation), splits.eval) if splits.validation else {}
+    _record_overlap(run, _overlaps(fingerprints(splits.train), dict(splits.named()[1:])))
+    seen = _overlaps(fingerprints(splits.validation), splits.eval) if splits.validation else {}
     if seen:
         run.notes["validation_overlap"] = seen
         _warn_overlap("evaluation pairs share their prompt with validation pairs, so a learning-rate sweep, which picks "
@@ -398,7 +398,7 @@ def _seen_by(rm, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
 def _overlaps(trained, sets: Mapping[str, list[Pair]]) -> dict[str, dict[str, int]]:
     """For each set that shares prompts with the pairs `trained` fingerprints: how many of its pairs
     share their prompt (whitespace aside) and how many are trained pairs outright."""
-    seen = {name: data_mod.overlap(trained, held) for name, held in sets.items()}
+    seen = {name: overlap(trained, held) for name, held in sets.items()}
     return {name: counts for name, counts in seen.items() if counts}
 
 
@@ -460,7 +460,7 @@ def critique_examples(critiqued: Mapping, n: int = 3, split: str = "train", widt
         if critic is None:
             continue
         for p in (sp.train if split == "train" else sp.eval.get(split, []))[:n]:
-            rows.append({"critic": name, "prompt": cut(data_mod.prompt_text(p.prompt)), "chosen": cut(p.chosen),
+            rows.append({"critic": name, "prompt": cut(prompt_text(p.prompt)), "chosen": cut(p.chosen),
                          "chosen critique": cut(p.chosen_critique), "rejected": cut(p.rejected),
                          "rejected critique": cut(p.rejected_critique)})
     return pd.DataFrame(rows)

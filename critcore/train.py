@@ -18,10 +18,12 @@ from tqdm.auto import tqdm
 
 from . import __version__, atomic
 from .collate import PairCollator, length_grouped_batches
-from .data import Pair, fingerprints
+from .records import Pair, fingerprints
 from .errors import ConfigError, CriticMismatchError
-from .format import OVER_LENGTH_POLICY, Formatter, template
+from .evaluate import score_pairs
+from .format import MAX_LENGTH, OVER_LENGTH_POLICY, Formatter, template
 from .loss import bradley_terry_loss, margin_table, pair_margin
+from .metrics import accuracy_with_ci, correct
 from .model import RewardModel
 
 
@@ -43,7 +45,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to this share of the peak
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int = 512
+    max_length: int = MAX_LENGTH
     margin: str | dict | None = "none"  # preset name, rating -> margin dict, or "raw"
     with_critiques: bool = True  # use pairs' critiques when they have them
     lora: dict | None = None  # e.g. {"r": 16, "alpha": 32}
@@ -289,9 +291,6 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
                "tokens_per_pair": round(sum(len(f["chosen"]) + len(f["rejected"]) for f in features) / len(features), 1),
                "truncated": dict(trims), "critic": critic}
     if val_pairs:
-        from .evaluate import score_pairs
-        from .metrics import accuracy_with_ci, correct
-
         scores = score_pairs(rm, val_pairs, max_length=config.max_length, batch_size=config.eval_batch_size,
                              with_critiques=config.with_critiques)
         summary["validation"] = accuracy_with_ci(correct(scores))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..config import critique_cache_path
 from ..critique import LocalCritic, make_critic
-from ..data import prompt_text
+from ..records import prompt_text
 from ..llm import CritiqueCache
 from ..run import read_splits
 from .base import backbones_of, critics_of

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic, config as config_mod, data as data_mod
-from ..data import Pair
+from ..records import Pair
 from ..metrics import accuracy_with_ci, correct, length_bias, mcnemar_counts, mcnemar_exact
 from ..probe import probe
 from ..report import disagreement_page, disagreements, eval_names, long_table, pct, slug
