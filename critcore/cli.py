@@ -47,50 +47,59 @@ def _print(obj) -> None:
 # ---------------------------------------------------------------- commands
 
 
+# Each command checks its configuration before it imports what runs it (torch): a bad one fails at once.
+
+
 def cmd_train(args) -> int:
+    cfg = _load(args, "train")
     from .report import results_row
     from .run import train_job
 
-    summary = train_job(_load(args, "train"))
+    summary = train_job(cfg)
     _print({"out": summary.get("out_dir"), "validation": summary["train"].get("validation"),
             "critic": summary.get("critic"), **results_row(summary)})
     return 0
 
 
 def _data_flags(items) -> dict:
-    from .config import ConfigError, name_problems
+    from .config import ConfigError, check_eval_names
 
     out = {}
     for item in items or []:
         name, sep, spec = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--data expects NAME=SPEC, got {item!r}")
-        for problem in name_problems({name: spec}):  # a '.' would also split the --set path below
-            raise ConfigError(f"--data: {problem}")
+        try:
+            check_eval_names({name: spec})  # a '.' would also split the --set path below
+        except ConfigError as e:
+            raise ConfigError(f"--data: {e}") from None
         out[f"eval_data.{name}"] = spec
     return out
 
 
 def cmd_evaluate(args) -> int:
+    cfg = _load(args, "evaluate", _data_flags(args.eval_sets))
     from .report import results_row
     from .run import evaluate_job
 
-    summary = evaluate_job(_load(args, "evaluate", _data_flags(args.eval_sets)))
+    summary = evaluate_job(cfg)
     _print({"out": summary["out_dir"], "critic": summary["critic"], **results_row(summary)})
     return 0
 
 
 def cmd_score(args) -> int:
+    cfg = _load(args, "score")
     from .run import score_job
 
-    _print(score_job(_load(args, "score")))
+    _print(score_job(cfg))
     return 0
 
 
 def cmd_critique(args) -> int:
+    cfg = _load(args, "critique")
     from .run import critique_job
 
-    _print(critique_job(_load(args, "critique")))
+    _print(critique_job(cfg))
     return 0
 
 

@@ -246,7 +246,7 @@ def start(cfg, run_id: str | None = None) -> Run:
     run_id = run_id or cfg.run_id or f"nb-{_config_hash(cfg)}"
     out_dir = Path(cfg.out_dir or outputs_root() / cfg.study / run_id).resolve()
     cache_path = config_mod.critique_cache_path(cfg.critique_cache)
-    cfg = dataclasses.replace(cfg, run_id=run_id, out_dir=str(out_dir), critique_cache=cache_path)
+    cfg = cfg.replace(run_id=run_id, out_dir=str(out_dir), critique_cache=cache_path)
     threads = choose_threads(cfg.threads)
     if threads:
         torch.set_num_threads(threads)
@@ -283,7 +283,7 @@ def setup(study: str, namespace: Mapping | None = None, **params) -> Run:
     resolves them (critcore.config), then `start`."""
     schema = config_mod.SCHEMAS[study]
     namespace = namespace or {}
-    names = [f.name for f in dataclasses.fields(schema)] + _injected(namespace)  # an injected typo fails in resolve
+    names = [*schema.model_fields, *_injected(namespace)]  # an injected typo fails in resolve
     raw = {k: namespace[k] for k in names if k in namespace}
     raw.update(params)
     cfg = config_mod.resolve(schema, raw, where=f"{study} parameters")
@@ -549,9 +549,9 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
     out = run.out_dir / "rms" / (f"{slug(label)}__{slug(critic_name)}" + (f"__n{size}" if size is not None else "")
                                  + (f"__s{seed}" if seed is not None else "")
                                  + (f"__lr{float(lr):g}" if lr is not None else ""))  # see the module's docstring
-    train_cfg = dataclasses.replace(cfg.train, backbone=backbone, **dict(train_overrides or {}),
-                                    **({"seed": seed} if seed is not None else {}),
-                                    **({"lr": float(lr)} if lr is not None else {}))
+    train_cfg = cfg.train.replace(backbone=backbone, **dict(train_overrides or {}),
+                                  **({"seed": seed} if seed is not None else {}),
+                                  **({"lr": float(lr)} if lr is not None else {}))
     if lr is not None and splits.validation:
         splits = dataclasses.replace(splits, eval={**splits.eval, VALIDATION_SET: splits.validation})
     before = _summaries(out)
@@ -605,8 +605,6 @@ def progress_bar(iterable, total: int, desc: str, run: Run):
 def train_job(cfg) -> dict:
     """`critcore train`: one RM from a TrainJob configuration, in cfg.out_dir (train/, eval/,
     run.json). critic null keeps the critiques the data carry; "none" trains without critiques."""
-    if not cfg.train_data:
-        raise config_mod.ConfigError("train: 'train_data' is required (--train SPEC or train_data in the params file)")
     check_backbone(cfg.backbone)  # names and data fail before anything is written
     critic = make_critic(cfg.critic, cfg.critic_options) if cfg.critic is not None else None
     splits = read_splits(cfg)
@@ -615,7 +613,7 @@ def train_job(cfg) -> dict:
         if cfg.critic is not None and critic is None:  # "none": No-Critiques, whatever the data carry
             splits = splits.with_pairs(augment(splits.all_pairs(), "none"))
         with run.step("rm"):
-            summary = fit_and_evaluate(dataclasses.replace(cfg.train, backbone=cfg.backbone), splits, run.out_dir,
+            summary = fit_and_evaluate(cfg.train.replace(backbone=cfg.backbone), splits, run.out_dir,
                                        critic, run.cache, cfg.lr_sweep, run.progress, cfg.n_boot, cfg.seed)
         if critic is not None:
             run.critique_stats[str(critic.identity)] = dict(run.cache.stats)
@@ -643,10 +641,6 @@ def evaluate_job(cfg) -> dict:
     (its recipe), into cfg.out_dir (<name>_scores.csv, summary.json, run.json)."""
     from .evaluate import evaluate
 
-    if not cfg.model:
-        raise config_mod.ConfigError("evaluate: give --model (a saved critcore RM folder)")
-    if not cfg.eval_data:
-        raise config_mod.ConfigError("evaluate: give --data NAME=SPEC or eval_data in the params file")
     rm = RewardModel.load(cfg.model)
     critic, expected = critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
     sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
@@ -673,14 +667,6 @@ def score_job(cfg) -> dict:
     -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out."""
     from .evaluate import score_one, score_pairs
 
-    if not cfg.model:
-        raise config_mod.ConfigError("score: give --model (a saved critcore RM folder)")
-    if cfg.data is None and (cfg.prompt is None or cfg.response is None):
-        raise config_mod.ConfigError("score: give --prompt and --response, or --data SPEC with --out FILE")
-    if cfg.data is not None and not cfg.out:
-        raise config_mod.ConfigError("score: --data needs --out FILE (the scored pairs as CSV)")
-    if cfg.data is None and not cfg.response.strip():
-        raise config_mod.ConfigError("score: --response is empty (data files skip such responses too)")
     rm = RewardModel.load(cfg.model)
     if cfg.critique is not None:
         if not cfg.allow_critic_mismatch and (rm.recipe or {}).get("critic", "unknown") is None:
@@ -715,8 +701,6 @@ def score_job(cfg) -> dict:
 
 def critique_job(cfg) -> dict:
     """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out (JSONL)."""
-    if cfg.data is None or not cfg.out:
-        raise config_mod.ConfigError("critique: give --data SPEC and --out FILE")
     pairs = load_pairs(cfg.data)
     critic = make_critic(cfg.critic, cfg.critic_options)
     start_t = time.perf_counter()

@@ -11,7 +11,7 @@ import shutil
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,14 +21,15 @@ from transformers import set_seed
 
 from . import __version__, atomic
 from .collate import PairCollator, length_grouped_batches
-from .errors import ConfigError, CriticMismatchError
+from .errors import CriticMismatchError
 from .evaluate import score_pairs
-from .format import MAX_LENGTH, OVER_LENGTH_POLICY, Formatter, template
+from .format import OVER_LENGTH_POLICY, Formatter, template
 from .hardware import use_bf16
-from .loss import bradley_terry_loss, margin_table, pair_margin
+from .loss import bradley_terry_loss, pair_margin
 from .metrics import accuracy_with_ci, correct
 from .model import RewardModel
 from .provenance import git_info
+from .recipe import TrainConfig, margin_table
 from .records import Pair, fingerprints
 
 
@@ -37,65 +38,6 @@ MIN_STEPS = 10  # fewer optimizer steps than this get a warning: the schedule ha
 
 class TrainingWarning(UserWarning):
     """A run that will train, but probably not as the user meant."""
-
-
-@dataclass
-class TrainConfig:
-    backbone: str = "minilm"
-    lr: float = 5e-5
-    batch_size: int = 32  # effective pairs per optimizer step
-    micro_batch_size: int = 8  # pairs per forward; gradients accumulate up to batch_size
-    epochs: int = 1
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.1  # cosine decays to this share of the peak
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = MAX_LENGTH
-    margin: str | dict | None = "none"  # preset name, rating -> margin dict, or "raw"
-    with_critiques: bool = True  # use pairs' critiques when they have them
-    lora: dict | None = None  # e.g. {"r": 16, "alpha": 32}
-    dropout: bool = False  # off by default for RM training
-    bf16: bool | None = None  # bf16 autocast; None: on a GPU and on a CPU with native bf16 (critcore.hardware)
-    gradient_checkpointing: bool = False
-    group_by_length: bool = True
-    seed: int = 0
-    save_every: int = 0  # optimizer steps between checkpoints; 0 = none
-    threads: int | None = None
-    eval_batch_size: int = 32
-
-    def __post_init__(self):
-        """Values that would train nothing, or something else than asked, are refused here, so
-        every way to a TrainConfig (params, --set, Python) is checked."""
-        at_least = {"lr": 1e-12, "batch_size": 1, "micro_batch_size": 1, "epochs": 1, "max_length": 1,
-                    "eval_batch_size": 1, "save_every": 0, "weight_decay": 0, "max_grad_norm": 0}  # grad norm 0: no clipping
-        for name, low in at_least.items():
-            if not getattr(self, name) >= low:
-                raise ConfigError(f"train.{name} must be {'positive' if low > 0 else 'at least 0'}, "
-                                  f"got {getattr(self, name)!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"train.threads must be positive or null, got {self.threads!r}")
-        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1) and train.min_lr_ratio in [0, 1], got "
-                              f"{self.warmup_ratio!r} and {self.min_lr_ratio!r}")
-        self.accumulation()
-        try:
-            margin_table(self.margin)
-        except ValueError as e:
-            raise ConfigError(f"train.margin: {e}") from None
-
-    def accumulation(self, processes: int = 1) -> int:
-        """Micro-batches per optimizer step on each of `processes` devices (batch_size must be a
-        multiple of micro_batch_size x processes)."""
-        per_step = self.micro_batch_size * processes
-        if self.batch_size % per_step:
-            raise ConfigError(f"train.batch_size {self.batch_size} is not a multiple of micro_batch_size "
-                              f"{self.micro_batch_size}" + (f" x {processes} processes" if processes > 1 else ""))
-        return self.batch_size // per_step
-
-    def key(self) -> str:
-        """A hash of everything that changes the trained model (not logging or checkpointing)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("save_every", "threads", "eval_batch_size")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -152,7 +94,7 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
             "with_critiques": critic is not None, "critic": critic,  # what it was trained on, not the switch
             "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs),
                            "prompt_keys": " ".join(sorted(set(prompts))), "pair_keys": " ".join(sorted(set(whole)))},
-            "train_config": asdict(config)}
+            "train_config": config.model_dump()}
 
 
 def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | None = None,
@@ -170,7 +112,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         raise ValueError("no training pairs" + (f" ({ties} annotator ties left out)" if ties else ""))
     critic = _critic_of(train_pairs, config.with_critiques, critic)
     if config.bf16 is None:  # decided here, and part of the run key: a model trained in bf16 is another model
-        config = replace(config, bf16=use_bf16(PartialState().device.type))
+        config = config.replace(bf16=use_bf16(PartialState().device.type))
     run_key = {"config": config.key(), "data": data_key(train_pairs)}
     out = Path(out_dir) if out_dir else None
     finished = _finished(out, run_key)
@@ -202,7 +144,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     loop = _Loop(accelerator, rm, optimizer, scheduler, params, config, out, run_key, step, seconds_before, total_steps)
     loop.run(loader, len(train_pairs), progress)
     rm = accelerator.unwrap_model(rm).eval()
-    summary = {"run_key": run_key, "config": asdict(config), "train_pairs": len(train_pairs), "skipped_ties": ties,
+    summary = {"run_key": run_key, "config": config.model_dump(), "train_pairs": len(train_pairs), "skipped_ties": ties,
                "steps": total_steps, "resumed_from_step": step or None, **loop.timing(),
                "tokens_per_pair": round(sum(len(f["chosen"]) + len(f["rejected"]) for f in features) / len(features), 1),
                "truncated": dict(trims), "critic": critic}
@@ -413,7 +355,7 @@ def lr_sweep(config: TrainConfig, lrs: list[float], train_pairs: list[Pair], val
     rows, best = [], None
     for lr in lrs:
         sub = Path(out_dir) / f"lr-{float(lr):g}" if out_dir else None
-        result = train(replace(config, lr=float(lr)), train_pairs, val_pairs, sub, progress, critic)
+        result = train(config.replace(lr=float(lr)), train_pairs, val_pairs, sub, progress, critic)
         rows.append({"lr": lr, **{f"val_{k}": v for k, v in result.summary["validation"].items()}})
         if best is None or result.summary["validation"]["acc"] > best.summary["validation"]["acc"]:
             best = result

@@ -171,7 +171,7 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--out", tmp_path / "ev2", "--cache",
                        tmp_path / "garbage.sqlite"), "garbage.sqlite", "critique cache")
     one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--out", tmp_path / "ev2", "--cache", cache,
-                       "--set", f"sections={tmp_path / 'sections.json'}"), "sections.json", "field 'chat'")
+                       "--set", f"sections={tmp_path / 'sections.json'}"), "sections.json", "'chat'")
     assert not (tmp_path / "ev2").exists()
     res = run("evaluate", "--model", crit, "--data", f"pl={pl}", "--set", "eval_data.pl.limit=8", "--critic",
               "simulated:0.5", "--allow-critic-mismatch", "--out", tmp_path / "ev3", "--quiet", "--cache", cache)

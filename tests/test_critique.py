@@ -177,23 +177,24 @@ def test_make_critic_specs(monkeypatch):
                                 "api_key_env": "CRITCORE_TEST_KEY", "max_concurrency": 8}))
     assert isinstance(o, OpenAICritic) and o.url == "http://h:1/v1/chat/completions" and o.identity == "openai:m"
     assert "sk-secret-123" not in repr(o) + o.identity + json.dumps(o.params)
-    with pytest.raises(ValueError, match="unknown critic backend"):
+    with pytest.raises(ValueError, match="critic magic: unknown backend 'magic'; expected one of 'local', 'openai'"):
         make_critic({"backend": "magic"})
-    with pytest.raises(ValueError, match="takes no option 'max_new_token'"):
+    with pytest.raises(ValueError, match="unknown key 'max_new_token'; did you mean 'max_new_tokens'"):
         make_critic({"backend": "local", "model": "smollm2", "max_new_token": 3})
 
 
 @pytest.mark.parametrize("spec, needle", [
-    ({"backend": "openai", "base_url": "http://h:1/v1"}, "the spec needs model"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": 0}, "'max_concurrency' must be a number of at least 1, got 0"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": "x"}, "'max_concurrency' must be a number"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "timeout": -1}, "'timeout' must be a number of at least 0.001"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_retries": True}, "'max_retries' must be a number"),
-    ({"backend": "local", "model": "smollm2", "max_new_tokens": 0}, "'max_new_tokens' must be a number of at least 1"),
-    ({"backend": "local", "model": "smollm2", "batch_size": 0}, "'batch_size' must be a number of at least 1"),
-    ({"backend": "local", "model": "smollm2", "dtype": "float8"}, "dtype 'float8': expected one of float32, bfloat16"),
-    ({"backend": "local", "model": "smollm2", "engine": "vllm"}, "engine 'vllm': expected one of"),
-    ({"backend": "local", "model": "smollm2", "engine": "ctranslate2", "compute_type": "int4"}, "compute_type 'int4'"),
+    ({"backend": "openai", "base_url": "http://h:1/v1"}, "critic openai: 'model' is missing"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": 0}, "max_concurrency must be at least 1 or null, got 0"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": "x"}, "'max_concurrency': input should be a valid integer"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "timeout": -1}, "timeout must be at least 0.001"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_retries": True}, "'max_retries': expected a number, got a boolean"),
+    ({"backend": "local", "model": "smollm2", "max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+    ({"backend": "local", "model": "smollm2", "batch_size": 0}, "batch_size must be at least 1"),
+    ({"backend": "local", "model": "smollm2", "dtype": "float8"}, "'dtype': input should be 'float32', 'bfloat16' or 'float16' (got 'float8')"),
+    ({"backend": "local", "model": "smollm2", "engine": "vllm"}, "'engine': input should be 'ctranslate2' or 'transformers' (got 'vllm')"),
+    ({"backend": "local", "model": "smollm2", "engine": "ctranslate2", "compute_type": "int4"}, "'compute_type': input should be"),
+    ("simulated:1.5", "critic simulated: p must be in [0, 1], got 1.5"),
 ])
 def test_a_bad_critic_option_is_a_user_error_before_any_work(spec, needle):
     """Each of these was a ValueError, TypeError or AttributeError traceback from deep inside a

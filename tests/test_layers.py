@@ -5,15 +5,17 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "critcore"
 LAYERS = [  # lowest first, one module each: a module imports only modules listed before it
-    "errors", "atomic", "hardware", "provenance", "stats", "report",
-    "records", "generated", "data", "backbones",
-    "format", "collate", "loss", "model", "metrics", "scaling", "evaluate", "train", "probe",
+    "errors", "schema", "atomic", "hardware", "provenance", "stats", "report",
+    "records", "generated", "data", "backbones", "format", "recipe",
+    "collate", "loss", "model", "metrics", "scaling", "evaluate", "train", "probe",
     "llm.cache", "llm.complete", "llm.prompts", "llm.http", "llm.local", "llm",
+    "critics.base", "critics.local", "critics.openai", "critics.simulated", "critics",
     "critique", "judge", "metacritique",
     "config",
     "run",
-    "studies.base", "studies.protocol", "studies.rq1_runs", "studies.judge", "studies.metacritique", "studies.rq1", "studies.rq2",
-    "studies.budget", "studies.validation", "studies.runner", "studies",
+    "studies.base", "studies.protocol", "studies.rq1_runs", "studies.validation", "studies.budget",
+    "studies.judge", "studies.metacritique", "studies.rq1", "studies.quickstart", "studies.rq2",
+    "studies.runner", "studies",
     "cli",
 ]
 

@@ -252,7 +252,7 @@ def test_validation_catches_mistakes(tmp_path):
             "critics": {"none": "none", "sim": "simulated:0.9"}, "sections": "generated"}
     assert _problems(base, check_data=True) == ""
     assert "unknown key 'epochs'" in _problems({**base, "epochs": 3})
-    assert "critic bad" in _problems({**base, "critics": {"none": "none", "bad": "simulated:1.5"}})
+    assert "'critics.bad': critic simulated: p must be in [0, 1]" in _problems({**base, "critics": {"none": "none", "bad": "simulated:1.5"}})
     assert "unknown key 'train.learning_rate'" in _problems({**base, "train": {"learning_rate": 1e-4}})
     assert "not a multiple" in _problems({**base, "train": {"batch_size": 30, "micro_batch_size": 8}})
     assert "no such file" in _problems({**base, "train_data": {"format": "jsonl", "path": str(tmp_path / "missing.jsonl")}})
@@ -291,7 +291,7 @@ def test_validation_catches_mistakes(tmp_path):
     # a hub name is asked of the hub; a dry run where no hub answers (as here) warns, it does not fail
     from critcore import config
 
-    report = studies.validate(config.resolve(config.RQ1, {**base, "backbones": ["meta-llama/Llama-2-7b-hf"]}), False)
+    report = studies.validate(config.resolve(config.SCHEMAS["rq1"], {**base, "backbones": ["meta-llama/Llama-2-7b-hf"]}), False)
     assert report.ok and any("could not be checked on the hub" in w for w in report.warnings)
     # hub datasets pass on shape alone (no download): a GPU user's paper params
     hub_data = {**base, "train_data": {"format": "ultrafeedback", "path": "HuggingFaceH4/ultrafeedback_binarized",
@@ -332,7 +332,7 @@ def test_secrets_never_reach_run_json(tmp_path, monkeypatch):
     from critcore.run import Run
 
     monkeypatch.setenv("MY_CRITIC_KEY", "sk-very-secret-value")
-    cfg = config.resolve(config.RQ1, {"description": "key sk-very-secret-value leaked", "critics": {
+    cfg = config.resolve(config.SCHEMAS["rq1"], {"description": "key sk-very-secret-value leaked", "critics": {
         "gpt": {"backend": "openai", "base_url": "http://x/v1", "model": "m", "api_key_env": "MY_CRITIC_KEY"}}})
     run = Run(config=cfg, run_id="r", out_dir=tmp_path)
     run.notes["api_key"] = "sk-other"

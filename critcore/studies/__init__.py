@@ -1,7 +1,9 @@
-"""The studies, as their notebooks run them. Each study module declares its steps and tables;
-the shared machinery (configuration, run record, splits, critiques, one RM) is critcore.config
-and critcore.run. A notebook is thin: its `parameters` cell mirrors the study's schema
-(critcore.config), then, for RQ1:
+"""The studies, as their notebooks run them. Each study module declares its schema (its
+parameters, with its rules), its steps and tables, and registers the schema, its dry-run checks
+and its time projection (critcore.config.register); importing this package registers them all.
+The shared machinery (configuration, run record, splits, critiques, one RM) is critcore.config
+and critcore.run. A notebook is thin: its `parameters` cell mirrors the study's schema, then,
+for RQ1:
 
     run = studies.setup("rq1", globals())            # resolve the parameters, open the run
     splits = studies.load_splits(run)                 # train / validation / eval pairs
@@ -17,6 +19,7 @@ from .base import critique_all, critics_of
 from .judge import judge_all, judge_examples, judge_table, ties_table
 from .metacritique import first_items, metacritique_all, metacritique_table, quality_vs_gain
 from .protocol import selected
+from .quickstart import Quickstart  # noqa: F401 - registers the quickstart
 from .rq1 import (disagreement_examples, effects_chart, information_chart, paired_tests, quickstart_chart, quickstart_table,
                   quickstart_train_all, rq1_ablation, rq1_charts, rq1_effects, rq1_information, rq1_length_table,
                   rq1_probe_all, rq1_seed_table, rq1_table, rq1_train_all, verdict_lines)

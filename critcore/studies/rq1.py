@@ -4,20 +4,93 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping, Union
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
 from .. import atomic, config as config_mod, data as data_mod
-from ..records import Pair
+from ..config import (BackboneSpec, ConfigError, CPUSized, Critics, DataSpec, Float, Int, Schema, backbone_label,
+                      baselines, doc, raise_all, register, repeats)
 from ..metrics import accuracy_with_ci, correct, length_bias, mcnemar_counts, mcnemar_exact
 from ..probe import probe
+from ..records import Pair
 from ..report import disagreement_page, disagreements, eval_names, long_table, pct, slug
-from ..stats import arm_effects
 from ..run import VALIDATION_SET, Run, Splits, load_results, progress_bar, resolve_sections, train_rm
+from ..stats import arm_effects
 from .base import backbones_of, critics_of, is_baseline, simulated_p
+from .budget import projection_text
 from .protocol import effects_table, grid, protocol_effect, protocol_record, selected, sentence
+from .validation import Report, check_rm_study, train_count
+
+
+class AblationStep(Schema):
+    """One protocol of an RQ1 ablation: an arm against No-Critiques on the Score."""
+
+    label: str = doc("what this step changes", "")
+    arm: str = doc("a critic name of this run or of compare_runs", "")
+    weighting: Literal["suite", "equal"] = doc("subset weights: the suite's counts, or the pairs scored", "suite")
+    seeds: list[Int] | None = doc("training seeds (null: every seed)", None)
+    lr: Float | None = doc("a fixed rate for both arms (null: chosen on validation by rule)", None)
+    rule: Literal["shared", "per_arm"] = doc("with lr null: shared or per_arm", "per_arm")
+
+
+class RQ1(CPUSized):
+    study: str = doc("study", "rq1")
+    notebook: str | None = doc("notebook", "notebooks/rq1_critic_quality.ipynb")
+    description: str = doc("description", "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, "
+                                          "paired tests vs No-Critiques.")
+    backbones: list[Union[str, BackboneSpec]] = doc("names, or {name, backbone, n_train, n_eval, critics, train}",
+                                                    factory=lambda: ["minilm"])
+    critics: Critics = doc("name -> critic spec; none is No-Critiques",
+                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
+    seeds: list[Int] | None = doc("training seeds: one RM per seed (and rate of the grid) in every cell (null: "
+                                  "train.seed only)", None)
+    train_data: DataSpec = doc("train_data", factory=lambda: {
+        "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
+    probe: bool = doc("train the critique-only probe of every critic (its information)", True)
+    compare_runs: list[str] = doc("other RQ1 run folders (same pairs): their simulated critics draw the "
+                                  "information curve, their arms join the ablation", factory=list)
+    ablation: list[AblationStep] = doc("protocols to compare, one at a time (see params/rq1_ablation.yaml)",
+                                       factory=list)
+
+    @model_validator(mode="after")
+    def _rq1_rules(self):
+        """Something to train in every cell, one baseline for the paired tests, no RM trained twice,
+        and each backbone's own critics and training options usable."""
+        specs = {backbone_label(b): b for b in self.backbones if isinstance(b, BackboneSpec)}
+        lists = {"critics": self.critics, "backbones": self.backbones,
+                 **{f"backbone {name}: critics": b.critics for name, b in specs.items() if b.critics is not None}}
+        problems = [f"{what}: none given, so no RM would be trained" for what, given in lists.items() if not given]
+        base = baselines(self.critics)
+        if len(base) > 1:
+            problems.append(f"critics: {', '.join(base)} are all No-Critiques; keep one (which would the paired tests "
+                            "compare with?)")
+        problems += [f"backbone {name}: critics {missing} are not in critics {list(self.critics)}"
+                     for name, b in specs.items() if (missing := [c for c in b.critics or [] if c not in self.critics])]
+        problems += repeats({"backbone names (they name the RM folders)": [backbone_label(b) for b in self.backbones],
+                             "seeds": self.seeds or [],
+                             **{f"backbone {name}: seeds": b.seeds or [] for name, b in specs.items()},
+                             **{f"backbone {name}: lr_sweep": b.lr_sweep or [] for name, b in specs.items()}})
+        for name, b in specs.items():
+            try:
+                self.train.replace(**b.train)
+            except ConfigError as e:
+                problems.append(f"backbone {name}: {e}")
+        raise_all(problems)
+        return self
+
+
+def _checks(cfg: RQ1, rep: Report, check_data: bool) -> None:
+    check_rm_study(cfg, rep, check_data)
+    n_train = train_count(cfg) if check_data and rep.ok else None
+    for b in backbones_of(cfg):
+        if n_train is not None and b.n_train and b.n_train > n_train:
+            rep.warnings.append(f"backbone {b.name}: n_train {b.n_train} > {n_train} training pairs (all are used)")
+
+
+register(RQ1, checks=_checks, projection=projection_text)
 
 
 def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) -> list[Pair]:
