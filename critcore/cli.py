@@ -53,7 +53,7 @@ def _print(obj) -> None:
 def cmd_train(args) -> int:
     cfg = _load(args, "train")
     from .report import results_row
-    from .run import train_job
+    from .jobs import train_job
 
     summary = train_job(cfg)
     _print({"out": summary.get("out_dir"), "validation": summary["train"].get("validation"),
@@ -80,7 +80,7 @@ def _data_flags(items) -> dict:
 def cmd_evaluate(args) -> int:
     cfg = _load(args, "evaluate", _data_flags(args.eval_sets))
     from .report import results_row
-    from .run import evaluate_job
+    from .jobs import evaluate_job
 
     summary = evaluate_job(cfg)
     _print({"out": summary["out_dir"], "critic": summary["critic"], **results_row(summary)})
@@ -89,7 +89,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_score(args) -> int:
     cfg = _load(args, "score")
-    from .run import score_job
+    from .jobs import score_job
 
     _print(score_job(cfg))
     return 0
@@ -97,7 +97,7 @@ def cmd_score(args) -> int:
 
 def cmd_critique(args) -> int:
     cfg = _load(args, "critique")
-    from .run import critique_job
+    from .jobs import critique_job
 
     _print(critique_job(cfg))
     return 0

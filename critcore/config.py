@@ -38,7 +38,7 @@ from .errors import ConfigError, UserError
 from .llm.local import COMPUTE_TYPES, DTYPES, ENGINES
 from .recipe import TrainConfig
 from .report import slug
-from .schema import Field, Float, Int, Schema, nearest
+from .schema import Field, Int, Schema, nearest
 
 
 # ---------------------------------------------------------------- YAML (1.2 numbers)
@@ -200,7 +200,7 @@ EvalData = Annotated[dict[str, DataSpec], AfterValidator(check_eval_names)]  # {
 # none, smollm2, simulated:0.9, {backend: openai, ...} (critcore.critique)
 CriticSpec = Annotated[Union[str, dict], AfterValidator(_critic_spec)]
 Critics = Annotated[dict[str, CriticSpec], AfterValidator(check_critic_names)]  # {name: critic spec}; a name names RMs
-Sections = Union[str, dict]  # sections.json path, rewardbench-v1, generated, or a mapping (critcore.run.resolve_sections)
+Sections = Union[str, dict]  # sections.json path, rewardbench-v1, generated, or a mapping (critcore.splits.resolve_sections)
 Threads = Annotated[Union[int, Literal["auto"], None], AfterValidator(_threads)]
 
 

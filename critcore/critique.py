@@ -18,6 +18,7 @@ from .critics import (CRITIC_FORMS, Critic, LocalCritic, OpenAICritic, Simulated
 from .errors import CriticError, CriticMismatchError  # noqa: F401 - CriticError is part of this API
 from .llm import CritiqueCache, cached
 from .llm.cache import open_cache
+from .recipe import say, trained_critic
 from .records import Pair, prompt_text
 
 
@@ -29,8 +30,8 @@ def critic_for_model(recipe: dict | None, requested=None, options=None, allow_mi
     A requested critic other than the recipe's, or none for a critique RM, is a
     CriticMismatchError naming both, unless allow_mismatch. A recipe whose critiques came with
     the training data (no spec to rebuild the critic from) needs `requested` or test pairs that
-    carry the same critiques (see check_recipe)."""
-    expected = "unknown" if recipe is None else recipe.get("critic")
+    carry the same critiques (critcore.recipe.check_recipe, which scoring applies)."""
+    expected = trained_critic(recipe)
     if requested is None:
         if isinstance(expected, dict) and expected.get("spec"):
             return make_critic(expected["spec"], options), expected
@@ -41,30 +42,9 @@ def critic_for_model(recipe: dict | None, requested=None, options=None, allow_mi
         want = None if expected is None else {"identity": expected.get("identity"), "config": expected.get("config")}
         if got != want:
             raise CriticMismatchError(
-                f"the model was trained {_say(expected)}, but it would be scored {_say(got)}; "
+                f"the model was trained {say(expected)}, but it would be scored {say(got)}; "
                 "pass --allow-critic-mismatch (allow_critic_mismatch: true) for a cross-critic experiment")
     return critic, expected
-
-
-def _say(critic) -> str:
-    if critic is None:
-        return "without critiques"
-    return f"with critiques by {critic.get('identity')!r} (config {critic.get('config')})"
-
-
-def check_recipe(expected, pairs: list[Pair], allow_mismatch: bool = False) -> None:
-    """Test pairs must carry the critiques the model was trained with (`expected`, from
-    critic_for_model): none for a No-Critiques RM, the same critic's for a critique RM."""
-    if expected == "unknown" or allow_mismatch:
-        return
-    tags = {(p.meta.get("critic"), p.meta.get("critic_config")) for p in pairs if p.has_critiques}
-    got = None if not tags else {"identity": sorted(tags, key=str)[0][0], "config": sorted(tags, key=str)[0][1]}
-    want = None if expected is None else {"identity": expected.get("identity"), "config": expected.get("config")}
-    if len(tags) > 1 or got != want or (tags and sum(p.has_critiques for p in pairs) < len(pairs)):
-        hint = ("; its critiques came with its training data: give --critic with that critic, or test data "
-                "critiqued by it" if isinstance(expected, dict) and not expected.get("spec") else "")
-        raise CriticMismatchError(f"the model was trained {_say(expected)}, but the test pairs carry "
-                                  f"{_say(got)[5:] if got else 'no critiques'}{hint}")
 
 
 # ---------------------------------------------------------------- augmentation

@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, StrictBool, StrictInt, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, CriticMismatchError
 from .format import MAX_LENGTH
-from .records import RATINGS
+from .records import RATINGS, Pair
 from .schema import Field, Float, Int, Schema
 
 # Rating -> margin. Llama 2's two margin scales (Touvron et al. 2023, Table 28).
@@ -103,3 +103,33 @@ class Recipe(Schema):
     max_length: Annotated[StrictInt, Field(gt=0)]
     with_critiques: StrictBool
     critic: dict | None
+
+
+def trained_critic(recipe: dict | None):
+    """What a saved RM's recipe says of its critiques: a dict (identity, config and, unless they
+    came with the data, the spec), None (trained without), or "unknown" (no recipe)."""
+    return "unknown" if recipe is None else recipe.get("critic")
+
+
+def say(critic) -> str:
+    if critic is None:
+        return "without critiques"
+    return f"with critiques by {critic.get('identity')!r} (config {critic.get('config')})"
+
+
+def check_recipe(expected, pairs: list[Pair], allow_mismatch: bool = False) -> None:
+    """Pairs scored by an RM must carry the critiques it was trained with (`expected`,
+    trained_critic): none for a No-Critiques RM, the same critic's for a critique RM; else its
+    margins are not the ones its recipe gives. critcore.evaluate checks it wherever an RM scores;
+    `allow_mismatch` (--allow-critic-mismatch) is for cross-critic experiments."""
+    if expected == "unknown" or allow_mismatch:
+        return
+    tags = {(p.meta.get("critic"), p.meta.get("critic_config")) for p in pairs if p.has_critiques}
+    got = None if not tags else {"identity": sorted(tags, key=str)[0][0], "config": sorted(tags, key=str)[0][1]}
+    want = None if expected is None else {"identity": expected.get("identity"), "config": expected.get("config")}
+    if len(tags) > 1 or got != want or (tags and sum(p.has_critiques for p in pairs) < len(pairs)):
+        hint = ("; its critiques came with its training data: give --critic with that critic, or test data "
+                "critiqued by it" if isinstance(expected, dict) and not expected.get("spec") else "")
+        raise CriticMismatchError(f"the model was trained {say(expected)}, but the pairs carry "
+                                  f"{say(got)[5:] if got else 'no critiques'}{hint}; allow_critic_mismatch=True "
+                                  "(--allow-critic-mismatch) scores them anyway")

@@ -150,7 +150,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
                "truncated": dict(trims), "critic": critic}
     if val_pairs:
         scores = score_pairs(rm, val_pairs, max_length=config.max_length, batch_size=config.eval_batch_size,
-                             with_critiques=config.with_critiques)
+                             with_critiques=config.with_critiques, allow_critic_mismatch=True)  # its recipe is not saved yet
         summary["validation"] = accuracy_with_ci(correct(scores))
     if out and accelerator.is_main_process:
         rm.save(out / "model", recipe(config, train_pairs, critic))

@@ -12,7 +12,7 @@ LAYERS = [  # lowest first, one module each: a module imports only modules liste
     "critics.base", "critics.local", "critics.openai", "critics.simulated", "critics",
     "critique", "judge", "metacritique",
     "config",
-    "run",
+    "run", "splits", "rms", "jobs",
     "studies.base", "studies.protocol", "studies.rq1_runs", "studies.validation", "studies.budget",
     "studies.judge", "studies.metacritique", "studies.rq1", "studies.quickstart", "studies.rq2",
     "studies.runner", "studies",

@@ -470,7 +470,7 @@ def test_the_configured_seed_draws_every_interval(tmp_path):
     """`seed` is the data-sampling and bootstrap seed (config.Base.seed), but a study's RMs,
     `critcore train` and `critcore evaluate` drew their intervals with seed 0 whatever was set."""
     from critcore import config
-    from critcore.run import evaluate_job
+    from critcore.jobs import evaluate_job
 
     train = {"format": "generated", "n": 8, "seed": 0, "split": "train"}
     test = {"format": "generated", "n": 40, "seed": 0, "split": "test"}
@@ -499,7 +499,7 @@ def test_held_out_pairs_seen_in_training_are_warned_of_and_recorded(tmp_path):
     run.json says how many, per split; disjoint splits (the generated train and test) say nothing."""
     import warnings
 
-    from critcore.run import OverlapWarning
+    from critcore.splits import OverlapWarning
 
     train = {"format": "generated", "n": 12, "seed": 0, "split": "train"}
     leaky = {"format": "generated", "n": 24, "seed": 0, "split": "train"}  # holds the 12 training pairs

@@ -2,7 +2,7 @@
 parameters, with its rules), its steps and tables, and registers the schema, its dry-run checks
 and its time projection (critcore.config.register); importing this package registers them all.
 The shared machinery (configuration, run record, splits, critiques, one RM) is critcore.config
-and critcore.run. A notebook is thin: its `parameters` cell mirrors the study's schema, then,
+and critcore.run, splits and rms. A notebook is thin: its `parameters` cell mirrors the study's schema, then,
 for RQ1:
 
     run = studies.setup("rq1", globals())            # resolve the parameters, open the run
@@ -14,7 +14,9 @@ for RQ1:
 
 `critcore run PARAMS` (studies.run_study) executes a study's notebook with papermill.
 """
-from ..run import critique_examples, describe_splits, load_results, load_splits, setup
+from ..rms import load_results
+from ..run import setup
+from ..splits import critique_examples, describe_splits, load_splits
 from .base import critique_all, critics_of
 from .judge import judge_all, judge_examples, judge_table, ties_table
 from .metacritique import first_items, metacritique_all, metacritique_table, quality_vs_gain

@@ -10,7 +10,7 @@ from ..config import critique_cache_path
 from ..critique import LocalCritic, make_critic
 from ..records import prompt_text
 from ..llm import CritiqueCache
-from ..run import read_splits
+from ..splits import read_splits
 from .base import backbones_of, critics_of
 
 # Measured 2026-11-30 on this project's machine (2 cores, AVX512-BF16), nothing else running.

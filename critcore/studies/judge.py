@@ -8,10 +8,12 @@ import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, judge as J
-from ..config import SECTIONS, DataSpec, Int, LLMStudy, Schema, Sections, doc, raise_all, register
+from ..config import SECTIONS, DataSpec, LLMStudy, Sections, doc, raise_all, register
 from ..critique import make_critic, parse_critic_spec
 from ..report import slug
-from ..run import Run, load_pairs, resolve_sections
+from ..run import Run
+from ..schema import Int, Schema
+from ..splits import load_pairs, resolve_sections
 from .rq1_runs import rm_rows
 from .validation import Report, check_llm_study
 

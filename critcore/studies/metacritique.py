@@ -9,11 +9,13 @@ import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, metacritique as M
-from ..config import DataSpec, Int, LLMStudy, Schema, doc, raise_all, register
+from ..config import DataSpec, LLMStudy, doc, raise_all, register
 from ..critique import make_critic, parse_critic_spec
 from ..errors import UserError
 from ..report import slug
-from ..run import Run, load_pairs
+from ..run import Run
+from ..schema import Int, Schema
+from ..splits import load_pairs
 from .rq1_runs import rm_gains
 from .validation import Report, check_critic, check_llm_study
 

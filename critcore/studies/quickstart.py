@@ -6,8 +6,9 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from ..config import CriticOptions, CriticSpec, Int, RMStudy, doc, register
+from ..config import CriticOptions, CriticSpec, RMStudy, doc, register
 from ..recipe import TrainConfig
+from ..schema import Int
 from .budget import projection_text
 from .validation import check_rm_study
 

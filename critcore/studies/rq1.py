@@ -11,13 +11,16 @@ import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, config as config_mod, data as data_mod
-from ..config import (BackboneSpec, ConfigError, CPUSized, Critics, DataSpec, Float, Int, Schema, backbone_label,
-                      baselines, doc, raise_all, register, repeats)
+from ..config import (BackboneSpec, ConfigError, CPUSized, Critics, DataSpec, backbone_label, baselines, doc, raise_all,
+                      register, repeats)
 from ..metrics import accuracy_with_ci, correct, length_bias, mcnemar_counts, mcnemar_exact
 from ..probe import probe
 from ..records import Pair
 from ..report import disagreement_page, disagreements, eval_names, long_table, pct, slug
-from ..run import VALIDATION_SET, Run, Splits, load_results, progress_bar, resolve_sections, train_rm
+from ..rms import VALIDATION_SET, load_results, progress_bar, train_rm
+from ..run import Run
+from ..schema import Float, Int, Schema
+from ..splits import Splits, resolve_sections
 from ..stats import arm_effects
 from .base import backbones_of, critics_of, is_baseline, simulated_p
 from .budget import projection_text

@@ -11,12 +11,15 @@ import pandas as pd
 from pydantic import AfterValidator, model_validator
 
 from .. import data as data_mod
-from ..config import CPUSized, Critics, DataSpec, Field, Int, baselines, doc, raise_all, register, repeats
+from ..config import CPUSized, Critics, DataSpec, baselines, doc, raise_all, register, repeats
 from ..errors import ConfigError
 from ..metrics import correct
 from ..report import METRICS, SECTION_LABELS, eval_names, long_table
-from ..run import Run, Splits, load_splits, progress_bar, resolve_sections, train_rm
+from ..rms import progress_bar, train_rm
+from ..run import Run
 from ..scaling import pooled_accuracy, section_score, worth_n_table
+from ..schema import Field, Int
+from ..splits import Splits, load_splits, resolve_sections
 from .base import backbones_of, critics_of, is_baseline
 from .budget import projection_text
 from .protocol import effects_table, protocol_record

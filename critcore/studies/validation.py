@@ -11,7 +11,7 @@ from .. import data as data_mod
 from ..backbones import check
 from ..config import STUDIES, ConfigError
 from ..critique import make_critic
-from ..run import resolve_sections
+from ..splits import resolve_sections
 from .base import backbones_of, critics_of, is_baseline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
