@@ -337,6 +337,11 @@ SMALL_EVAL = {
 SECTIONS = "${data}/reward-bench-local/sections.json"
 
 
+def suite_sample(limit: int) -> dict:
+    """A seeded sample of the local RewardBench-shaped suite (a data spec)."""
+    return {"format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": limit, "seed": 0}
+
+
 class CPUSized(RMStudy):
     """RQ1 and RQ2's defaults: a slice of the local suite and PandaLM, CPU-sized training and critics."""
 

@@ -2,13 +2,14 @@
 scores both responses of every pair, Gen and Gen + Critiques, beside classifier RMs of RQ1 runs."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, judge as J
-from ..config import SECTIONS, DataSpec, LLMStudy, Sections, doc, raise_all, register
+from ..config import SECTIONS, DataSpec, LLMStudy, Sections, doc, raise_all, register, suite_sample
 from ..critique import make_critic, parse_critic_spec
 from ..report import slug
 from ..run import Run
@@ -19,6 +20,8 @@ from .validation import Report, check_llm_study
 
 
 class JudgeSpec(Schema):
+    """One judge: a model of `models` and a mode, Gen or Gen + Critiques."""
+
     model: str = doc("a name in `models`", "")
     mode: Literal["direct", "critique"] = doc("direct (Gen) or critique (Gen + Critiques)", "direct")
     max_new_tokens: Int | None = doc("score reply length (default judge_max_new_tokens)", None, gt=0)
@@ -28,11 +31,12 @@ class JudgeSpec(Schema):
 
 
 class Judge(LLMStudy):
+    """The generative-judge study: point-wise judges beside the classifier RMs of RQ1 runs."""
+
     study: str = doc("study", "judge")
     notebook: str | None = doc("notebook", "notebooks/generative_judge.ipynb")
     description: str = doc("description", "Point-wise generative judges, Gen and Gen + Critiques.")
-    data: DataSpec = doc("the pairs to judge (a data spec)", factory=lambda: {
-        "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 4, "seed": 0})
+    data: DataSpec = doc("the pairs to judge (a data spec)", factory=partial(suite_sample, 4))
     sections: Sections | None = doc("sections", SECTIONS)
     judges: list[JudgeSpec] = doc("one judge per entry", factory=lambda: [
         JudgeSpec(model="smollm2", mode="direct"), JudgeSpec(model="smollm2", mode="critique")])

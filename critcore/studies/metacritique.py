@@ -2,6 +2,7 @@
 critic against reference critiques, and critique quality against the RM Score gain of RQ1 runs."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -9,7 +10,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, metacritique as M
-from ..config import DataSpec, LLMStudy, doc, raise_all, register
+from ..config import DataSpec, LLMStudy, doc, raise_all, register, suite_sample
 from ..critique import make_critic, parse_critic_spec
 from ..errors import UserError
 from ..report import slug
@@ -21,6 +22,8 @@ from .validation import Report, check_critic, check_llm_study
 
 
 class Reference(Schema):
+    """Who or what gives the reference critiques: a model of `models`, or a file."""
+
     merges = False  # one of two forms: a layer's reference replaces the one before it
 
     critic: str | None = doc("a name in `models` that writes the reference critiques", None)
@@ -28,11 +31,13 @@ class Reference(Schema):
 
 
 class Metacritique(LLMStudy):
+    """The metacritique study: each critic's critiques against the reference ones, AIU by AIU
+    (atomic information units), scored by an evaluator model."""
+
     study: str = doc("study", "metacritique")
     notebook: str | None = doc("notebook", "notebooks/metacritique.ipynb")
     description: str = doc("description", "Meta-P, Meta-R and Meta-F1 of critics.")
-    data: DataSpec = doc("the pairs whose responses are critiqued (a data spec)", factory=lambda: {
-        "format": "rewardbench", "path": "${data}/reward-bench-local/filtered.jsonl", "limit": 2, "seed": 0})
+    data: DataSpec = doc("the pairs whose responses are critiqued (a data spec)", factory=partial(suite_sample, 2))
     sides: list[Literal["chosen", "rejected"]] = doc("which responses", factory=lambda: ["chosen", "rejected"])
     critics: dict[str, str | dict] = doc("table label -> a name in models or a critic spec",
                                          factory=lambda: {"SmolLM2": "smollm2"})
