@@ -62,7 +62,8 @@ def cmd_train(args) -> int:
 
 
 def _data_flags(items) -> dict:
-    from .config import ConfigError, check_eval_names
+    from .errors import ConfigError
+    from .params import check_eval_names
 
     out = {}
     for item in items or []:

@@ -212,7 +212,8 @@ def test_evaluate_warns_of_pairs_the_model_was_trained_on(tmp_path):
     """A saved RM's recipe carries short hashes of its training prompts and pairs, so `critcore
     evaluate` on a set that holds training pairs warns and records how many ("overlap" in
     summary.json and run.json); a disjoint set says nothing. No training text is kept."""
-    from critcore.data import load_generated, write_pairs
+    from critcore.data import write_pairs
+    from critcore.loaders import load_generated
     from critcore.train import TrainConfig, TrainingWarning, train
 
     pairs = load_generated(12, split="train").pairs

@@ -121,7 +121,7 @@ def test_training_options_that_would_train_nothing_or_else_are_refused(key, valu
     from critcore.train import TrainConfig
 
     with pytest.raises(ConfigError, match=re.escape(needle)):
-        resolve(config.TrainJob, {"train_data": "x.jsonl", "train": {key: value}})
+        resolve(config.SCHEMAS["train"], {"train_data": "x.jsonl", "train": {key: value}})
     with pytest.raises(ConfigError, match=re.escape(needle)):
         resolve(config.SCHEMAS["rq1"], {}, sets=[f"train.{key}={value}"])
     with pytest.raises(ConfigError, match=re.escape(needle)):

@@ -6,15 +6,15 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "critcore"
 LAYERS = [  # lowest first, one module each: a module imports only modules listed before it
     "errors", "schema", "atomic", "hardware", "provenance", "stats", "report",
-    "records", "generated", "data", "backbones", "format", "recipe",
+    "records", "generated", "readers", "loaders", "data", "backbones", "format", "recipe",
     "collate", "loss", "model", "metrics", "scaling", "evaluate", "train", "probe",
     "llm.cache", "llm.complete", "llm.prompts", "llm.http", "llm.local", "llm",
     "critics.base", "critics.local", "critics.openai", "critics.simulated", "critics",
     "critique", "judge", "metacritique",
-    "config",
+    "params", "config",
     "run", "splits", "rms", "jobs",
     "studies.base", "studies.protocol", "studies.rq1_runs", "studies.validation", "studies.budget",
-    "studies.judge", "studies.metacritique", "studies.rq1", "studies.quickstart", "studies.rq2",
+    "studies.judge", "studies.metacritique", "studies.rq1_charts", "studies.rq1", "studies.quickstart", "studies.rq2",
     "studies.runner", "studies",
     "cli",
 ]

@@ -423,7 +423,7 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
 def test_rq1_score_chart_shows_seed_means_not_stacked_seeds():
     import pandas as pd
 
-    from critcore.studies.rq1 import rq1_score_chart
+    from critcore.studies.rq1_charts import rq1_score_chart
 
     table = pd.DataFrame({"critic": ["none", "none"], "backbone": ["m", "m"], "Score": [40.0, 60.0],
                           "Score lo": [30.0, 50.0], "Score hi": [50.0, 70.0]})
@@ -467,7 +467,7 @@ def test_rq2_worth_chart_has_one_panel_per_metric_and_keeps_unbounded_rows(tmp_p
 
 @pytest.mark.filterwarnings("ignore::critcore.train.TrainingWarning")  # a tiny RM is all this needs
 def test_the_configured_seed_draws_every_interval(tmp_path):
-    """`seed` is the data-sampling and bootstrap seed (config.Base.seed), but a study's RMs,
+    """`seed` is the data-sampling and bootstrap seed (critcore.params.Base.seed), but a study's RMs,
     `critcore train` and `critcore evaluate` drew their intervals with seed 0 whatever was set."""
     from critcore import config
     from critcore.jobs import evaluate_job

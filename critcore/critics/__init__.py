@@ -71,7 +71,7 @@ def parse_critic_spec(spec) -> dict | None:
 
 def make_critic(spec, options=None, **overrides) -> CriticBackend | None:
     """A critic from a spec (parse_critic_spec; a critic is returned as is), or None for
-    No-Critiques. `options` (critcore.config.CriticOptions or a mapping) fill the options the
+    No-Critiques. `options` (critcore.params.CriticOptions or a mapping) fill the options the
     backend takes and the spec does not set; `overrides` replace the spec's."""
     if isinstance(spec, CriticBackend):
         return spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import BackboneSpec, backbone_label
+from ..params import BackboneSpec, backbone_label
 from ..critique import parse_critic_spec
 from ..report import slug
 from ..run import Run

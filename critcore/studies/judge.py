@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, judge as J
-from ..config import SECTIONS, DataSpec, LLMStudy, Sections, doc, raise_all, register, suite_sample
+from ..params import SECTIONS, DataSpec, LLMStudy, Sections, doc, raise_all, register, suite_sample
 from ..critique import make_critic, parse_critic_spec
 from ..report import slug
 from ..run import Run

@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from .. import atomic, metacritique as M
-from ..config import DataSpec, LLMStudy, doc, raise_all, register, suite_sample
+from ..params import DataSpec, LLMStudy, doc, raise_all, register, suite_sample
 from ..critique import make_critic, parse_critic_spec
 from ..errors import UserError
 from ..report import slug

@@ -6,10 +6,16 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from ..config import CriticOptions, CriticSpec, RMStudy, doc, register
+import pandas as pd
+
+from ..params import CriticOptions, CriticSpec, RMStudy, doc, register
+from ..report import long_table
 from ..recipe import TrainConfig
+from ..run import Run
 from ..schema import Int
 from .budget import projection_text
+from .rq1 import rq1_train_all
+from .rq1_charts import bars
 from .validation import check_rm_study
 
 
@@ -51,3 +57,15 @@ class Quickstart(RMStudy):
 
 
 register(Quickstart, checks=check_rm_study, projection=projection_text)
+
+quickstart_train_all = rq1_train_all  # the quickstart is RQ1 with one backbone and one critic
+
+
+def quickstart_table(run: Run, results: list[dict]):
+    """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size."""
+    return long_table(pd.DataFrame([r["row"] for r in results]), ["backbone", "critic", "n_train"])
+
+
+def quickstart_chart(table):
+    """Grouped bars: accuracy per metric, one bar per critic, with 95% CI error bars."""
+    return bars(table, "metric", "critic", title="No-Critiques vs Critiques (95% CI)")

@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import AfterValidator, model_validator
 
 from .. import data as data_mod
-from ..config import CPUSized, Critics, DataSpec, baselines, doc, raise_all, register, repeats
+from ..params import CPUSized, Critics, DataSpec, baselines, doc, raise_all, register, repeats
 from ..errors import ConfigError
 from ..metrics import correct
 from ..report import METRICS, SECTION_LABELS, eval_names, long_table

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import atomic
 from .. import config as config_mod
+from ..params import STUDIES, check_run_id
 from ..report import slug
 from ..run import RUNNER_ENV, Run, check_out_dir, log, outputs_root, redact
 from .validation import PROJECT_ROOT, find_notebook, validate
@@ -55,7 +56,7 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     if not cfg.notebook:
         raise config_mod.ConfigError(f"{path}: study '{cfg.study}' has no notebook; use `critcore {cfg.study}`")
     try:
-        config_mod.check_run_id(run_id)
+        check_run_id(run_id)
     except config_mod.ConfigError as e:
         raise config_mod.ConfigError(f"--run-id: {e}") from None
     run_id = run_id or cfg.run_id or slug(path.stem)
@@ -66,7 +67,7 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     log(f"{path}:\n{report.text()}")
     report.raise_if_errors()
     if dry_run:
-        projection = config_mod.STUDIES[cfg.study].projection
+        projection = STUDIES[cfg.study].projection
         if project_time and projection is not None:
             log(projection(cfg))
         log(f"dry run: nothing trained; a run would write to {out_dir}")

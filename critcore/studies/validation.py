@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import data as data_mod
+from ..readers import is_local
 from ..backbones import check
-from ..config import STUDIES, ConfigError
+from ..errors import ConfigError
+from ..params import STUDIES
 from ..critique import make_critic
 from ..splits import resolve_sections
 from .base import backbones_of, critics_of, is_baseline
@@ -76,7 +78,7 @@ def describe_spec(spec, load: bool = True) -> str:
         path = s.path
         if s.format == "generated":
             parts.append(f"generated {s.kwargs.get('split', 'train')}")
-        elif data_mod._is_local(path):
+        elif is_local(path):
             if not Path(path).expanduser().is_file():
                 raise FileNotFoundError(f"{s.format}: no such file {path}")
             parts.append(f"{s.format} {path}")
@@ -91,7 +93,7 @@ def describe_spec(spec, load: bool = True) -> str:
 
 
 def all_local(spec) -> bool:
-    return all(s.format == "generated" or data_mod._is_local(s.path) for s in data_mod.parse_specs(spec))
+    return all(s.format == "generated" or is_local(s.path) for s in data_mod.parse_specs(spec))
 
 
 def check_critic(spec, options, rep: Report, name: str) -> str:
@@ -107,7 +109,7 @@ def check_critic(spec, options, rep: Report, name: str) -> str:
 
 def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
     """Check a resolved study configuration without training: its notebook, then its study's own
-    checks (registered with critcore.config.register; data loaded and validated when check_data)."""
+    checks (registered with critcore.params.register; data loaded and validated when check_data)."""
     rep = Report(cfg.study)
     if cfg.notebook:
         rep.attempt("notebook", lambda: str(find_notebook(cfg.notebook, base)))
