@@ -81,7 +81,7 @@ def _schema_in(tp) -> type | None:
 def _field_at(cls: type, path: list):
     """(the schema that holds the last key of `path`, its FieldInfo or None)."""
     holder, field, skip = cls, None, False
-    for item in path:
+    for i, item in enumerate(path):
         if skip or isinstance(item, int):  # a free mapping's key, or a list index
             skip = False
             continue
@@ -90,8 +90,7 @@ def _field_at(cls: type, path: list):
             return holder, None
         nxt = _schema_in(field.annotation)
         skip = nxt is not None and dict in {typing.get_origin(a) for a in (field.annotation, *typing.get_args(field.annotation))}
-        if item is not path[-1]:
-            holder = nxt
+        holder = nxt if i < len(path) - 1 else holder
     return holder, field
 
 
@@ -147,9 +146,10 @@ def problem(e: ValidationError, cls: type, where: str | Callable[[list], str] = 
         text = f"unknown key '{key}'{nearest(path[-1], holder.model_fields if holder else [], parent)}"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         text = f"{key} {_bounds(field, ctx)}, got {got!r}"
-    elif kind == "value_error" or kind == "assertion_error":
+    elif kind in ("value_error", "assertion_error"):  # a validator's; a ConfigError names its key itself
         said = str(ctx.get("error", err["msg"]))
-        text = said if not key else f"{key} {said}" if said.startswith("must ") else f"'{key}': {said}"
+        text = said if not key or isinstance(ctx.get("error"), ConfigError) else \
+            f"{key} {said}" if said.startswith("must ") else f"'{key}': {said}"
     elif kind == "missing":
         text = f"'{key}' is missing"
     elif kind == "union_tag_invalid":
