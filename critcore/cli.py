@@ -115,6 +115,8 @@ def cmd_run(args) -> int:
 def cmd_config(args) -> int:
     from . import config
 
+    from . import studies  # noqa: F401 - registers the studies' schemas
+
     cfg = config.load(args.params, args.set, schema=args.study)
     print(config.dump(cfg), end="")
     return 0
@@ -220,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the fully resolved, typed parameters as YAML")
     _common(p)
-    p.add_argument("--study", choices=sorted(config.SCHEMAS), help="the schema (default: the params' study, else train)")
+    p.add_argument("--study", help=f"the schema: {', '.join(config.SCHEMAS)} or a study's name (default: the params' "
+                                    "study, else train)")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("demo", help="the quickstart study on the embedded defaults")

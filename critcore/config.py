@@ -237,7 +237,7 @@ def resolve(cls, *layers: dict, sets=(), where: str = "params", data_dir: Path |
     data_dir = data_dir or shared_data_dir()
     blame = lambda path: next((w for w, layer in reversed(named) if path and _holds(layer, path)), where)  # noqa: E731
     cfg = cls.check(expand(merged, data_dir), blame)
-    return cfg.derive(data_dir) if hasattr(cfg, "derive") else cfg
+    return cfg.derive(data_dir)
 
 
 def schema_for(raw: dict, default: str = "train") -> type:
@@ -255,7 +255,7 @@ def load(params: str | os.PathLike | dict | None = None, sets=(), flags: dict | 
     key paths "a.b" -> value; None values are left out) into its typed configuration."""
     where = str(params) if isinstance(params, (str, os.PathLike)) else "params"
     raw = read_yaml(params) if isinstance(params, (str, os.PathLike)) else dict(params or {})
-    cls = SCHEMAS[schema] if isinstance(schema, str) else schema or schema_for(raw)
+    cls = schema_for({"study": schema}) if isinstance(schema, str) else schema or schema_for(raw)
     pairs = [(key.split("."), value) for key, value in (flags or {}).items() if value is not None]
     return resolve(cls, raw, sets=[*pairs, *(sets or [])], where=where)
 

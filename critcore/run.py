@@ -263,7 +263,7 @@ def setup(study: str, namespace: Mapping | None = None, **params) -> Run:
     """Start a study run from a notebook: the study's parameters from `namespace` (the notebook's
     globals(): only the schema's keys are read) updated with `params`, resolved as every command
     resolves them (critcore.config), then `start`."""
-    schema = config_mod.SCHEMAS[study]
+    schema = config_mod.schema_for({"study": study})
     namespace = namespace or {}
     names = [*schema.model_fields, *_injected(namespace)]  # an injected typo fails in resolve
     raw = {k: namespace[k] for k in names if k in namespace}
