@@ -49,33 +49,23 @@ def _threads(value):
     return value
 
 
-def plain_name_problems(what: str, names, it_names: str, dots: bool = True) -> list[str]:
-    """Names that become paths must be plain: '../x' would write outside the run folder, and a
-    '.' in an evaluation set's name would split its --set path."""
-    def plain(name: str) -> str:
-        return slug(name) if dots else slug(name).replace(".", "-")
-
-    allowed = "letters, digits, '.', '_' or '-'" if dots else "letters, digits, '_' or '-'"
-    return [f"{what} {name!r}: use {allowed} (it names {it_names}), e.g. {plain(name)!r}"
-            for name in names if plain(name) != name]
-
-
-def check_run_id(value):
-    for problem in plain_name_problems("run_id", [] if value is None else [value], "the run folder"):
-        raise ConfigError(problem)  # a ConfigError names its key itself
-    return value
+def plain_names(what: str, it_names: str, dots: bool = True) -> Callable:
+    """A check that names which become paths are plain (a name, or the keys of a mapping): '../x'
+    would write outside the run folder, and a '.' in an evaluation set's name would split its
+    --set path. Its ConfigError names the key itself."""
+    def check(value):
+        for name in [] if value is None else [value] if isinstance(value, str) else value:
+            plain = slug(name) if dots else slug(name).replace(".", "-")
+            if plain != name:
+                allowed = "letters, digits, '.', '_' or '-'" if dots else "letters, digits, '_' or '-'"
+                raise ConfigError(f"{what} {name!r}: use {allowed} (it names {it_names}), e.g. {plain!r}")
+        return value
+    return check
 
 
-def check_eval_names(value):
-    for problem in plain_name_problems("eval set name", value or {}, "files", dots=False):
-        raise ConfigError(problem)
-    return value
-
-
-def check_critic_names(value):
-    for problem in plain_name_problems("critic name", value or {}, "folders"):
-        raise ConfigError(problem)
-    return value
+check_run_id = plain_names("run_id", "the run folder")
+check_eval_names = plain_names("eval set name", "files", dots=False)
+check_critic_names = plain_names("critic name", "folders")
 
 
 _Spec = Annotated[Union[str, dict], AfterValidator(_data_spec)]
