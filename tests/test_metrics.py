@@ -242,7 +242,7 @@ def test_section_counts_must_be_positive_integers(tmp_path):
     path = tmp_path / "sections.json"
     for bad in ({"chat": {"a": 0}}, {"chat": {"a": "100"}}, {"chat": {"a": 1.5}}, {"chat": {"a": True}}):
         path.write_text(json.dumps(bad))
-        with pytest.raises(DataError, match=r"field 'chat'.*counts weigh the subsets.*positive integers"):
+        with pytest.raises(DataError, match=r"sections\.json: '?chat\.a'?.*(at least 1|integer)"):  # the file and the key
             m.load_sections(path)
 
 
