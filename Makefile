@@ -27,7 +27,7 @@ test-slow: setup  # the slow ones: whole studies through papermill, GPU-script d
 	$(BIN)/python -m pytest -q -m slow
 
 notebook-parameters: setup
-	$(BIN)/python -c "from critcore.config import write_parameters_cells; print(write_parameters_cells())"
+	$(BIN)/python -c "from critcore import studies; from critcore.config import write_parameters_cells; print(write_parameters_cells())"
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

@@ -47,50 +47,60 @@ def _print(obj) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_train(args) -> int:
-    from .report import results_row
-    from .run import train_job
+# Each command checks its configuration before it imports what runs it (torch): a bad one fails at once.
 
-    summary = train_job(_load(args, "train"))
+
+def cmd_train(args) -> int:
+    cfg = _load(args, "train")
+    from .report import results_row
+    from .jobs import train_job
+
+    summary = train_job(cfg)
     _print({"out": summary.get("out_dir"), "validation": summary["train"].get("validation"),
             "critic": summary.get("critic"), **results_row(summary)})
     return 0
 
 
 def _data_flags(items) -> dict:
-    from .config import ConfigError, name_problems
+    from .errors import ConfigError
+    from .params import check_eval_names
 
     out = {}
     for item in items or []:
         name, sep, spec = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--data expects NAME=SPEC, got {item!r}")
-        for problem in name_problems({name: spec}):  # a '.' would also split the --set path below
-            raise ConfigError(f"--data: {problem}")
+        try:
+            check_eval_names({name: spec})  # a '.' would also split the --set path below
+        except ConfigError as e:
+            raise ConfigError(f"--data: {e}") from None
         out[f"eval_data.{name}"] = spec
     return out
 
 
 def cmd_evaluate(args) -> int:
+    cfg = _load(args, "evaluate", _data_flags(args.eval_sets))
     from .report import results_row
-    from .run import evaluate_job
+    from .jobs import evaluate_job
 
-    summary = evaluate_job(_load(args, "evaluate", _data_flags(args.eval_sets)))
+    summary = evaluate_job(cfg)
     _print({"out": summary["out_dir"], "critic": summary["critic"], **results_row(summary)})
     return 0
 
 
 def cmd_score(args) -> int:
-    from .run import score_job
+    cfg = _load(args, "score")
+    from .jobs import score_job
 
-    _print(score_job(_load(args, "score")))
+    _print(score_job(cfg))
     return 0
 
 
 def cmd_critique(args) -> int:
-    from .run import critique_job
+    cfg = _load(args, "critique")
+    from .jobs import critique_job
 
-    _print(critique_job(_load(args, "critique")))
+    _print(critique_job(cfg))
     return 0
 
 
@@ -104,6 +114,8 @@ def cmd_run(args) -> int:
 
 def cmd_config(args) -> int:
     from . import config
+
+    from . import studies  # noqa: F401 - registers the studies' schemas
 
     cfg = config.load(args.params, args.set, schema=args.study)
     print(config.dump(cfg), end="")
@@ -210,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the fully resolved, typed parameters as YAML")
     _common(p)
-    p.add_argument("--study", choices=sorted(config.SCHEMAS), help="the schema (default: the params' study, else train)")
+    p.add_argument("--study", help=f"the schema: {', '.join(config.SCHEMAS)} or a study's name (default: the params' "
+                                    "study, else train)")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("demo", help="the quickstart study on the embedded defaults")

@@ -11,10 +11,13 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from .collate import pad_right, sorted_batches
-from .data import Pair, prompt_text
-from .format import Formatter
+from .errors import CriticMismatchError
+from .format import MAX_LENGTH, Formatter
+from .metrics import correct, pandalm_accuracy, summarize
 from .model import RewardModel
-from .train import TrainConfig
+from .recipe import check_recipe, say, trained_critic
+from .records import Pair, prompt_text
+from .report import example_page
 
 
 class UnsectionedWarning(UserWarning):
@@ -23,7 +26,7 @@ class UnsectionedWarning(UserWarning):
 
 def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
     """`max_length` when given, else the one the RM was trained with (its recipe), else the default."""
-    return int(max_length or (rm.recipe or {}).get("max_length") or TrainConfig.max_length)
+    return int(max_length or (rm.recipe or {}).get("max_length") or MAX_LENGTH)
 
 
 @torch.inference_mode()
@@ -45,14 +48,14 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
 
 
 def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = None, batch_size: int = 32,
-                with_critiques: bool = True, progress: bool = False) -> pd.DataFrame:
+                with_critiques: bool = True, progress: bool = False, allow_critic_mismatch: bool = False) -> pd.DataFrame:
     """One row per pair, the whole example: id, subset, source, tie (annotators), score_chosen,
     score_rejected, margin (chosen minus rejected reward), verdict (right: chosen strictly above
     rejected and no annotator tie; else wrong), lengths (characters), whether critiques were
     used, and the texts: prompt, chosen, rejected, chosen_critique, rejected_critique.
-    max_length: None takes the RM's recipe."""
-    from .metrics import correct
-
+    max_length: None takes the RM's recipe. The pairs must carry the critiques the RM was trained
+    with (its recipe; critcore.recipe.check_recipe) unless allow_critic_mismatch."""
+    check_recipe(trained_critic(rm.recipe), pairs if with_critiques else [], allow_critic_mismatch)
     fmt = Formatter(rm.tokenizer, max_length_of(rm, max_length))
     features, _ = fmt.encode_pairs(pairs, with_critiques)
     seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
@@ -80,22 +83,30 @@ def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = Non
     return df
 
 
-def score_one(rm: RewardModel, prompt, response: str, critique: str | None = None, max_length: int | None = None) -> float:
+def score_one(rm: RewardModel, prompt, response: str, critique: str | None = None, max_length: int | None = None,
+              allow_critic_mismatch: bool = False) -> float:
+    """The reward of one response, with a critique for a critique RM and none for a No-Critiques
+    RM (as its recipe says), unless allow_critic_mismatch."""
+    expected = trained_critic(rm.recipe)
+    if not allow_critic_mismatch and expected != "unknown" and (critique is None) != (expected is None):
+        raise CriticMismatchError(
+            f"the model was trained {say(expected)}, but it would be scored {'without' if critique is None else 'with'} "
+            "a critique" + ("; give the critique (--critique TEXT) or a critic (--critic SPEC)" if critique is None else "")
+            + "; allow_critic_mismatch=True (--allow-critic-mismatch) scores it anyway")
     ids, _ = Formatter(rm.tokenizer, max_length_of(rm, max_length)).encode(prompt, response, critique)
     return score_texts(rm, [ids])[0]
 
 
 def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os.PathLike | None = None,
              sections: dict | None = None, max_length: int | None = None, batch_size: int = 32,
-             with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
+             with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False,
+             allow_critic_mismatch: bool = False) -> dict:
     """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir. A set
     with RewardBench subsets that no section lists gets a warning naming them."""
-    from .metrics import pandalm_accuracy, summarize
-
     listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():
-        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques, progress)
+        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques, progress, allow_critic_mismatch)
         use_sections = sections if listed & set(df["subset"]) else None
         summary[name] = summarize(df, sections=use_sections, n_boot=n_boot, seed=seed)
         outside = sorted(set(df["subset"]) - listed) if use_sections or (df["source"] == "rewardbench").any() else []
@@ -105,8 +116,6 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
         if df["tie"].any() or (df["source"] == "pandalm").any():  # both tie policies, one set of scores
             summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
         if out_dir:
-            from .report import example_page
-
             path = Path(out_dir) / f"{name}_scores.csv"
             with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
                 df.to_csv(f, index=False)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 
-from .data import Pair, prompt_text
+from .records import Pair, prompt_text
 
+MAX_LENGTH = 512  # tokens per input (prompt, response and critique) unless a configuration says otherwise
 TRIM_MARK = "…"
 OVER_LENGTH_POLICY = "keep-critique-and-response-end/trim-prompt-then-response-from-left"
 # For a tokenizer without a chat template, a saved RM carries one that writes critcore's own plain

@@ -7,7 +7,7 @@ import random
 import re
 from typing import Iterable
 
-from .data import Loaded, Pair
+from .records import Pair
 
 CAPITALS = (
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Portugal", "Lisbon"),
@@ -127,8 +127,3 @@ def generated_truth(pair: Pair) -> bool:
     nums = lambda text: [int(t) for t in re.findall(r"\d+", text)]  # noqa: E731
     return (truth == m["answer"] and nums(pair.chosen)[-1] == truth and nums(pair.rejected)[-1] == m["wrong"]
             and m["wrong"] != truth)
-
-
-def load_generated(n: int = 64, seed: int = 0, split: str = "train", kinds: Iterable[str] = GENERATED_KINDS) -> Loaded:
-    pairs = generated_pairs(n, seed, split, kinds)
-    return Loaded(pairs, {}, "generated", f"generated:{split}", rows=len(pairs))

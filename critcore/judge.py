@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .critique import augment, make_critic, model_backend
-from .data import Pair, prompt_text
+from .records import Pair, prompt_text
 from .llm import DEFAULT_MAX_CHARS, complete_cached, fill, load_prompt, sha256_text
 from .llm.cache import open_cache
 
@@ -107,6 +107,11 @@ def parse_score(text: str | None, low: float = SCORE_RANGE[0], high: float = SCO
 # ---------------------------------------------------------------- the judge
 
 
+def default_name(model: str, mode: str) -> str:
+    """A judge's table label when it is given none: "<model> Gen" or "<model> Gen + Critiques"."""
+    return f"{model} {MODES[mode]}"
+
+
 class Judge:
     """A point-wise generative judge.
 
@@ -133,8 +138,7 @@ class Judge:
             self.critic = self.backend if critic is None else make_critic(critic)
             if self.critic is None:
                 raise ValueError("a 'critique' judge needs a critic (got 'none')")
-        model = self.backend.identity.split(":", 1)[-1]
-        self.name = name or f"{model} {MODES[mode]}"
+        self.name = name or default_name(self.backend.identity.split(":", 1)[-1], mode)
 
     def render(self, prompt: str, response: str, critique: str | None = None) -> str:
         values = {"prompt": prompt, "response": response}

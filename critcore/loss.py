@@ -1,33 +1,11 @@
-"""Bradley-Terry loss with a margin: -log σ(r(x,y+) - r(x,y-) - m(rating))."""
+"""Bradley-Terry loss with a margin: -log σ(r(x,y+) - r(x,y-) - m(rating)); the rating -> margin
+presets are critcore.recipe.MARGIN_PRESETS."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .data import RATINGS, Pair
-
-# Rating -> margin. Llama 2's two margin scales (Touvron et al. 2023, Table 28).
-MARGIN_PRESETS: dict[str, dict[str, float]] = {
-    "none": {},
-    "llama2-small": {"slightly better": 1 / 3, "better": 2 / 3, "significantly better": 1.0},
-    "llama2-large": {"slightly better": 1.0, "better": 2.0, "significantly better": 3.0},
-}
-
-
-def margin_table(spec: str | dict | None) -> dict[str, float] | str:
-    """A rating -> margin mapping from a preset name, a dict, or 'raw' (use each pair's raw margin)."""
-    if spec is None:
-        return {}
-    if spec == "raw":
-        return "raw"
-    if isinstance(spec, str):
-        if spec not in MARGIN_PRESETS:
-            raise ValueError(f"unknown margin preset {spec!r}; use one of {sorted(MARGIN_PRESETS)}, 'raw', or a dict")
-        return MARGIN_PRESETS[spec]
-    unknown = set(spec) - set(RATINGS)
-    if unknown:
-        raise ValueError(f"margin mapping has unknown ratings {sorted(unknown)}; expected {RATINGS}")
-    return {k: float(v) for k, v in spec.items()}
+from .records import Pair
 
 
 def pair_margin(pair: Pair, table: dict[str, float] | str) -> float:

@@ -46,10 +46,11 @@ from pathlib import Path
 import pandas as pd
 
 from .critique import augment, make_critic, model_backend
-from .data import Pair, jsonl_records, prompt_text
+from .data import jsonl_records
 from .errors import DataError
 from .llm import complete_cached, fill, load_prompt, sha256_text
 from .llm.cache import open_cache
+from .records import Pair, prompt_text
 from .report import pct
 from .stats import mean_with_ci
 

@@ -16,11 +16,15 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Union
 
 import numpy as np
 import pandas as pd
+from pydantic import StrictInt, TypeAdapter
 from scipy import stats
 
+from .errors import DataError
+from .schema import Field, ValidationError, problem
 from .stats import bootstrap_accuracies, check_level, percentile_interval
 
 REQUIRED_COLUMNS = ("subset", "score_chosen", "score_rejected", "tie")
@@ -125,26 +129,23 @@ def subset_accuracies(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
 # ---------------------------------------------------------------- sections
 
 
+# {section: {subset: count}} or {section: [subset, ...]}; a count weighs its subset (suite_counts)
+SECTIONS_FILE = TypeAdapter(Annotated[dict[str, Union[dict[str, Annotated[StrictInt, Field(ge=1)]], list[str]]],
+                                      Field(min_length=1)])
+
+
 def load_sections(path) -> dict[str, dict[str, int]]:
     """Read a {section: {subset: count}} JSON file, e.g. reward-bench-local/sections.json."""
-    from .errors import DataError
-
     try:
         sections = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise DataError(str(path), None, f"cannot be read ({e.strerror or e})") from None
     except ValueError as e:
         raise DataError(str(path), None, f"invalid JSON ({e})") from None
-    if not isinstance(sections, dict) or not sections:
-        raise DataError(str(path), None, "expected {section: {subset: count}} or {section: [subset, ...]}")
-    for name, members in sections.items():
-        if not isinstance(members, (dict, list)) or not all(isinstance(s, str) for s in members):
-            raise DataError(str(path), name, "expected {subset: count} or [subset, ...]")
-        bad = {s: n for s, n in (members.items() if isinstance(members, dict) else ())
-               if isinstance(n, bool) or not isinstance(n, int) or n < 1}
-        if bad:
-            raise DataError(str(path), name, f"subset counts weigh the subsets and must be positive integers, got {bad}")
-    return sections
+    try:
+        return SECTIONS_FILE.validate_python(sections)
+    except ValidationError as e:
+        raise DataError(str(path), None, str(problem(e, None))) from None
 
 
 def _subsets_of(members) -> list[str]:

@@ -20,6 +20,7 @@ from . import atomic, backbones
 from .backbones import quiet_transformers
 from .errors import DataError
 from .format import PLAIN_CHAT_TEMPLATE
+from .recipe import Recipe
 
 PAD_TOKEN = "<|pad|>"
 RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs to read the RM as it was trained
@@ -115,14 +116,7 @@ def read_recipe(path: str | os.PathLike) -> dict | None:
         raise DataError(str(file), None, f"unreadable recipe ({e})") from None
     if not isinstance(recipe, dict):
         raise DataError(str(file), None, f"a recipe is a JSON object, got {type(recipe).__name__}")
-    for key, ok, want in (("max_length", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                           "a positive integer"),
-                          ("with_critiques", lambda v: isinstance(v, bool), "true or false"),
-                          ("critic", lambda v: v is None or isinstance(v, dict), "null or an object")):
-        if key not in recipe:  # a missing critic would read as "trained without critiques"
-            raise DataError(str(file), key, "missing: the recipe cannot say how this RM was trained")
-        if not ok(recipe[key]):
-            raise DataError(str(file), key, f"expected {want}, got {recipe[key]!r}")
+    Recipe.check(recipe, str(file))
     return recipe
 
 

@@ -13,14 +13,16 @@ Annotator ties are dropped at evaluation, as PandaLM's accuracy drops them.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from .data import Pair
+from .evaluate import score_pairs
 from .metrics import correct
+from .recipe import TrainConfig
+from .records import Pair
 from .stats import mean_with_ci
+from .train import train
 
 PROBE_PROMPT = "Which critique is of the better response?"  # the same for every pair: it carries nothing
 PROBE_TRAIN = {"max_length": 96, "lr": 1e-4, "epochs": 2, "batch_size": 32, "micro_batch_size": 16}
@@ -49,8 +51,6 @@ def probe_pairs(pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
 def probe_scores(rm, pairs: list[Pair], batch_size: int = 64):
     """Per held-out pair (annotator ties dropped): 1 if the probe ranks the chosen critique above,
     0 if below or level, 0.5 if the two critiques are the same text. Returns (ids, values)."""
-    from .evaluate import score_pairs
-
     pairs = [p for p in pairs if not p.tie]
     differ, same = probe_pairs(pairs)
     df = score_pairs(rm, differ, batch_size=batch_size, with_critiques=False) if differ else None
@@ -67,13 +67,11 @@ def probe(train_pairs: list[Pair], heldout: dict[str, list[Pair]], out_dir: str 
     training pairs taught it and how many were left out as equal; acc is the information (0.5:
     none; 1: the critiques give the label away). The probe is a critcore RM in out_dir/train
     (reused when it exists with the same config and data)."""
-    from .train import TrainConfig, train
-
     pairs = [p for p in train_pairs if not p.tie]
     taught, equal = probe_pairs(pairs)
     if not taught:
         raise ValueError("every training pair has two equal critiques: nothing to probe with")
-    config = dataclasses.replace(TrainConfig(backbone=backbone, seed=seed), **{**PROBE_TRAIN, **train_options})
+    config = TrainConfig(backbone=backbone, seed=seed).replace(**{**PROBE_TRAIN, **train_options})
     result = train(config, taught, None, Path(out_dir) / "train" if out_dir else None, progress)
     out, pooled = {}, []
     for name, held in heldout.items():

@@ -10,19 +10,27 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 from . import __version__, atomic
 from .collate import PairCollator, length_grouped_batches
-from .data import Pair, fingerprints
-from .errors import ConfigError, CriticMismatchError
+from .errors import CriticMismatchError
+from .evaluate import score_pairs
 from .format import OVER_LENGTH_POLICY, Formatter, template
-from .loss import bradley_terry_loss, margin_table, pair_margin
+from .hardware import use_bf16
+from .loss import bradley_terry_loss, pair_margin
+from .metrics import accuracy_with_ci, correct
 from .model import RewardModel
+from .provenance import git_info
+from .recipe import TrainConfig, margin_table
+from .records import Pair, fingerprints
 
 
 MIN_STEPS = 10  # fewer optimizer steps than this get a warning: the schedule has barely begun
@@ -30,58 +38,6 @@ MIN_STEPS = 10  # fewer optimizer steps than this get a warning: the schedule ha
 
 class TrainingWarning(UserWarning):
     """A run that will train, but probably not as the user meant."""
-
-
-@dataclass
-class TrainConfig:
-    backbone: str = "minilm"
-    lr: float = 5e-5
-    batch_size: int = 32  # effective pairs per optimizer step
-    micro_batch_size: int = 8  # pairs per forward; gradients accumulate up to batch_size
-    epochs: int = 1
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.1  # cosine decays to this share of the peak
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512
-    margin: str | dict | None = "none"  # preset name, rating -> margin dict, or "raw"
-    with_critiques: bool = True  # use pairs' critiques when they have them
-    lora: dict | None = None  # e.g. {"r": 16, "alpha": 32}
-    dropout: bool = False  # off by default for RM training
-    bf16: bool | None = None  # bf16 autocast; None: on a GPU and on a CPU with native bf16 (critcore.hardware)
-    gradient_checkpointing: bool = False
-    group_by_length: bool = True
-    seed: int = 0
-    save_every: int = 0  # optimizer steps between checkpoints; 0 = none
-    threads: int | None = None
-    eval_batch_size: int = 32
-
-    def __post_init__(self):
-        """Values that would train nothing, or something else than asked, are refused here, so
-        every way to a TrainConfig (params, --set, Python) is checked."""
-        at_least = {"lr": 1e-12, "batch_size": 1, "micro_batch_size": 1, "epochs": 1, "max_length": 1,
-                    "eval_batch_size": 1, "save_every": 0, "weight_decay": 0, "max_grad_norm": 0}  # grad norm 0: no clipping
-        for name, low in at_least.items():
-            if not getattr(self, name) >= low:
-                raise ConfigError(f"train.{name} must be {'positive' if low > 0 else 'at least 0'}, "
-                                  f"got {getattr(self, name)!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"train.threads must be positive or null, got {self.threads!r}")
-        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1) and train.min_lr_ratio in [0, 1], got "
-                              f"{self.warmup_ratio!r} and {self.min_lr_ratio!r}")
-        if self.batch_size % self.micro_batch_size:
-            raise ConfigError(f"train.batch_size {self.batch_size} is not a multiple of micro_batch_size "
-                              f"{self.micro_batch_size}")
-        try:
-            margin_table(self.margin)
-        except ValueError as e:
-            raise ConfigError(f"train.margin: {e}") from None
-
-    def key(self) -> str:
-        """A hash of everything that changes the trained model (not logging or checkpointing)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("save_every", "threads", "eval_batch_size")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -130,8 +86,6 @@ def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) -> dict:
     """What scoring needs to read a trained RM as it was trained, saved beside its weights."""
-    from .provenance import git_info
-
     sha = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
     prompts, whole = fingerprints(train_pairs)  # so that `critcore evaluate` can tell held-out pairs seen here
     return {"critcore": __version__, "git": git_info(), "backbone": config.backbone,
@@ -140,7 +94,7 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
             "with_critiques": critic is not None, "critic": critic,  # what it was trained on, not the switch
             "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs),
                            "prompt_keys": " ".join(sorted(set(prompts))), "pair_keys": " ".join(sorted(set(whole)))},
-            "train_config": asdict(config)}
+            "train_config": config.model_dump()}
 
 
 def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | None = None,
@@ -152,154 +106,201 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     Annotator ties (PandaLM) teach no preference and are left out (counted). `critic` describes
     the critic that wrote the pairs' critiques (critique.Critic.describe()); without it the recipe
     records the critic the pairs' own tags name. The saved model carries that recipe."""
-    from accelerate import Accelerator, PartialState
-    from transformers import set_seed
-
     ties = sum(p.tie for p in train_pairs)
     train_pairs = [p for p in train_pairs if not p.tie]
     if not train_pairs:
         raise ValueError("no training pairs" + (f" ({ties} annotator ties left out)" if ties else ""))
-    used = critiques_of(train_pairs, config.with_critiques)
-    if critic is not None and used is not None and critic.get("identity") != used["identity"]:
-        raise CriticMismatchError(f"the pairs carry critiques of {used['identity']!r}, not of {critic['identity']!r}")
-    critic = None if used is None else {**used, "source": "data"} if critic is None else {**critic, "source": "critic"}
-    out = Path(out_dir) if out_dir else None
+    critic = _critic_of(train_pairs, config.with_critiques, critic)
     if config.bf16 is None:  # decided here, and part of the run key: a model trained in bf16 is another model
-        from .hardware import use_bf16
-
-        config = replace(config, bf16=use_bf16(PartialState().device.type))
+        config = config.replace(bf16=use_bf16(PartialState().device.type))
     run_key = {"config": config.key(), "data": data_key(train_pairs)}
-    if out:
-        atomic.clean_leftovers(out / "model")  # a save killed half-way
-    if out and (out / "model" / "config.json").exists():
-        try:
-            summary = json.loads((out / "summary.json").read_text())
-        except (OSError, ValueError):  # none, or damaged: this run is not known to be finished
-            summary = None
-        if isinstance(summary, dict) and summary.get("run_key") == run_key:
-            rm = RewardModel.load(str(out / "model")).to(PartialState().device)  # a GPU when there is one
-            return TrainResult(rm.eval(), summary)
+    out = Path(out_dir) if out_dir else None
+    finished = _finished(out, run_key)
+    if finished is not None:
+        return finished
+
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
     rm = RewardModel.load(config.backbone, dropout=config.dropout, lora=config.lora)
     if config.gradient_checkpointing:
         rm.hf.gradient_checkpointing_enable()
+    features, trims = _features(rm, config, train_pairs)  # token ids and margins
 
-    fmt = Formatter(rm.tokenizer, config.max_length)
-    features, trims = fmt.encode_pairs(train_pairs, config.with_critiques)
-    table = margin_table(config.margin)
-    for f, p in zip(features, train_pairs):
-        f["margin"] = pair_margin(p, table)
-
-    per_step = config.micro_batch_size * PartialState().num_processes
-    if config.batch_size % per_step:
-        raise ValueError(f"batch_size {config.batch_size} is not a multiple of micro_batch_size x processes = {per_step}")
-    accum = config.batch_size // per_step
-    accelerator = Accelerator(gradient_accumulation_steps=accum)
-
-    # a pair's two sides share one padded tensor: group by the longer side (10% padding on the mix, not 16%)
-    lengths = [max(len(f["chosen"]), len(f["rejected"])) for f in features]
-    batches = []
-    for epoch in range(config.epochs):
-        if config.group_by_length:
-            batches += length_grouped_batches(lengths, config.micro_batch_size, config.seed + epoch)
-        else:
-            order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-            batches += [order[i:i + config.micro_batch_size] for i in range(0, len(order), config.micro_batch_size)]
-    loader = torch.utils.data.DataLoader(features, batch_sampler=batches, collate_fn=PairCollator(rm.tokenizer.pad_token_id))
-
+    accelerator = Accelerator(gradient_accumulation_steps=config.accumulation(PartialState().num_processes))
+    loader = torch.utils.data.DataLoader(features, batch_sampler=_batches(features, config),
+                                         collate_fn=PairCollator(rm.tokenizer.pad_token_id))
     params = [p for p in rm.parameters() if p.requires_grad]
     # The fused kernel steps ~7x faster than the default on CPU (bench/adamw_fused.py).
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
                                   fused=accelerator.device.type in ("cpu", "cuda"))
     rm, optimizer, loader = accelerator.prepare(rm, optimizer, loader)
-    total_steps = math.ceil(len(loader) / accum)
-    if total_steps < MIN_STEPS:
-        warnings.warn(f"{len(train_pairs)} pairs at batch {config.batch_size} x {config.epochs} epoch(s) make only "
-                      f"{total_steps} optimizer step(s) (fewer than {MIN_STEPS}): the learning-rate schedule "
-                      "barely runs, so the RM learns little", TrainingWarning, stacklevel=2)
-    scheduler = warmup_cosine(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps,
-                              config.min_lr_ratio)
+    total_steps = math.ceil(len(loader) / accelerator.gradient_accumulation_steps)
+    _warn_if_short(len(train_pairs), config, total_steps)
+    scheduler = warmup_cosine(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps, config.min_lr_ratio)
     accelerator.register_for_checkpointing(scheduler)
+    step, seconds_before = _resume(accelerator, out, run_key)
 
-    step, seconds_before, resumed_from = 0, 0.0, None
-    ckpt_root = out / "checkpoints" if out else None
-    if ckpt_root and ckpt_root.exists():
-        states = {int(p.name[5:]): _checkpoint_key(p) or {} for p in ckpt_root.glob("step-*") if p.name[5:].isdigit()}
-        # Only this run's checkpoints: another config's or data's would resume the wrong training.
-        done = [s for s, state in states.items() if state.get("run_key") == run_key]
-        if done:
-            step = resumed_from = max(done)
-            accelerator.load_state(str(ckpt_root / f"step-{step}"))
-            seconds_before = states[step].get("train_seconds", 0.0)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl" if out else None
-    if metrics_path:
-        _truncate_metrics(metrics_path, step)
-    loader_iter = accelerator.skip_first_batches(loader, step * accum) if step else loader
-
-    rm.train()
-    bar = tqdm(total=len(train_pairs) * config.epochs, initial=min(step * config.batch_size, len(train_pairs) * config.epochs),
-               desc="train", unit="pair", disable=not progress or not accelerator.is_main_process)
-    started, pairs_seen = time.perf_counter(), 0
-    window = {"loss": 0.0, "correct": 0, "pairs": 0}
-    for batch in loader_iter:
-        with accelerator.accumulate(rm):
-            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                rewards = rm(batch["input_ids"], batch["attention_mask"]).float()
-            n = batch["margin"].shape[0]
-            r_chosen, r_rejected = rewards[:n], rewards[n:]
-            loss = bradley_terry_loss(r_chosen, r_rejected, batch["margin"])
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
-        window["loss"] += loss.item() * n
-        window["correct"] += int((r_chosen > r_rejected).sum())
-        window["pairs"] += n
-        pairs_seen += n
-        bar.update(n * accelerator.num_processes)
-        if not accelerator.sync_gradients:
-            continue
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        scheduler.step()
-        step += 1
-        row = {"step": step, "loss": window["loss"] / window["pairs"], "accuracy": window["correct"] / window["pairs"],
-               "lr": lr, "pairs_per_s": pairs_seen * accelerator.num_processes / (time.perf_counter() - started)}
-        window = {"loss": 0.0, "correct": 0, "pairs": 0}
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
-        if metrics_path and accelerator.is_main_process:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-        if ckpt_root and config.save_every and step % config.save_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, ckpt_root, step,
-                             {"run_key": run_key, "train_seconds": seconds_before + time.perf_counter() - started})
-    bar.close()
-    segment = time.perf_counter() - started
-    train_seconds = seconds_before + segment
-
-    rm = accelerator.unwrap_model(rm)
-    rm.eval()
-    summary = {"run_key": run_key, "config": asdict(config), "train_pairs": len(train_pairs), "skipped_ties": ties,
-               "steps": total_steps, "resumed_from_step": resumed_from, "train_seconds": round(train_seconds, 2),
-               "pairs_per_s": round(pairs_seen * accelerator.num_processes / max(segment, 1e-9), 3),
+    loop = _Loop(accelerator, rm, optimizer, scheduler, params, config, out, run_key, step, seconds_before, total_steps)
+    loop.run(loader, len(train_pairs), progress)
+    rm = accelerator.unwrap_model(rm).eval()
+    summary = {"run_key": run_key, "config": config.model_dump(), "train_pairs": len(train_pairs), "skipped_ties": ties,
+               "steps": total_steps, "resumed_from_step": step or None, **loop.timing(),
                "tokens_per_pair": round(sum(len(f["chosen"]) + len(f["rejected"]) for f in features) / len(features), 1),
                "truncated": dict(trims), "critic": critic}
     if val_pairs:
-        from .evaluate import score_pairs
-        from .metrics import accuracy_with_ci, correct
-
         scores = score_pairs(rm, val_pairs, max_length=config.max_length, batch_size=config.eval_batch_size,
-                             with_critiques=config.with_critiques)
+                             with_critiques=config.with_critiques, allow_critic_mismatch=True)  # its recipe is not saved yet
         summary["validation"] = accuracy_with_ci(correct(scores))
     if out and accelerator.is_main_process:
         rm.save(out / "model", recipe(config, train_pairs, critic))
         atomic.write_json(out / "summary.json", summary)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return TrainResult(rm, summary)
+
+
+def _critic_of(pairs: list[Pair], with_critiques: bool, critic: dict | None) -> dict | None:
+    """What the recipe records of the critiques trained on: the critic given (which must be the
+    one the pairs' tags name), else the tags' own; None without critiques."""
+    used = critiques_of(pairs, with_critiques)
+    if critic is not None and used is not None and critic.get("identity") != used["identity"]:
+        raise CriticMismatchError(f"the pairs carry critiques of {used['identity']!r}, not of {critic['identity']!r}")
+    return None if used is None else {**used, "source": "data"} if critic is None else {**critic, "source": "critic"}
+
+
+def _finished(out: Path | None, run_key: dict) -> TrainResult | None:
+    """The finished run in `out` with this run key, loaded (on a GPU when there is one), else None."""
+    if out is None:
+        return None
+    atomic.clean_leftovers(out / "model")  # a save killed half-way
+    if not (out / "model" / "config.json").exists():
+        return None
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):  # none, or damaged: this run is not known to be finished
+        return None
+    if not isinstance(summary, dict) or summary.get("run_key") != run_key:
+        return None
+    return TrainResult(RewardModel.load(str(out / "model")).to(PartialState().device).eval(), summary)
+
+
+def _features(rm: RewardModel, config: TrainConfig, pairs: list[Pair]) -> tuple[list[dict], Counter]:
+    """Each pair's token ids (both sides, within max_length) and margin; how many sides were trimmed."""
+    features, trims = Formatter(rm.tokenizer, config.max_length).encode_pairs(pairs, config.with_critiques)
+    table = margin_table(config.margin)
+    for f, p in zip(features, pairs):
+        f["margin"] = pair_margin(p, table)
+    return features, trims
+
+
+def _batches(features: list[dict], config: TrainConfig) -> list[list[int]]:
+    """Micro-batches of every epoch: length-grouped (a pair's two sides share one padded tensor, so
+    by the longer side: 10% padding on the mix, not 16%) or in a seeded random order."""
+    lengths = [max(len(f["chosen"]), len(f["rejected"])) for f in features]
+    batches, size = [], config.micro_batch_size
+    for epoch in range(config.epochs):
+        if config.group_by_length:
+            batches += length_grouped_batches(lengths, size, config.seed + epoch)
+        else:
+            order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+            batches += [order[i:i + size] for i in range(0, len(order), size)]
+    return batches
+
+
+def _warn_if_short(n_pairs: int, config: TrainConfig, total_steps: int) -> None:
+    if total_steps < MIN_STEPS:
+        warnings.warn(f"{n_pairs} pairs at batch {config.batch_size} x {config.epochs} epoch(s) make only "
+                      f"{total_steps} optimizer step(s) (fewer than {MIN_STEPS}): the learning-rate schedule "
+                      "barely runs, so the RM learns little", TrainingWarning, stacklevel=3)
+
+
+def _resume(accelerator, out: Path | None, run_key: dict) -> tuple[int, float]:
+    """(optimizer steps done, training seconds so far) from this run's last checkpoint in `out`,
+    its state loaded; (0, 0.0) when there is none. Another config's or data's checkpoint would
+    resume the wrong training, so only this run key's count."""
+    root = out / "checkpoints" if out else None
+    if not (root and root.exists()):
+        return 0, 0.0
+    states = {int(p.name[5:]): _checkpoint_key(p) or {} for p in root.glob("step-*") if p.name[5:].isdigit()}
+    done = [s for s, state in states.items() if state.get("run_key") == run_key]
+    if not done:
+        return 0, 0.0
+    step = max(done)
+    accelerator.load_state(str(root / f"step-{step}"))
+    return step, states[step].get("train_seconds", 0.0)
+
+
+class _Loop:
+    """The optimizer steps from `step` on, with a progress bar by pair, one metrics.jsonl row per
+    step (loss, accuracy, lr, pairs/s) and a checkpoint every config.save_every steps."""
+
+    def __init__(self, accelerator, rm, optimizer, scheduler, params, config: TrainConfig, out: Path | None,
+                 run_key: dict, step: int, seconds_before: float, total_steps: int):
+        self.accelerator, self.rm, self.optimizer, self.scheduler, self.params = accelerator, rm, optimizer, scheduler, params
+        self.config, self.out, self.run_key, self.total_steps = config, out, run_key, total_steps
+        self.step, self.seconds_before, self.pairs_seen, self.segment = step, seconds_before, 0, 0.0
+        self.metrics = out / "metrics.jsonl" if out else None
+
+    def run(self, loader, n_pairs: int, progress: bool) -> None:
+        acc, config = self.accelerator, self.config
+        if self.metrics:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(self.metrics, self.step)
+        batches = acc.skip_first_batches(loader, self.step * acc.gradient_accumulation_steps) if self.step else loader
+        self.rm.train()
+        bar = tqdm(total=n_pairs * config.epochs, initial=min(self.step * config.batch_size, n_pairs * config.epochs),
+                   desc="train", unit="pair", disable=not progress or not acc.is_main_process)
+        started = time.perf_counter()
+        window = {"loss": 0.0, "correct": 0, "pairs": 0}
+        for batch in batches:
+            loss, n, right = self._forward_backward(batch)
+            window["loss"] += loss * n
+            window["correct"] += right
+            window["pairs"] += n
+            self.pairs_seen += n
+            bar.update(n * acc.num_processes)
+            if not acc.sync_gradients:
+                continue
+            lr = self.scheduler.get_last_lr()[0]  # the rate this step used
+            self.scheduler.step()
+            self.step += 1
+            row = {"step": self.step, "loss": window["loss"] / window["pairs"],
+                   "accuracy": window["correct"] / window["pairs"], "lr": lr,
+                   "pairs_per_s": self.pairs_seen * acc.num_processes / (time.perf_counter() - started)}
+            window = {"loss": 0.0, "correct": 0, "pairs": 0}
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+            self._log(row, time.perf_counter() - started)
+        bar.close()
+        self.segment = time.perf_counter() - started
+
+    def _forward_backward(self, batch) -> tuple[float, int, int]:
+        """One micro-batch: Bradley-Terry loss, backward, and (at an accumulation boundary) the
+        clipped optimizer step. Returns (loss, pairs, pairs ranked right)."""
+        acc, config = self.accelerator, self.config
+        with acc.accumulate(self.rm):
+            with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                rewards = self.rm(batch["input_ids"], batch["attention_mask"]).float()
+            n = batch["margin"].shape[0]
+            r_chosen, r_rejected = rewards[:n], rewards[n:]
+            loss = bradley_terry_loss(r_chosen, r_rejected, batch["margin"])
+            acc.backward(loss)
+            if acc.sync_gradients and config.max_grad_norm:
+                acc.clip_grad_norm_(self.params, config.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return loss.item(), n, int((r_chosen > r_rejected).sum())
+
+    def _log(self, row: dict, seconds: float) -> None:
+        if self.metrics and self.accelerator.is_main_process:
+            with self.metrics.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if self.out and self.config.save_every and self.step % self.config.save_every == 0 and self.step < self.total_steps:
+            _save_checkpoint(self.accelerator, self.out / "checkpoints", self.step,
+                             {"run_key": self.run_key, "train_seconds": self.seconds_before + seconds})
+
+    def timing(self) -> dict:
+        return {"train_seconds": round(self.seconds_before + self.segment, 2),
+                "pairs_per_s": round(self.pairs_seen * self.accelerator.num_processes / max(self.segment, 1e-9), 3)}
 
 
 def _save_checkpoint(accelerator, root: Path, step: int, state: dict) -> None:
@@ -354,7 +355,7 @@ def lr_sweep(config: TrainConfig, lrs: list[float], train_pairs: list[Pair], val
     rows, best = [], None
     for lr in lrs:
         sub = Path(out_dir) / f"lr-{float(lr):g}" if out_dir else None
-        result = train(replace(config, lr=float(lr)), train_pairs, val_pairs, sub, progress, critic)
+        result = train(config.replace(lr=float(lr)), train_pairs, val_pairs, sub, progress, critic)
         rows.append({"lr": lr, **{f"val_{k}": v for k, v in result.summary["validation"].items()}})
         if best is None or result.summary["validation"]["acc"] > best.summary["validation"]["acc"]:
             best = result

@@ -254,7 +254,7 @@ def test_damaged_model_folders_are_one_line_errors(rm_minilm, tmp_path):
     for name, recipe, needles in (("list", "[1]", ("JSON object",)),
                                   ("no_critic", '{"max_length": 64, "with_critiques": false}', ("'critic'", "missing")),
                                   ("bad_length", '{"max_length": "64", "with_critiques": false, "critic": null}',
-                                   ("'max_length'", "positive integer")),
+                                   ("'max_length'", "valid integer")),
                                   ("cut", '{"max_len', ("unreadable recipe",))):
         variant(f"recipe_{name}", lambda f, r=recipe: (f / "critcore_recipe.json").write_text(r),
                 f"recipe_{name}/critcore_recipe.json", *needles)

@@ -171,7 +171,7 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--out", tmp_path / "ev2", "--cache",
                        tmp_path / "garbage.sqlite"), "garbage.sqlite", "critique cache")
     one_line_error(run("evaluate", "--model", crit, "--data", f"pl={pl}", "--out", tmp_path / "ev2", "--cache", cache,
-                       "--set", f"sections={tmp_path / 'sections.json'}"), "sections.json", "field 'chat'")
+                       "--set", f"sections={tmp_path / 'sections.json'}"), "sections.json", "'chat'")
     assert not (tmp_path / "ev2").exists()
     res = run("evaluate", "--model", crit, "--data", f"pl={pl}", "--set", "eval_data.pl.limit=8", "--critic",
               "simulated:0.5", "--allow-critic-mismatch", "--out", tmp_path / "ev3", "--quiet", "--cache", cache)
@@ -212,7 +212,8 @@ def test_evaluate_warns_of_pairs_the_model_was_trained_on(tmp_path):
     """A saved RM's recipe carries short hashes of its training prompts and pairs, so `critcore
     evaluate` on a set that holds training pairs warns and records how many ("overlap" in
     summary.json and run.json); a disjoint set says nothing. No training text is kept."""
-    from critcore.data import load_generated, write_pairs
+    from critcore.data import write_pairs
+    from critcore.loaders import load_generated
     from critcore.train import TrainConfig, TrainingWarning, train
 
     pairs = load_generated(12, split="train").pairs

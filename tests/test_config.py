@@ -7,7 +7,7 @@ import nbformat
 import pytest
 import yaml
 
-from critcore import config
+from critcore import config, studies  # noqa: F401 - studies registers the study schemas
 from critcore.config import ConfigError, load, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_a_key_given_twice_on_the_command_line_is_an_error():
         load(None, ["seed=1", "seed=2"], schema="train")
     # the same value twice, and --set reaching into the spec a flag gave, are fine
     assert load(None, ["train.lr=3e-5"], {"train.lr": 3e-5, "train_data": "x.jsonl"}, schema="train").train.lr == 3e-5
-    cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json"}, schema="evaluate")
+    cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json", "model": "m"}, schema="evaluate")
     assert cfg.eval_data["pl"]["limit"] == 300
 
 
@@ -109,10 +109,10 @@ def test_unknown_keys_name_the_nearest(tmp_path):
     ("lr", 0, "train.lr must be positive, got 0"), ("lr", -1e-4, "train.lr must be positive"),
     ("epochs", 0, "train.epochs must be positive"), ("max_length", 0, "train.max_length must be positive"),
     ("micro_batch_size", 0, "train.micro_batch_size must be positive"), ("batch_size", 30, "not a multiple of"),
-    ("warmup_ratio", 1.0, "train.warmup_ratio must be in [0, 1)"), ("min_lr_ratio", 1.5, "min_lr_ratio in [0, 1]"),
+    ("warmup_ratio", 1.0, "train.warmup_ratio must be in [0, 1)"), ("min_lr_ratio", 1.5, "train.min_lr_ratio must be in [0, 1]"),
     ("weight_decay", -0.1, "train.weight_decay must be at least 0"), ("max_grad_norm", -1, "max_grad_norm must be at least 0"),
     ("save_every", -1, "save_every must be at least 0"), ("eval_batch_size", 0, "eval_batch_size must be positive"),
-    ("threads", 0, "train.threads must be positive or null"), ("margin", "foo", "train.margin: unknown margin preset"),
+    ("threads", 0, "train.threads must be positive or null"), ("margin", "foo", "'train.margin': unknown margin preset"),
 ])
 def test_training_options_that_would_train_nothing_or_else_are_refused(key, value, needle):
     """Each of these trained (lr 0, max_length 0, warmup past the end: a result, and no error) or
@@ -121,9 +121,9 @@ def test_training_options_that_would_train_nothing_or_else_are_refused(key, valu
     from critcore.train import TrainConfig
 
     with pytest.raises(ConfigError, match=re.escape(needle)):
-        resolve(config.TrainJob, {"train_data": "x.jsonl", "train": {key: value}})
+        resolve(config.SCHEMAS["train"], {"train_data": "x.jsonl", "train": {key: value}})
     with pytest.raises(ConfigError, match=re.escape(needle)):
-        resolve(config.RQ1, {}, sets=[f"train.{key}={value}"])
+        resolve(config.SCHEMAS["rq1"], {}, sets=[f"train.{key}={value}"])
     with pytest.raises(ConfigError, match=re.escape(needle)):
         TrainConfig(**{key: value})
     assert TrainConfig(max_grad_norm=0, save_every=0, threads=None).max_grad_norm == 0  # 0: no clipping, no checkpoints
@@ -133,7 +133,7 @@ def test_training_options_that_would_train_nothing_or_else_are_refused(key, valu
     ("rq1", {"n_boot": 0}, "n_boot must be at least 1, got 0"), ("rq1", {"seed": -1}, "seed must be at least 0"),
     ("train", {"threads": 0}, "threads must be positive, null or auto, got 0"),
     ("evaluate", {"batch_size": 0}, "batch_size must be positive"), ("score", {"max_length": 0}, "max_length must be positive"),
-    ("quickstart", {"n_train": 0}, "n_train must be a positive integer"),
+    ("quickstart", {"n_train": 0}, "n_train must be positive"),
     ("rq2", {"sizes": [8, 4]}, "sizes must be strictly increasing"),
 ])
 def test_study_checks_run_on_every_way_in(schema, raw, needle):
@@ -146,7 +146,7 @@ def test_study_checks_run_on_every_way_in(schema, raw, needle):
 
 
 def test_set_reaches_into_a_string_spec_and_flags_come_before_set():
-    cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json"}, schema="evaluate")
+    cfg = load(None, ["eval_data.pl.limit=300"], {"eval_data.pl": "pandalm:/x/testset.json", "model": "m"}, schema="evaluate")
     assert cfg.eval_data["pl"] == {"format": "pandalm", "path": "/x/testset.json", "limit": 300}
     cfg = load(None, ["train_data.seed=4"], {"train_data": "/x/a:b.jsonl", "train_data.limit": 10}, schema="train")
     assert cfg.train_data == {"format": "jsonl", "path": "/x/a:b.jsonl", "limit": 10, "seed": 4}
@@ -161,7 +161,7 @@ def test_config_command_prints_the_resolved_configuration(capsys):
     assert printed["critics"] == {"none": "none", "smollm2": "smollm2", "gemma3-270m": "gemma3-270m"}
     assert "${data}" not in str(printed) and printed["eval_data"]["pandalm"]["path"].endswith("pandalm/testset-v1.json")
     # what it prints resolves to itself: the same object run.json records and notebooks receive
-    assert config.to_dict(resolve(config.RQ1, printed)) == printed
+    assert config.to_dict(resolve(config.SCHEMAS["rq1"], printed)) == printed
 
 
 @pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])

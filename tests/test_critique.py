@@ -159,6 +159,90 @@ def test_check_same_critic_refuses_mismatches(val_pairs):
         check_same_critic(a + augment(test, "simulated:0.9", progress=False), a)
 
 
+def test_scoring_refuses_pairs_not_critiqued_as_the_rm_was_trained_in_python_too(rm_minilm):
+    """critcore.evaluate scored a critique RM on pairs without its critiques (and a No-Critiques RM
+    on critiqued ones) with no word: other margins than the recipe gives. The rule the CLI
+    applied now holds wherever an RM scores, with the same explicit opt-out (test fails on the
+    old code)."""
+    import copy
+
+    from critcore.evaluate import evaluate, score_one, score_pairs
+    from critcore.generated import generated_pairs
+
+    pairs = generated_pairs(6, split="test")
+    critiqued = augment(pairs, "simulated:0.9", progress=False)
+    rm = copy.copy(rm_minilm)  # the same weights, with a recipe of its own
+    rm.recipe = {"max_length": 64, "with_critiques": True,
+                 "critic": {"identity": "simulated(p=0.9,seed=0)", "config": critiqued[0].meta["critic_config"]}}
+    as_trained = score_pairs(rm, critiqued)
+    with pytest.raises(CriticMismatchError, match=r"trained with critiques by 'simulated\(p=0.9,seed=0\)'.*but the "
+                                                  r"pairs carry no critiques.*allow_critic_mismatch=True"):
+        score_pairs(rm, pairs)
+    with pytest.raises(CriticMismatchError, match="pairs carry critiques by 'simulated"):
+        evaluate(rm, {"other": augment(pairs, "simulated:0.5", progress=False)})
+    with pytest.raises(CriticMismatchError, match="scored without a critique"):
+        score_one(rm, "What is 2+2?", "4")
+    mismatched = score_pairs(rm, pairs, allow_critic_mismatch=True)  # the explicit opt-out
+    assert (mismatched["margin"] != as_trained["margin"]).any()  # what the rule prevents: other numbers
+    rm.recipe = {**rm.recipe, "critic": None}
+    with pytest.raises(CriticMismatchError, match="trained without critiques, but the pairs carry critiques"):
+        score_pairs(rm, critiqued)
+    with pytest.raises(CriticMismatchError, match="scored with a critique"):
+        score_one(rm, "What is 2+2?", "4", critique="Correct.")
+    assert len(score_pairs(rm, critiqued, with_critiques=False)) == 6  # critiques left unread: as trained
+    rm.recipe = None  # a checkpoint without a recipe: nothing to hold it to
+    assert len(score_pairs(rm, pairs)) == len(score_pairs(rm, critiqued)) == 6
+
+
+@pytest.fixture
+def toy_backend():
+    """tests/toy_critic.py registered for one test, and for it alone."""
+    import importlib
+    import sys
+
+    from critcore.critics import BACKENDS
+
+    yield importlib.import_module("toy_critic")
+    BACKENDS.pop("toy", None)
+    sys.modules.pop("toy_critic", None)
+
+
+@pytest.mark.filterwarnings("ignore::critcore.train.TrainingWarning")  # one optimizer step is all this needs
+def test_a_new_critic_backend_is_one_module_and_one_line(toy_backend, tmp_path, capsys):
+    """tests/toy_critic.py adds a backend as CONTRIBUTING.md says: one module (its options model
+    and its class) and one line that imports it. Nothing else in critcore changes, and specs,
+    option checks, the cache, configurations, dry runs, training, the recipe and scoring take it."""
+    from critcore import config, studies
+    from critcore.cli import main
+    from critcore.generated import generated_pairs
+
+    critic = make_critic({"backend": "toy", "word": "ok"}, {"max_new_tokens": 8, "template": None})
+    assert isinstance(critic, toy_backend.ToyCritic) and critic.identity == "toy:ok"  # options it has not: left out
+    with pytest.raises(UserError, match="critic toy: repeat must be at least 1"):
+        make_critic({"backend": "toy", "repeat": 0})
+    with pytest.raises(UserError, match="critic toy: unknown key 'wrd'; did you mean 'word'"):
+        make_critic({"backend": "toy", "wrd": "x"})
+    pairs = generated_pairs(8, split="train")
+    with CritiqueCache(tmp_path / "c.sqlite") as cache:
+        assert augment(pairs, critic, cache, progress=False)[0].chosen_critique.startswith("ok: ")
+        augment(pairs, critic, cache, progress=False)
+        assert cache.stats["generated"] == 16 and cache.stats["hits"] == 16
+    cfg = config.resolve(config.SCHEMAS["rq1"], {
+        "critics": {"none": "none", "toy": {"backend": "toy", "repeat": 2}}, "sections": "generated",
+        "train_data": {"format": "generated", "n": 8}, "eval_data": {"g": {"format": "generated", "n": 4, "split": "test"}}})
+    report = studies.validate(cfg, check_data=False)
+    assert report.ok and any(c.startswith("critic toy: toy:fine (config ") for c in report.checks)
+    common = ["--max-length", "32", "--set", "train.batch_size=8", "--cache", str(tmp_path / "c.sqlite"), "--quiet"]
+    assert main(["train", "--train", json.dumps({"format": "generated", "n": 8}), "--critic",
+                 json.dumps({"backend": "toy", "word": "ok"}), "--out", str(tmp_path / "run"), *common]) == 0
+    model = tmp_path / "run" / "train" / "model"
+    assert json.loads((model / "critcore_recipe.json").read_text())["critic"]["spec"]["backend"] == "toy"
+    capsys.readouterr()
+    assert main(["score", "--model", str(model), "--prompt", "What is 2+2?", "--response", "It is 4", *common[4:]]) == 0
+    scored = json.loads(capsys.readouterr().out)  # the recipe's spec rebuilt the toy critic, which critiqued
+    assert scored["critique"] == "ok: It is 4" and scored["critic"] == "toy:ok"
+
+
 def test_make_critic_specs(monkeypatch):
     assert make_critic("none") is None and make_critic(None) is None
     s = make_critic("simulated:0.7,seed=3")
@@ -177,23 +261,24 @@ def test_make_critic_specs(monkeypatch):
                                 "api_key_env": "CRITCORE_TEST_KEY", "max_concurrency": 8}))
     assert isinstance(o, OpenAICritic) and o.url == "http://h:1/v1/chat/completions" and o.identity == "openai:m"
     assert "sk-secret-123" not in repr(o) + o.identity + json.dumps(o.params)
-    with pytest.raises(ValueError, match="unknown critic backend"):
+    with pytest.raises(ValueError, match="critic magic: unknown backend 'magic'; expected one of 'local', 'openai'"):
         make_critic({"backend": "magic"})
-    with pytest.raises(ValueError, match="takes no option 'max_new_token'"):
+    with pytest.raises(ValueError, match="unknown key 'max_new_token'; did you mean 'max_new_tokens'"):
         make_critic({"backend": "local", "model": "smollm2", "max_new_token": 3})
 
 
 @pytest.mark.parametrize("spec, needle", [
-    ({"backend": "openai", "base_url": "http://h:1/v1"}, "the spec needs model"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": 0}, "'max_concurrency' must be a number of at least 1, got 0"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": "x"}, "'max_concurrency' must be a number"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "timeout": -1}, "'timeout' must be a number of at least 0.001"),
-    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_retries": True}, "'max_retries' must be a number"),
-    ({"backend": "local", "model": "smollm2", "max_new_tokens": 0}, "'max_new_tokens' must be a number of at least 1"),
-    ({"backend": "local", "model": "smollm2", "batch_size": 0}, "'batch_size' must be a number of at least 1"),
-    ({"backend": "local", "model": "smollm2", "dtype": "float8"}, "dtype 'float8': expected one of float32, bfloat16"),
-    ({"backend": "local", "model": "smollm2", "engine": "vllm"}, "engine 'vllm': expected one of"),
-    ({"backend": "local", "model": "smollm2", "engine": "ctranslate2", "compute_type": "int4"}, "compute_type 'int4'"),
+    ({"backend": "openai", "base_url": "http://h:1/v1"}, "critic openai: 'model' is missing"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": 0}, "max_concurrency must be at least 1 or null, got 0"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_concurrency": "x"}, "'max_concurrency': input should be a valid integer"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "timeout": -1}, "timeout must be at least 0.001"),
+    ({"backend": "openai", "base_url": "http://h:1/v1", "model": "m", "max_retries": True}, "'max_retries': expected a number, got a boolean"),
+    ({"backend": "local", "model": "smollm2", "max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+    ({"backend": "local", "model": "smollm2", "batch_size": 0}, "batch_size must be at least 1"),
+    ({"backend": "local", "model": "smollm2", "dtype": "float8"}, "'dtype': input should be 'float32', 'bfloat16' or 'float16' (got 'float8')"),
+    ({"backend": "local", "model": "smollm2", "engine": "vllm"}, "'engine': input should be 'ctranslate2' or 'transformers' (got 'vllm')"),
+    ({"backend": "local", "model": "smollm2", "engine": "ctranslate2", "compute_type": "int4"}, "'compute_type': input should be"),
+    ("simulated:1.5", "critic simulated: p must be in [0, 1], got 1.5"),
 ])
 def test_a_bad_critic_option_is_a_user_error_before_any_work(spec, needle):
     """Each of these was a ValueError, TypeError or AttributeError traceback from deep inside a

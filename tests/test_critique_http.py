@@ -339,7 +339,7 @@ def test_a_run_leaves_out_the_pairs_a_critic_skips_and_records_them(tmp_path, ke
     """on_error: skip in a study run: each split loses exactly the pairs that hold the refused
     response, run.json's critique statistics count them per split, and the rest keep their order."""
     from critcore import studies
-    from critcore.run import Splits, critique_splits
+    from critcore.splits import Splits, critique_splits
 
     pairs = read_pairs(MIX_VALIDATION)[:14]
     bad = pairs[3].chosen[:40]

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from critcore.data import (
-    DataError, Loaded, Pair, load, load_alpacaeval, load_hh_rlhf, load_jsonl, load_pandalm,
-    load_rewardbench, load_ultrafeedback, nested_subsets, pandalm_majority, parse_spec, read_pairs, sample,
-    write_pairs,
-)
+from critcore.data import DataError, load, nested_subsets, parse_spec, read_pairs, sample, write_pairs
+from critcore.loaders import (load_alpacaeval, load_hh_rlhf, load_jsonl, load_pandalm, load_rewardbench,
+                              load_ultrafeedback, pandalm_majority)
+from critcore.readers import Loaded
+from critcore.records import Pair
 
 
 def _jsonl(path, rows):

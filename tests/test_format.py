@@ -6,7 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from critcore import backbones
-from critcore.data import Pair, load_jsonl
+from critcore.loaders import load_jsonl
+from critcore.records import Pair
 from critcore.format import Formatter
 
 PROMPT = "What is the capital of France?"

@@ -353,10 +353,9 @@ def test_two_judges_with_one_name_are_refused_before_any_request(tmp_path, four_
     data_file = tmp_path / "pairs.jsonl"
     data_file.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in four_pairs))
     with ChatServer(scripted_engine(_script(four_pairs))) as server:
-        run = studies.setup("judge", None, out_dir=str(tmp_path / "out"), data={"format": "jsonl", "path": str(data_file)},
-                            sections=None, models={"api": {"backend": "openai", "base_url": server.url, "model": "s"}},
-                            judges=[{"model": "api", "mode": "direct"}, {"model": "api", "mode": "direct", "max_new_tokens": 8}],
-                            critique_cache=str(tmp_path / "c.sqlite"), progress=False)
-        with pytest.raises(ConfigError, match="'s Gen': the same name twice"):
-            studies.judge_all(run)
-        assert server.counts["requests"] == 0
+        with pytest.raises(ConfigError, match="'s Gen': the same name twice"):  # as the configuration is built
+            studies.setup("judge", None, out_dir=str(tmp_path / "out"), data={"format": "jsonl", "path": str(data_file)},
+                          sections=None, models={"api": {"backend": "openai", "base_url": server.url, "model": "s"}},
+                          judges=[{"model": "api", "mode": "direct"}, {"model": "api", "mode": "direct", "max_new_tokens": 8}],
+                          critique_cache=str(tmp_path / "c.sqlite"), progress=False)
+        assert server.counts["requests"] == 0 and not (tmp_path / "out").exists()

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from critcore.data import RATINGS, Pair
-from critcore.loss import MARGIN_PRESETS, bradley_terry_loss, margin_table, pair_margin
+from critcore.loss import bradley_terry_loss, pair_margin
+from critcore.recipe import MARGIN_PRESETS, margin_table
 
 
 def _neg_log_sigmoid(x: float) -> float:

@@ -180,8 +180,9 @@ def test_load_sections(tmp_path):
     path = tmp_path / "sections.json"
     path.write_text(json.dumps({"chat": {"a": 3}, "reasoning": {"math-x": 1, "hep-go": 2}}))
     assert m.load_sections(path) == {"chat": {"a": 3}, "reasoning": {"math-x": 1, "hep-go": 2}}
-    for bad, needle in ((json.dumps({"chat": 3}), "field 'chat'"), ("[]", "expected {section"),
-                        (json.dumps({"chat": [1]}), "field 'chat'"), ('{"chat": ', "invalid JSON")):
+    for bad, needle in ((json.dumps({"chat": 3}), "'chat'"), ("[]", "input should be a valid dictionary"),
+                        (json.dumps({"chat": {"a": 0}}), r"chat\.a must be at least 1"), ("{}", "at least 1 item"),
+                        (json.dumps({"chat": [1]}), r"'chat\[0\]'"), ('{"chat": ', "invalid JSON")):
         path.write_text(bad)
         with pytest.raises(DataError, match=needle) as e:
             m.load_sections(path)
@@ -241,7 +242,7 @@ def test_section_counts_must_be_positive_integers(tmp_path):
     path = tmp_path / "sections.json"
     for bad in ({"chat": {"a": 0}}, {"chat": {"a": "100"}}, {"chat": {"a": 1.5}}, {"chat": {"a": True}}):
         path.write_text(json.dumps(bad))
-        with pytest.raises(DataError, match=r"field 'chat'.*counts weigh the subsets.*positive integers"):
+        with pytest.raises(DataError, match=r"sections\.json: '?chat\.a'?.*(at least 1|integer)"):  # the file and the key
             m.load_sections(path)
 
 

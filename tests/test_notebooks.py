@@ -3,7 +3,6 @@ the executed notebook, table CSVs with the promised columns, charts as non-empty
 and run.json. The quickstart runs through `critcore run` (run_study) with the real SmolLM2
 critic on a few generated pairs; RQ1 through run_study and RQ2 through the papermill command
 line (-f YAML -p out_dir), both on slices of the shared data with simulated critics."""
-import dataclasses
 import json
 import subprocess
 import sys
@@ -45,7 +44,7 @@ def test_every_notebook_is_a_study():
 def test_study_notebooks_declare_the_schema_and_stay_thin(study):
     path = ROOT / "notebooks" / OURS[study]
     declared = studies.notebook_parameters(path)
-    assert set(declared) == {f.name for f in dataclasses.fields(config.SCHEMAS[study])}
+    assert set(declared) == set(config.SCHEMAS[study].model_fields)
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "critcore"
     for cell in nb.cells:

@@ -1,5 +1,6 @@
-"""The README's examples stay true: the files it names exist, every `critcore` command line in it
-parses with the real command-line parser, and its Python example runs."""
+"""The documentation's examples stay true (the README, docs/*.md, CONTRIBUTING.md): the files they
+name exist, every `critcore` command line in them parses with the real command-line parser, the
+README's Python example runs, and the README stays a front page that links every doc."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "CONTRIBUTING.md"]
+TEXT = "\n".join([README, *(p.read_text(encoding="utf-8") for p in DOCS)])
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", TEXT, flags=re.S)
 
 
 def _command_lines() -> list[str]:
@@ -25,7 +28,7 @@ def _command_lines() -> list[str]:
 
 def test_paths_the_readme_names_exist():
     named = set(re.findall(r"\b((?:critcore|params|notebooks|bench|scripts|tests)/[\w./-]+\.(?:py|yaml|ipynb|sh))",
-                           README))
+                           TEXT))
     assert len(named) > 20
     missing = sorted(p for p in named if "..." not in p and not (ROOT / p).exists())
     assert not missing, missing
@@ -48,7 +51,8 @@ def test_there_are_command_lines():
 @pytest.mark.slow
 def test_the_python_example_runs(tmp_path, monkeypatch, shared_data):
     """The Reward model section's example, at 64 pairs instead of 1,000 and in a temporary folder."""
-    code = next(body for lang, body in BLOCKS if lang == "python" and "train(" in body)
+    code = next(body for lang, body in re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
+                if lang == "python" and "train(" in body)
     assert '"limit": 1000' in code and "../shared/data" in code
     code = code.replace('"limit": 1000', '"limit": 64').replace("../shared/data", str(shared_data))
     monkeypatch.chdir(tmp_path)
@@ -56,3 +60,9 @@ def test_the_python_example_runs(tmp_path, monkeypatch, shared_data):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["result"].summary["steps"] == 2
     assert (tmp_path / "outputs/train/mine/model-copy/model.safetensors").is_file()
+
+
+def test_the_readme_is_a_front_page_that_links_every_doc():
+    assert README.count("\n") <= 250
+    for path in DOCS:
+        assert f"({path.relative_to(ROOT)})" in README, path

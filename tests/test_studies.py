@@ -252,7 +252,7 @@ def test_validation_catches_mistakes(tmp_path):
             "critics": {"none": "none", "sim": "simulated:0.9"}, "sections": "generated"}
     assert _problems(base, check_data=True) == ""
     assert "unknown key 'epochs'" in _problems({**base, "epochs": 3})
-    assert "critic bad" in _problems({**base, "critics": {"none": "none", "bad": "simulated:1.5"}})
+    assert "'critics.bad': critic simulated: p must be in [0, 1]" in _problems({**base, "critics": {"none": "none", "bad": "simulated:1.5"}})
     assert "unknown key 'train.learning_rate'" in _problems({**base, "train": {"learning_rate": 1e-4}})
     assert "not a multiple" in _problems({**base, "train": {"batch_size": 30, "micro_batch_size": 8}})
     assert "no such file" in _problems({**base, "train_data": {"format": "jsonl", "path": str(tmp_path / "missing.jsonl")}})
@@ -291,7 +291,7 @@ def test_validation_catches_mistakes(tmp_path):
     # a hub name is asked of the hub; a dry run where no hub answers (as here) warns, it does not fail
     from critcore import config
 
-    report = studies.validate(config.resolve(config.RQ1, {**base, "backbones": ["meta-llama/Llama-2-7b-hf"]}), False)
+    report = studies.validate(config.resolve(config.SCHEMAS["rq1"], {**base, "backbones": ["meta-llama/Llama-2-7b-hf"]}), False)
     assert report.ok and any("could not be checked on the hub" in w for w in report.warnings)
     # hub datasets pass on shape alone (no download): a GPU user's paper params
     hub_data = {**base, "train_data": {"format": "ultrafeedback", "path": "HuggingFaceH4/ultrafeedback_binarized",
@@ -332,7 +332,7 @@ def test_secrets_never_reach_run_json(tmp_path, monkeypatch):
     from critcore.run import Run
 
     monkeypatch.setenv("MY_CRITIC_KEY", "sk-very-secret-value")
-    cfg = config.resolve(config.RQ1, {"description": "key sk-very-secret-value leaked", "critics": {
+    cfg = config.resolve(config.SCHEMAS["rq1"], {"description": "key sk-very-secret-value leaked", "critics": {
         "gpt": {"backend": "openai", "base_url": "http://x/v1", "model": "m", "api_key_env": "MY_CRITIC_KEY"}}})
     run = Run(config=cfg, run_id="r", out_dir=tmp_path)
     run.notes["api_key"] = "sk-other"
@@ -423,7 +423,7 @@ def test_rerun_reuses_critiques_and_trained_models(tmp_path):
 def test_rq1_score_chart_shows_seed_means_not_stacked_seeds():
     import pandas as pd
 
-    from critcore.studies.rq1 import rq1_score_chart
+    from critcore.studies.rq1_charts import rq1_score_chart
 
     table = pd.DataFrame({"critic": ["none", "none"], "backbone": ["m", "m"], "Score": [40.0, 60.0],
                           "Score lo": [30.0, 50.0], "Score hi": [50.0, 70.0]})
@@ -467,10 +467,10 @@ def test_rq2_worth_chart_has_one_panel_per_metric_and_keeps_unbounded_rows(tmp_p
 
 @pytest.mark.filterwarnings("ignore::critcore.train.TrainingWarning")  # a tiny RM is all this needs
 def test_the_configured_seed_draws_every_interval(tmp_path):
-    """`seed` is the data-sampling and bootstrap seed (config.Base.seed), but a study's RMs,
+    """`seed` is the data-sampling and bootstrap seed (critcore.params.Base.seed), but a study's RMs,
     `critcore train` and `critcore evaluate` drew their intervals with seed 0 whatever was set."""
     from critcore import config
-    from critcore.run import evaluate_job
+    from critcore.jobs import evaluate_job
 
     train = {"format": "generated", "n": 8, "seed": 0, "split": "train"}
     test = {"format": "generated", "n": 40, "seed": 0, "split": "test"}
@@ -499,7 +499,7 @@ def test_held_out_pairs_seen_in_training_are_warned_of_and_recorded(tmp_path):
     run.json says how many, per split; disjoint splits (the generated train and test) say nothing."""
     import warnings
 
-    from critcore.run import OverlapWarning
+    from critcore.splits import OverlapWarning
 
     train = {"format": "generated", "n": 12, "seed": 0, "split": "train"}
     leaky = {"format": "generated", "n": 24, "seed": 0, "split": "train"}  # holds the 12 training pairs

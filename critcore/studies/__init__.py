@@ -1,7 +1,9 @@
-"""The studies, as their notebooks run them. Each study module declares its steps and tables;
-the shared machinery (configuration, run record, splits, critiques, one RM) is critcore.config
-and critcore.run. A notebook is thin: its `parameters` cell mirrors the study's schema
-(critcore.config), then, for RQ1:
+"""The studies, as their notebooks run them. Each study module declares its schema (its
+parameters, with its rules), its steps and tables, and registers the schema, its dry-run checks
+and its time projection (critcore.params.register); importing this package registers them all.
+The shared machinery (configuration, run record, splits, critiques, one RM) is critcore.config
+and critcore.run, splits and rms. A notebook is thin: its `parameters` cell mirrors the study's schema, then,
+for RQ1:
 
     run = studies.setup("rq1", globals())            # resolve the parameters, open the run
     splits = studies.load_splits(run)                 # train / validation / eval pairs
@@ -12,14 +14,17 @@ and critcore.run. A notebook is thin: its `parameters` cell mirrors the study's 
 
 `critcore run PARAMS` (studies.run_study) executes a study's notebook with papermill.
 """
-from ..run import critique_examples, describe_splits, load_results, load_splits, setup
+from ..rms import load_results
+from ..run import setup
+from ..splits import critique_examples, describe_splits, load_splits
 from .base import critique_all, critics_of
 from .judge import judge_all, judge_examples, judge_table, ties_table
 from .metacritique import first_items, metacritique_all, metacritique_table, quality_vs_gain
 from .protocol import selected
-from .rq1 import (disagreement_examples, effects_chart, information_chart, paired_tests, quickstart_chart, quickstart_table,
-                  quickstart_train_all, rq1_ablation, rq1_charts, rq1_effects, rq1_information, rq1_length_table,
+from .quickstart import quickstart_chart, quickstart_table, quickstart_train_all
+from .rq1 import (disagreement_examples, paired_tests, rq1_ablation, rq1_effects, rq1_information, rq1_length_table,
                   rq1_probe_all, rq1_seed_table, rq1_table, rq1_train_all, verdict_lines)
+from .rq1_charts import effects_chart, information_chart, rq1_charts
 from .rq2 import rq2_curves, rq2_effects, rq2_score_chart, rq2_sections_chart, rq2_splits, rq2_table, rq2_train_all, rq2_worth_chart, rq2_worth_n
 from .runner import run_study
 from .validation import notebook_parameters, validate

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import BackboneSpec, backbone_label
+from ..params import BackboneSpec, backbone_label
 from ..critique import parse_critic_spec
 from ..report import slug
-from ..run import Run, Splits, critique_splits
+from ..run import Run
+from ..splits import Splits, critique_splits
 
 
 def critic_label(spec) -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from ..config import critique_cache_path
 from ..critique import LocalCritic, make_critic
-from ..data import prompt_text
+from ..records import prompt_text
 from ..llm import CritiqueCache
-from ..run import read_splits
+from ..splits import read_splits
 from .base import backbones_of, critics_of
 
 # Measured 2026-11-30 on this project's machine (2 cores, AVX512-BF16), nothing else running.
@@ -44,13 +44,14 @@ def _critic_rate(critic) -> float | None:
     return base * (0.4 + 0.6 * critic.max_new_tokens / NEW_TOKENS)  # the prompt pass, then decoding
 
 
-def project(cfg) -> list[Line]:
-    """One line per costly step of an RQ1 or RQ2 configuration (critiques per critic not in the
-    cache, training and scoring per backbone)."""
+def project(cfg, sizes: list[int] | None = None) -> list[Line]:
+    """One line per costly step of a reward-model study (critiques per critic not in the cache,
+    training and scoring per backbone); `sizes`: RQ2's nested training subsets, of which only the
+    largest is critiqued."""
     splits = read_splits(cfg)
     pairs = splits.all_pairs()
-    if hasattr(cfg, "sizes"):  # RQ2 critiques only its largest subset of the training pairs
-        pairs = splits.train[: max(cfg.sizes)] + pairs[len(splits.train):]
+    if sizes:
+        pairs = splits.train[: max(sizes)] + pairs[len(splits.train):]
     lines = []
     used = {c for b in backbones_of(cfg) for c in (b.critics or critics_of(cfg))}
     with CritiqueCache(critique_cache_path(cfg.critique_cache)) as cache:
@@ -70,21 +71,21 @@ def project(cfg) -> list[Line]:
         name = b.backbone if b.backbone in RATES["train_pairs_s"] else "smollm2"
         critics = [c for c in critics_of(cfg) if b.critics is None or c in b.critics]
         seeds, lrs = len(b.seeds), len(b.lr_sweep or [None])
-        sizes = cfg.sizes if hasattr(cfg, "sizes") else [b.n_train or len(splits.train)]
+        trained = sizes or [b.n_train or len(splits.train)]
         scale = b.train.get("max_length", cfg.train.max_length) / 256
         # every critic trains at every rate of the grid and every seed, and each RM scores the
         # evaluation sets and the validation pairs
         runs_per_size = len(critics) * lrs * seeds
-        pairs = runs_per_size * sum(min(n, len(splits.train)) for n in sizes)
-        lines.append(Line(f"train {b.name}", runs_per_size * len(sizes),
+        pairs = runs_per_size * sum(min(n, len(splits.train)) for n in trained)
+        lines.append(Line(f"train {b.name}", runs_per_size * len(trained),
                           pairs * scale / RATES["train_pairs_s"][name]))
-        scored = runs_per_size * len(sizes) * (eval_seqs + (2 * len(splits.validation or []) if lrs > 1 else 0))
+        scored = runs_per_size * len(trained) * (eval_seqs + (2 * len(splits.validation or []) if lrs > 1 else 0))
         lines.append(Line(f"score {b.name}", scored, scored * scale / RATES["score_seqs_s"][name]))
     return lines
 
 
-def projection_text(cfg) -> str:
-    lines = project(cfg)
+def projection_text(cfg, sizes: list[int] | None = None) -> str:
+    lines = project(cfg, sizes)
     total = sum(x.seconds for x in lines)
     rows = [f"  {x.step:28} {x.count:8d}  {x.seconds / 60:7.1f} min" for x in lines]
     return "\n".join(["projected wall time on this project's 2-core CPU (critcore.studies.budget.RATES):"] + rows

@@ -2,13 +2,89 @@
 critic against reference critiques, and critique quality against the RM Score gain of RQ1 runs."""
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
 import pandas as pd
+from pydantic import model_validator
 
 from .. import atomic, metacritique as M
-from ..critique import make_critic
+from ..params import DataSpec, LLMStudy, doc, raise_all, register, suite_sample
+from ..critique import make_critic, parse_critic_spec
+from ..errors import UserError
 from ..report import slug
-from ..run import Run, load_pairs
+from ..run import Run
+from ..schema import Int, Schema
+from ..splits import load_pairs
 from .rq1_runs import rm_gains
+from .validation import Report, check_critic, check_llm_study
+
+
+class Reference(Schema):
+    """Who or what gives the reference critiques: a model of `models`, or a file."""
+
+    merges = False  # one of two forms: a layer's reference replaces the one before it
+
+    critic: str | None = doc("a name in `models` that writes the reference critiques", None)
+    file: str | None = doc("or a JSONL of reference critiques", None)
+
+
+class Metacritique(LLMStudy):
+    """The metacritique study: each critic's critiques against the reference ones, AIU by AIU
+    (atomic information units), scored by an evaluator model."""
+
+    study: str = doc("study", "metacritique")
+    notebook: str | None = doc("notebook", "notebooks/metacritique.ipynb")
+    description: str = doc("description", "Meta-P, Meta-R and Meta-F1 of critics.")
+    data: DataSpec = doc("the pairs whose responses are critiqued (a data spec)", factory=partial(suite_sample, 2))
+    sides: list[Literal["chosen", "rejected"]] = doc("which responses", factory=lambda: ["chosen", "rejected"])
+    critics: dict[str, str | dict] = doc("table label -> a name in models or a critic spec",
+                                         factory=lambda: {"SmolLM2": "smollm2"})
+    reference: Reference = doc("reference critiques: {critic: NAME} or {file: PATH}",
+                               factory=lambda: Reference(critic="smollm2"))
+    evaluator: str | dict = doc("the model that extracts and checks AIUs (a name in models or a spec)", "smollm2")
+    aiu_max_new_tokens: Int = doc("AIU extraction reply length", 96, gt=0)
+    verdict_max_new_tokens: Int = doc("verdict reply length", 16, gt=0)
+    max_aius: Int | None = doc("AIUs kept per critique (null: all)", 5, gt=0)
+    rm_critics: dict[str, str] = doc("RM folder name -> critic label, where the RM's critic is not recorded",
+                                     factory=dict)
+
+    @model_validator(mode="after")
+    def _metacritique_rules(self):
+        """Critics and sides to score (each side once), each critic and the evaluator a name in
+        models or a spec that parses, and exactly one reference."""
+        problems = [f"{what}: none given, so nothing would be scored"
+                    for what, given in (("critics", self.critics), ("sides", self.sides)) if not given]
+        if len(set(self.sides)) < len(self.sides):
+            problems.append(f"sides: {self.sides} names a side twice (its critiques would count twice)")
+        for at, spec in [*((f"critics.{k}", v) for k, v in self.critics.items()), ("evaluator", self.evaluator)]:
+            if not (isinstance(spec, str) and spec in self.models):
+                try:
+                    parse_critic_spec(spec)
+                except UserError as e:
+                    problems.append(f"'{at}': {e}")
+        ref = self.reference
+        if (ref.critic is None) == (ref.file is None):
+            problems.append("reference: give exactly one of critic (a name in models) or file")
+        elif ref.critic is not None and ref.critic not in self.models:
+            problems.append(f"reference.critic: {ref.critic!r} is not in models {list(self.models)}")
+        raise_all(problems)
+        return self
+
+
+def _checks(cfg: Metacritique, rep: Report, check_data: bool) -> None:
+    check_llm_study(cfg, rep, check_data)
+    for label, spec in cfg.critics.items():
+        if not (isinstance(spec, str) and spec in cfg.models):
+            rep.attempt(f"critic {label}", lambda spec=spec, label=label: check_critic(spec, None, rep, label))
+    if cfg.reference.file is not None and not Path(cfg.reference.file).is_file():
+        rep.errors.append(f"reference.file: no such file {cfg.reference.file}")
+    if not (isinstance(cfg.evaluator, str) and cfg.evaluator in cfg.models):
+        rep.attempt("evaluator", lambda: check_critic(cfg.evaluator, None, rep, "evaluator"))
+
+
+register(Metacritique, checks=_checks)
 
 
 def _backend(cfg, backends: dict, spec):

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..metrics import correct, mcnemar_exact, section_scores, suite_counts
 from ..report import eval_names
-from ..run import VALIDATION_SET
+from ..rms import VALIDATION_SET
 from ..stats import arm_effects
 
 WORDS = ("robust", "depends on lr", "noise")

@@ -4,20 +4,97 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping, Union
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
 from .. import atomic, config as config_mod, data as data_mod
-from ..data import Pair
+from ..errors import ConfigError
+from ..params import (BackboneSpec, CPUSized, Critics, DataSpec, backbone_label, baselines, doc, raise_all, register,
+                      repeats)
 from ..metrics import accuracy_with_ci, correct, length_bias, mcnemar_counts, mcnemar_exact
 from ..probe import probe
-from ..report import disagreement_page, disagreements, eval_names, long_table, pct, slug
+from ..records import Pair
+from ..report import disagreement_page, disagreements, eval_names, pct, slug
+from ..rms import VALIDATION_SET, load_results, progress_bar, train_rm
+from ..run import Run
+from ..schema import Float, Int, Schema
+from ..splits import Splits, resolve_sections
 from ..stats import arm_effects
-from ..run import VALIDATION_SET, Run, Splits, load_results, progress_bar, resolve_sections, train_rm
 from .base import backbones_of, critics_of, is_baseline, simulated_p
+from .budget import projection_text
 from .protocol import effects_table, grid, protocol_effect, protocol_record, selected, sentence
+from .validation import Report, check_rm_study, train_count
+
+
+class AblationStep(Schema):
+    """One protocol of an RQ1 ablation: an arm against No-Critiques on the Score."""
+
+    label: str = doc("what this step changes", "")
+    arm: str = doc("a critic name of this run or of compare_runs", "")
+    weighting: Literal["suite", "equal"] = doc("subset weights: the suite's counts, or the pairs scored", "suite")
+    seeds: list[Int] | None = doc("training seeds (null: every seed)", None)
+    lr: Float | None = doc("a fixed rate for both arms (null: chosen on validation by rule)", None)
+    rule: Literal["shared", "per_arm"] = doc("with lr null: shared or per_arm", "per_arm")
+
+
+class RQ1(CPUSized):
+    study: str = doc("study", "rq1")
+    notebook: str | None = doc("notebook", "notebooks/rq1_critic_quality.ipynb")
+    description: str = doc("description", "RQ1: one RM per backbone x critic; RewardBench sections and PandaLM, "
+                                          "paired tests vs No-Critiques.")
+    backbones: list[Union[str, BackboneSpec]] = doc("names, or {name, backbone, n_train, n_eval, critics, train}",
+                                                    factory=lambda: ["minilm"])
+    critics: Critics = doc("name -> critic spec; none is No-Critiques",
+                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
+    seeds: list[Int] | None = doc("training seeds: one RM per seed (and rate of the grid) in every cell (null: "
+                                  "train.seed only)", None)
+    train_data: DataSpec = doc("train_data", factory=lambda: {
+        "format": "jsonl", "path": "${data}/mix/train.jsonl", "limit": 256, "seed": 0, "stratify": None})
+    probe: bool = doc("train the critique-only probe of every critic (its information)", True)
+    compare_runs: list[str] = doc("other RQ1 run folders (same pairs): their simulated critics draw the "
+                                  "information curve, their arms join the ablation", factory=list)
+    ablation: list[AblationStep] = doc("protocols to compare, one at a time (see params/rq1_ablation.yaml)",
+                                       factory=list)
+
+    @model_validator(mode="after")
+    def _rq1_rules(self):
+        """Something to train in every cell, one baseline for the paired tests, no RM trained twice,
+        and each backbone's own critics and training options usable."""
+        specs = {backbone_label(b): b for b in self.backbones if isinstance(b, BackboneSpec)}
+        lists = {"critics": self.critics, "backbones": self.backbones,
+                 **{f"backbone {name}: critics": b.critics for name, b in specs.items() if b.critics is not None}}
+        problems = [f"{what}: none given, so no RM would be trained" for what, given in lists.items() if not given]
+        base = baselines(self.critics)
+        if len(base) > 1:
+            problems.append(f"critics: {', '.join(base)} are all No-Critiques; keep one (which would the paired tests "
+                            "compare with?)")
+        problems += [f"backbone {name}: critics {missing} are not in critics {list(self.critics)}"
+                     for name, b in specs.items() if (missing := [c for c in b.critics or [] if c not in self.critics])]
+        problems += repeats({"backbone names (they name the RM folders)": [backbone_label(b) for b in self.backbones],
+                             "seeds": self.seeds or [],
+                             **{f"backbone {name}: seeds": b.seeds or [] for name, b in specs.items()},
+                             **{f"backbone {name}: lr_sweep": b.lr_sweep or [] for name, b in specs.items()}})
+        for name, b in specs.items():
+            try:
+                self.train.replace(**b.train)
+            except ConfigError as e:
+                problems.append(f"backbone {name}: {e}")
+        raise_all(problems)
+        return self
+
+
+def _checks(cfg: RQ1, rep: Report, check_data: bool) -> None:
+    check_rm_study(cfg, rep, check_data)
+    n_train = train_count(cfg) if check_data and rep.ok else None
+    for b in backbones_of(cfg):
+        if n_train is not None and b.n_train and b.n_train > n_train:
+            rep.warnings.append(f"backbone {b.name}: n_train {b.n_train} > {n_train} training pairs (all are used)")
+
+
+register(RQ1, checks=_checks, projection=projection_text)
 
 
 def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) -> list[Pair]:
@@ -45,9 +122,6 @@ def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
         results.append(train_rm(run, b.backbone, b.name, c, sliced, critic, dict(b.train),
                                 seed=s if len(b.seeds) > 1 else None, lr=lr))
     return results
-
-
-quickstart_train_all = rq1_train_all  # the quickstart is RQ1 with one backbone and one critic
 
 
 def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: dict | None = None) -> dict:
@@ -174,71 +248,6 @@ def rq1_length_table(results: list[dict], n_boot: int = 1000, seed: int = 0):
                             f"{label} hi": pct(ci and ci["hi"]), f"{label} n": int(mask.sum())})
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def quickstart_table(run: Run, results: list[dict]):
-    """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size."""
-    return long_table(pd.DataFrame([r["row"] for r in results]), ["backbone", "critic", "n_train"])
-
-
-def _bars(df, x: str, group: str, y: str = "acc", title: str = "", y_title: str = "accuracy (%)"):
-    import altair as alt
-
-    base = alt.Chart(df).encode(x=alt.X(f"{x}:N", title=x, sort=None), xOffset=alt.XOffset(f"{group}:N", sort=None))
-    bars = base.mark_bar().encode(y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=True)),
-                                  color=alt.Color(f"{group}:N", sort=None),
-                                  tooltip=[x, group, y, "lo", "hi"])
-    err = base.mark_errorbar(ticks=True, color="black").encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
-    return (bars + err).properties(title=title, width=alt.Step(22), height=260)
-
-
-def quickstart_chart(table):
-    """Grouped bars: accuracy per metric, one bar per critic, with 95% CI error bars."""
-    return _bars(table, "metric", "critic", title="No-Critiques vs Critiques (95% CI)")
-
-
-def rq1_score_chart(table, metric: str = "Score"):
-    """Grouped bar chart of `metric`: x critic, grouped by backbone, with 95% CI error bars; with
-    several seeds, each bar and interval is the seed mean and a dot marks each seed."""
-    import altair as alt
-
-    df = pd.DataFrame({"critic": table["critic"], "backbone": table["backbone"], "acc": table[metric],
-                       "lo": table[f"{metric} lo"], "hi": table[f"{metric} hi"]})
-    mean = df.groupby(["critic", "backbone"], sort=False, as_index=False)[["acc", "lo", "hi"]].mean().round(1)
-    seeds = len(df) > len(mean)
-    title = f"{metric} by critic and backbone (95% CI{'; seed means, dots: seeds' if seeds else ''})"
-    chart = _bars(mean, "critic", "backbone", title=title, y_title=f"{metric} (%)")
-    if seeds:
-        dots = alt.Chart(df).mark_point(filled=True, color="black", size=18).encode(
-            x=alt.X("critic:N", sort=None), xOffset=alt.XOffset("backbone:N", sort=None), y="acc:Q")
-        chart = chart + dots
-    return chart
-
-
-def rq1_dose_chart(table, metric: str = "Score"):
-    """Dose-response: `metric` against the simulated critic's accuracy p, No-Critiques as a rule."""
-    import altair as alt
-
-    sim = table[table["critic_p"].notna()]
-    base = table[table["critic"].map(lambda c: c == "none")]
-    line = alt.Chart(sim).encode(x=alt.X("critic_p:Q", title="simulated critic accuracy p", scale=alt.Scale(zero=False)),
-                                 color="backbone:N")
-    chart = line.mark_line(point=True).encode(y=alt.Y(f"{metric}:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False))) + \
-        line.mark_errorbar(ticks=True).encode(y=alt.Y(f"{metric} lo:Q", title=f"{metric} (%)"), y2=f"{metric} hi:Q")
-    if len(base):
-        chart = chart + alt.Chart(base).mark_rule(strokeDash=[4, 4]).encode(y=f"{metric}:Q", color="backbone:N")
-    return chart.properties(title=f"{metric} vs critique quality (dashed: No-Critiques)", width=320, height=260)
-
-
-def rq1_charts(table) -> dict:
-    """{"rq1_score": grouped bars, "rq1_pandalm": the same for PandaLM when present,
-    "rq1_dose_response": when simulated critics are present}."""
-    charts = {"rq1_score": rq1_score_chart(table, "Score")}
-    if "PandaLM" in table and table["PandaLM"].notna().any():
-        charts["rq1_pandalm"] = rq1_score_chart(table, "PandaLM")
-    if "critic_p" in table and table["critic_p"].notna().any() and table["Score"].notna().any():
-        charts["rq1_dose_response"] = rq1_dose_chart(table)
-    return charts
 
 
 def disagreement_examples(run: Run, results: list[dict], n: int = 3):
@@ -382,35 +391,6 @@ def rq1_information(run: Run, results: list[dict], probes, lr: float | None = No
     return df
 
 
-def information_chart(info):
-    """x: critic information (probe accuracy, %), y: change in Score against No-Critiques; the
-    simulated critics draw the curve, real critics are points with both intervals, and a hollow
-    point marks what the curve predicts for each."""
-    import altair as alt
-
-    xt, yt = "critic information: critique-only probe accuracy (%)", "Score change vs No-Critiques (points)"
-    x = alt.X("information:Q", title=xt, scale=alt.Scale(zero=False))
-    y = alt.Y("Score change:Q", title=yt)
-    sim, real = info[info["kind"] == "simulated"], info[info["kind"] == "real"]
-    tips = ["critic", "information", "information lo", "information hi", "Score change", "lo", "hi"]
-    curve = alt.Chart(sim).encode(x=x, y=y)
-    layers = [curve.mark_line(color="gray") + curve.mark_point(color="gray", filled=True).encode(tooltip=tips),
-              alt.Chart(sim).mark_errorbar(color="gray").encode(x=x, y=alt.Y("lo:Q", title=yt), y2="hi:Q"),
-              alt.Chart(real).mark_point(filled=True, size=80).encode(x=x, y=y, color="critic:N", tooltip=tips),
-              alt.Chart(real).mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title=yt), y2="hi:Q", color="critic:N"),
-              alt.Chart(real).mark_errorbar().encode(x=alt.X("information lo:Q", title=xt), x2="information hi:Q",
-                                                     y=y, color="critic:N"),
-              alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))]
-    pred = real[real["predicted change"].notna()] if "predicted change" in real else real.iloc[:0]
-    if len(pred):
-        layers.append(alt.Chart(pred).mark_point(shape="diamond", size=90).encode(
-            x=x, y=alt.Y("predicted change:Q", title=yt), color="critic:N"))
-    lr = info["lr"].iloc[0] if len(info) else None
-    return alt.layer(*layers).properties(
-        title=f"Critic information vs Score change (lr {lr:g}; gray: simulated critics; diamonds: predicted)",
-        width=380, height=280)
-
-
 def rq1_ablation(run: Run, results: list[dict]) -> pd.DataFrame:
     """The configured `ablation`: each step one protocol (arm, subset weighting, seeds, a fixed
     rate or a rule choosing on validation), the arm against No-Critiques on the Score, computed
@@ -440,22 +420,3 @@ def rq1_ablation(run: Run, results: list[dict]) -> pd.DataFrame:
     if "Score change" in df:
         df["sign"] = np.where(df["Score change"] > 0, "+", np.where(df["Score change"] < 0, "-", "0"))
     return df
-
-
-def effects_chart(effects, metric: str = "Score"):
-    """Each critic's change against No-Critiques at every rate of the grid (95% hierarchical
-    intervals over seeds and pairs): a conclusion that flips with the rate shows here."""
-    import altair as alt
-
-    df = effects[(effects["metric"] == metric) & (effects["rule"] == "fixed")]
-    base = alt.Chart(df).encode(x=alt.X("lr:Q", title="learning rate (both arms)", scale=alt.Scale(type="log")),
-                                color=alt.Color("critic:N", sort=None))
-    chart = (base.mark_line(point=True).encode(y=alt.Y("change:Q", title=f"{metric} change vs No-Critiques (points)"),
-                                               tooltip=["critic", "lr", "change", "lo", "hi", "p"])
-             + base.mark_errorbar(ticks=True).encode(y=alt.Y("lo:Q", title=f"{metric} change vs No-Critiques (points)"),
-                                                      y2="hi:Q")
-             + alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0)))
-    chart = alt.layer(chart, data=df).properties(width=300, height=240)
-    if df["backbone"].nunique() > 1:
-        chart = chart.facet(column=alt.Column("backbone:N", sort=None))
-    return chart.properties(title=f"{metric} change at every rate of the grid (95% CI over seeds and pairs)")

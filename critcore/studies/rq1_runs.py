@@ -10,13 +10,13 @@ import pandas as pd
 
 from ..judge import table_row
 from ..report import eval_names
-from ..run import load_results
+from ..rms import load_results
 
 _BASELINE = {"none", "nocritiques", "nocritique", "baseline"}
 
 
 def find_rms(run_dirs) -> list[dict]:
-    """Every RM of each RQ1 run folder (critcore.run.load_results) as {run, name, backbone,
+    """Every RM of each RQ1 run folder (critcore.rms.load_results) as {run, name, backbone,
     critic, critic_id, summary, path}. A folder without RMs is a printed note, never an error."""
     out = []
     for run in [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs or []):

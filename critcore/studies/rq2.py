@@ -4,28 +4,84 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Literal, Mapping
 
 import numpy as np
 import pandas as pd
+from pydantic import AfterValidator, model_validator
 
 from .. import data as data_mod
+from ..params import CPUSized, Critics, DataSpec, baselines, doc, raise_all, register, repeats
 from ..errors import ConfigError
 from ..metrics import correct
-from ..report import SECTION_LABELS, eval_names, long_table
-from ..run import Run, Splits, load_splits, progress_bar, resolve_sections, train_rm
+from ..report import METRICS, SECTION_LABELS, eval_names, long_table
+from ..rms import progress_bar, train_rm
+from ..run import Run
 from ..scaling import pooled_accuracy, section_score, worth_n_table
+from ..schema import Field, Int
+from ..splits import Splits, load_splits, resolve_sections
 from .base import backbones_of, critics_of, is_baseline
+from .budget import projection_text
 from .protocol import effects_table, protocol_record
+from .validation import Report, check_rm_study, train_count
+
+
+def _increasing(sizes: list[int]) -> list[int]:
+    if sorted(set(sizes)) != sizes:
+        raise ValueError(f"must be strictly increasing, got {sizes}")
+    return sizes
+
+
+class RQ2(CPUSized):
+    study: str = doc("study", "rq2")
+    notebook: str | None = doc("notebook", "notebooks/rq2_scaling.ipynb")
+    description: str = doc("description", "RQ2: RMs on nested training subsets with and without critiques; curves and worth-N.")
+    backbone: str = doc("the RM backbone", "minilm")
+    critics: Critics = doc("exactly one No-Critiques baseline (none), one or more critics",
+                           factory=lambda: {"none": "none", "smollm2": "smollm2"})
+    sizes: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1), AfterValidator(_increasing)] = doc(
+        "nested subsets of train_data (one seeded permutation)", factory=lambda: [32, 64, 128, 256])
+    seeds: list[Int] | None = doc("training seeds: one curve per seed (null: train.seed only)", None)
+    worth_metrics: list[Literal[tuple(METRICS)]] = doc("curves to compute worth-N on (Score, a section or PandaLM)",
+                                                       factory=lambda: ["Score", "PandaLM"])
+    train_data: DataSpec = doc("train_data", factory=lambda: {"format": "jsonl", "path": "${data}/mix/train.jsonl"})
+
+    @model_validator(mode="after")
+    def _rq2_rules(self):
+        """Curves against one baseline, and no RM trained twice."""
+        raise_all((["rq2 needs exactly one No-Critiques critic ('none') and at least one critic"]
+                   if len(baselines(self.critics)) != 1 or len(self.critics) < 2 else [])
+                  + repeats({"seeds": self.seeds or []}))
+        return self
+
+
+def check_sizes(sizes: list[int], n_train: int) -> None:
+    """The nested subsets must fit in the training pairs (the loaded ones: a dry run and the run check it)."""
+    if max(sizes) > n_train:
+        raise ConfigError(f"sizes: the largest subset {max(sizes)} exceeds the {n_train} training pairs")
+
+
+def _checks(cfg: RQ2, rep: Report, check_data: bool) -> None:
+    check_rm_study(cfg, rep, check_data)
+    if len(cfg.sizes) < 2:
+        rep.warnings.append("one size: no curve and no worth-N")
+    n_train = train_count(cfg) if check_data and rep.ok else None
+    if n_train is not None:
+        try:
+            check_sizes(cfg.sizes, n_train)
+        except ConfigError as e:
+            rep.errors.append(str(e))
+
+
+register(RQ2, checks=_checks, projection=lambda cfg: projection_text(cfg, cfg.sizes))
 
 
 def rq2_splits(run: Run) -> Splits:
     """The splits, with the training pairs cut to the largest nested subset (one seeded
     permutation: its prefixes are the subsets, the only pairs that need critiques)."""
     splits = load_splits(run)
+    check_sizes(run.config.sizes, len(splits.train))
     largest = max(run.config.sizes)
-    if largest > len(splits.train):
-        raise ConfigError(f"sizes: the largest subset {largest} exceeds the {len(splits.train)} training pairs")
     order = data_mod.nested_subsets(list(range(len(splits.train))), [largest], run.config.seed)[largest]
     return dataclasses.replace(splits, train=[splits.train[i] for i in order])
 

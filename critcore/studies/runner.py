@@ -8,14 +8,13 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from .. import atomic
 from .. import config as config_mod
+from ..params import STUDIES, check_run_id
 from ..report import slug
 from ..run import RUNNER_ENV, Run, check_out_dir, log, outputs_root, redact
-from .budget import projection_text
 from .validation import PROJECT_ROOT, find_notebook, validate
 
 KERNEL = "critcore"  # `make setup` registers it; papermill falls back to python3 where it is missing
@@ -56,9 +55,10 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     cfg = config_mod.resolve(config_mod.schema_for(raw), raw, sets=sets, where=str(path))
     if not cfg.notebook:
         raise config_mod.ConfigError(f"{path}: study '{cfg.study}' has no notebook; use `critcore {cfg.study}`")
-    bad = config_mod.run_id_problems(run_id)
-    if bad:
-        raise config_mod.ConfigError(f"--run-id: {bad[0]}")
+    try:
+        check_run_id(run_id)
+    except config_mod.ConfigError as e:
+        raise config_mod.ConfigError(f"--run-id: {e}") from None
     run_id = run_id or cfg.run_id or slug(path.stem)
     root = Path(out_root) if out_root else outputs_root()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else root / cfg.study / run_id
@@ -67,8 +67,9 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     log(f"{path}:\n{report.text()}")
     report.raise_if_errors()
     if dry_run:
-        if project_time and getattr(cfg, "train_data", None) is not None:
-            log(projection_text(cfg))
+        projection = STUDIES[cfg.study].projection
+        if project_time and projection is not None:
+            log(projection(cfg))
         log(f"dry run: nothing trained; a run would write to {out_dir}")
         return out_dir
     import papermill
@@ -77,8 +78,8 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.claim(out_dir)  # held for the notebook too: a second runner stops here, before writing anything
-    cfg = replace(cfg, run_id=run_id, out_dir=str(out_dir), critique_cache=config_mod.critique_cache_path(cfg.critique_cache),
-                  progress=cfg.progress and progress)
+    cfg = cfg.replace(run_id=run_id, out_dir=str(out_dir), critique_cache=config_mod.critique_cache_path(cfg.critique_cache),
+                      progress=cfg.progress and progress)
     final, running = out_dir / notebook.name, out_dir / f".running.{notebook.name}"
     token = uuid.uuid4().hex
     os.environ[RUNNER_ENV] = json.dumps({"id": token, "out_dir": str(out_dir), "params_file": str(path), "notebook": str(notebook),

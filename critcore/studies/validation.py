@@ -1,17 +1,19 @@
 """Dry runs: check a resolved study configuration without training, loading a model or using
-the network (a Report of what was checked), and project its wall time."""
+the network (a Report of what was checked). Each study registers its own checks (critcore.config.
+register), built from the ones here."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import config as config_mod
 from .. import data as data_mod
+from ..readers import is_local
 from ..backbones import check
-from ..config import LLMStudy
-from ..critique import OpenAICritic, make_critic
-from ..run import resolve_sections
+from ..errors import ConfigError
+from ..params import STUDIES
+from ..critique import make_critic
+from ..splits import resolve_sections
 from .base import backbones_of, critics_of, is_baseline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +41,7 @@ class Report:
 
     def raise_if_errors(self) -> None:
         if self.errors:
-            raise config_mod.ConfigError("invalid study parameters:\n" + "\n".join(f"  - {e}" for e in self.errors))
+            raise ConfigError("invalid study parameters:\n" + "\n".join(f"  - {e}" for e in self.errors))
 
     def attempt(self, label: str, fn):
         try:
@@ -76,7 +78,7 @@ def describe_spec(spec, load: bool = True) -> str:
         path = s.path
         if s.format == "generated":
             parts.append(f"generated {s.kwargs.get('split', 'train')}")
-        elif data_mod._is_local(path):
+        elif is_local(path):
             if not Path(path).expanduser().is_file():
                 raise FileNotFoundError(f"{s.format}: no such file {path}")
             parts.append(f"{s.format} {path}")
@@ -91,111 +93,68 @@ def describe_spec(spec, load: bool = True) -> str:
 
 
 def all_local(spec) -> bool:
-    return all(s.format == "generated" or data_mod._is_local(s.path) for s in data_mod.parse_specs(spec))
+    return all(s.format == "generated" or is_local(s.path) for s in data_mod.parse_specs(spec))
 
 
-def _check_train(train, backbone: str, overrides: dict) -> str:
-    """The study's training options with a backbone's overrides: TrainConfig checks them."""
-    cfg = config_mod.resolve(config_mod.TrainJob, {"train": {**config_mod.to_dict(train), **overrides}},
-                             where="train").train
-    return f"TrainConfig key {replace(cfg, backbone=backbone).key()}"
-
-
-def _critic(spec, options, rep: Report, name: str) -> str:
-    c = make_critic(spec, options)  # a local model name is checked here, without loading it
+def check_critic(spec, options, rep: Report, name: str) -> str:
+    """A critic built from its spec (a local model name is checked, nothing is loaded): its identity."""
+    c = make_critic(spec, options)
     if c is None:
         return "No-Critiques"
-    key_env = c.backend.api_key_env if isinstance(c, OpenAICritic) else None  # its base_url was checked when built
+    key_env = getattr(c.backend, "api_key_env", None)  # a server's; its base_url was checked when built
     if key_env and not os.environ.get(key_env):
         rep.warnings.append(f"critic {name}: ${key_env} is not set here (needed when it runs)")
     return f"{c.identity} (config {c.config_hash})"
 
 
 def validate(cfg, check_data: bool = True, base: Path | None = None) -> Report:
-    """Check a resolved study configuration without training: its notebook, critics (built, no
-    model loaded, no network beyond a name check), backbones (named, not loaded), training options,
-    sizes, and the data (local files loaded and validated when check_data, hub names by shape)."""
+    """Check a resolved study configuration without training: its notebook, then its study's own
+    checks (registered with critcore.params.register; data loaded and validated when check_data)."""
     rep = Report(cfg.study)
     if cfg.notebook:
         rep.attempt("notebook", lambda: str(find_notebook(cfg.notebook, base)))
-    if isinstance(cfg, LLMStudy):
-        return _validate_llm_study(cfg, rep, check_data)
+    study = STUDIES.get(cfg.study)
+    if study is not None and study.checks is not None:
+        study.checks(cfg, rep, check_data)
+    return rep
+
+
+def check_rm_study(cfg, rep: Report, check_data: bool) -> None:
+    """A reward-model study's critics (built, no model loaded, no network beyond a name check),
+    backbones (named, not loaded) and their training keys, and its data (local files loaded and
+    validated when check_data, hub names by shape) and sections."""
     critics = critics_of(cfg)
     for name, spec in critics.items():
-        rep.attempt(f"critic {name}", lambda spec=spec, name=name: _critic(spec, cfg.critic_options, rep, name))
+        rep.attempt(f"critic {name}", lambda spec=spec, name=name: check_critic(spec, cfg.critic_options, rep, name))
     if not any(is_baseline(s) for s in critics.values()):
         rep.warnings.append("no No-Critiques critic ('none'): no paired tests will be computed")
     for b in backbones_of(cfg):
         kind = rep.attempt(f"backbone {b.name}", lambda b=b: f"{b.backbone}: {check(b.backbone, offline_ok=True)}")
         if kind and "not checked" in kind:
             rep.warnings.append(f"backbone {b.name}: {b.backbone} could not be checked on the hub from here")
-        rep.attempt(f"train config {b.name}", lambda b=b: _check_train(cfg.train, b.backbone, b.train))
-        missing = [c for c in b.critics or [] if c not in critics]
-        if missing:
-            rep.errors.append(f"backbone {b.name}: critics {missing} are not in critics {list(critics)}")
-    if len(getattr(cfg, "sizes", [0, 0])) < 2:
-        rep.warnings.append("one size: no curve and no worth-N")
-    if not cfg.train_data:
-        rep.errors.append("train_data is required")
-    else:
-        rep.attempt("train_data", lambda: describe_spec(cfg.train_data, check_data))
-    if cfg.validation_data:
-        rep.attempt("validation_data", lambda: describe_spec(cfg.validation_data, check_data))
-    if not cfg.eval_data:
-        rep.errors.append("eval_data must be a non-empty mapping {name: spec}")
-    for name, spec in (cfg.eval_data or {}).items():
-        rep.attempt(f"eval_data {name}", lambda spec=spec: describe_spec(spec, check_data))
+        rep.checks.append(f"train config {b.name}: TrainConfig key {cfg.train.replace(backbone=b.backbone, **b.train).key()}")
+    for name, spec in (("train_data", cfg.train_data), ("validation_data", cfg.validation_data),
+                       *((f"eval_data {k}", v) for k, v in cfg.eval_data.items())):
+        if spec:
+            rep.attempt(name, lambda spec=spec: describe_spec(spec, check_data))
     sections = rep.attempt("sections", lambda: "none" if cfg.sections is None else ", ".join(resolve_sections(cfg.sections)))
-    if check_data and not rep.errors:
-        _check_loaded(cfg, rep, sections is not None)
-    return rep
-
-
-def _check_loaded(cfg, rep: Report, sections_ok: bool) -> None:
-    """Checks that need the loaded data: enough training pairs, sections matching the eval sets."""
-    n_train = len(data_mod.load(cfg.train_data).pairs) if all_local(cfg.train_data) else None
-    if n_train is not None:
-        wanted = max(getattr(cfg, "sizes", None) or [0])
-        if wanted > n_train:
-            rep.errors.append(f"sizes: the largest subset {wanted} exceeds the {n_train} training pairs")
-        for b in backbones_of(cfg):
-            if b.n_train and b.n_train > n_train:
-                rep.warnings.append(f"backbone {b.name}: n_train {b.n_train} > {n_train} training pairs (all are used)")
-    if cfg.sections and sections_ok:
+    if check_data and rep.ok and cfg.sections and sections is not None:
         listed = {s for m in resolve_sections(cfg.sections).values() for s in m}
-        hit = any(not all_local(spec) or listed & {x.subset for x in data_mod.load(spec).pairs}
-                  for spec in cfg.eval_data.values())
-        if not hit:
+        if not any(not all_local(spec) or listed & {x.subset for x in data_mod.load(spec).pairs}
+                   for spec in cfg.eval_data.values()):
             rep.warnings.append("no eval set has a subset listed in sections: no section scores")
 
 
-def _validate_llm_study(cfg, rep: Report, check_data: bool) -> Report:
-    """The judge and metacritique studies: data, models, judges or critics, references."""
+def train_count(cfg) -> int | None:
+    """The training pairs of a configuration whose train_data is local (loaded once), else None."""
+    return len(data_mod.load(cfg.train_data).pairs) if all_local(cfg.train_data) else None
+
+
+def check_llm_study(cfg, rep: Report, check_data: bool) -> None:
+    """The judge's and metacritique's shared parts: the data, the named models, the RQ1 runs."""
     rep.attempt("data", lambda: describe_spec(cfg.data, check_data))
     for name, spec in cfg.models.items():
-        rep.attempt(f"model {name}", lambda spec=spec, name=name: _critic(spec, None, rep, name))
-    if hasattr(cfg, "judges"):
-        for i, j in enumerate(cfg.judges):
-            for key in ("model", "critic"):
-                value = getattr(j, key)
-                if value is not None and value not in cfg.models:
-                    rep.errors.append(f"judges[{i}].{key}: {value!r} is not in models {list(cfg.models)}")
-        if cfg.sections:
-            rep.attempt("sections", lambda: ", ".join(resolve_sections(cfg.sections)))
-    else:
-        for label, spec in cfg.critics.items():
-            if not (isinstance(spec, str) and spec in cfg.models):
-                rep.attempt(f"critic {label}", lambda spec=spec, label=label: _critic(spec, None, rep, label))
-        ref = cfg.reference
-        if (ref.critic is None) == (ref.file is None):
-            rep.errors.append("reference: give exactly one of critic (a name in models) or file")
-        elif ref.critic is not None and ref.critic not in cfg.models:
-            rep.errors.append(f"reference.critic: {ref.critic!r} is not in models {list(cfg.models)}")
-        elif ref.file is not None and not Path(ref.file).is_file():
-            rep.errors.append(f"reference.file: no such file {ref.file}")
-        if not (isinstance(cfg.evaluator, str) and cfg.evaluator in cfg.models):
-            rep.attempt("evaluator", lambda: _critic(cfg.evaluator, None, rep, "evaluator"))
+        rep.attempt(f"model {name}", lambda spec=spec, name=name: check_critic(spec, None, rep, name))
     for run_dir in cfg.rq1_runs:
         if not Path(run_dir).is_dir():
             rep.warnings.append(f"rq1_runs: no folder {run_dir} (skipped)")
-    return rep

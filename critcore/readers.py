@@ -1,0 +1,203 @@
+"""Reading records, for the dataset loaders (critcore.loaders): bytes (gunzipped; UTF-16 and bad
+bytes refused with their line), JSON lists and JSON Lines, hub datasets, and `collect`, which
+gathers a loader's pairs and counted skips into a `Loaded`, validated and with unique ids."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import DataError
+from .records import Pair
+
+
+@dataclass
+class Loaded:
+    """What a loader read: the pairs, the skipped records counted by reason, and where from."""
+
+    pairs: list[Pair]
+    skipped: dict[str, int]
+    source: str
+    path: str
+    rows: int = 0  # records read; rows == len(pairs) + sum(skipped) unless `load` applied a limit
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes (gunzipped when it is gzip); every reason it cannot be read is a DataError."""
+    import gzip
+
+    if not str(path):
+        raise DataError("dataset spec", "path", "empty path")
+    try:
+        if path.is_dir():
+            raise DataError(str(path), None, "is a directory, not a file")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(str(path), None, "no such file") from None
+    except PermissionError:
+        raise DataError(str(path), None, "permission denied: the file cannot be read") from None
+    except OSError as e:
+        raise DataError(str(path), None, f"cannot be read ({e.strerror or e})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(str(path), None, f"a damaged gzip file ({e})") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(str(path), None, "is UTF-16 text; save it as UTF-8")
+    return raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as Windows editors write
+
+
+def _decode(raw: bytes, path: Path, base: int = 0, lineno: int | None = None) -> str:
+    """UTF-8 text; a bad byte is reported with its line and byte offset in the file."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = lineno if lineno is not None else raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}", None, f"byte {base + e.start} (0x{raw[e.start]:02x}) is not UTF-8; "
+                                                "is the file Latin-1 or Windows-1252? Save it as UTF-8") from None
+
+
+_FORMAT_KEYS = (  # (format, keys a record of it has), to say which format reads a mismatched file
+    ("pandalm", {"response1", "response2", "annotator1"}),
+    ("alpacaeval", {"output_1", "output_2", "preference"}),
+    ("rewardbench", {"prompt", "chosen", "rejected", "subset", "chosen_model"}),
+    ("ultrafeedback", {"chosen", "rejected", "score_chosen", "score_rejected"}),
+    ("jsonl", {"id", "prompt", "chosen", "rejected"}),
+    ("hh-rlhf", {"chosen", "rejected"}),
+)
+
+
+def guess_format(record) -> str | None:
+    """The critcore format whose records look like `record` (by their keys), or None."""
+    if not isinstance(record, dict):
+        return None
+    return next((fmt for fmt, keys in _FORMAT_KEYS if keys <= set(record)), None)
+
+
+def jsonl_records(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(index, 'file:line', record) for each non-blank line of a JSONL file (or .jsonl.gz). A UTF-8
+    BOM and CRLF line ends are accepted; a bad byte, a JSON array or a broken line is a DataError
+    naming the line."""
+    path = Path(path)
+    raw = read_bytes(path)
+    if raw.lstrip()[:1] == b"[":
+        hint = ""
+        try:
+            first = json.loads(_decode(raw, path))[0]
+            fmt = guess_format(first)
+            hint = f"; its records look like format '{fmt}'" if fmt else ""
+        except (ValueError, IndexError, KeyError, DataError):
+            pass
+        raise DataError(f"{path}:1", None, "this file is one JSON array, not JSON Lines (one object per line)"
+                        f"{hint}: give the format that reads it, e.g. pandalm:PATH or alpacaeval:PATH")
+    i, offset = 0, 0
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            d = json.loads(_decode(line, path, start, lineno))
+        except json.JSONDecodeError as e:
+            raise DataError(where, None, f"invalid JSON at column {e.colno} ({e.msg})") from None
+        yield i, where, d
+        i += 1
+
+
+def json_list_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(index, 'file[index]', record) for each element of a JSON list."""
+    try:
+        data = json.loads(_decode(read_bytes(path), path))
+    except json.JSONDecodeError as e:
+        hint = " (the file looks like JSON Lines: give format jsonl)" if e.msg == "Extra data" else ""
+        raise DataError(f"{path}:{e.lineno}", None, f"invalid JSON ({e.msg}){hint}") from None
+    if not isinstance(data, list):
+        raise DataError(str(path), None, f"expected a JSON list, got {type(data).__name__}")
+    for i, d in enumerate(data):
+        yield i, f"{path}[{i}]", d
+
+
+def is_local(path_or_name) -> bool:
+    p = Path(path_or_name)
+    try:
+        exists = p.exists()
+    except OSError:  # a folder on the way cannot be entered: it is a local path all the same
+        exists = True
+    return exists or p.suffix in (".json", ".jsonl", ".gz") or str(path_or_name).startswith(("/", ".", "~"))
+
+
+def hub_rows(name: str, split: str, data_dir: str | None) -> Iterator[tuple[int, str, Any]]:
+    try:
+        import datasets  # lazy: heavy, and only needed for the hub
+    except ImportError as e:
+        raise ImportError(f"loading {name!r} from the Hugging Face hub needs the 'datasets' package") from e
+    ds = datasets.load_dataset(name, data_dir=data_dir, split=split)
+    for i, row in enumerate(ds):
+        yield i, f"{name}:{split}[{i}]", row
+
+
+def rows_of(path_or_name, split=None, data_dir=None) -> Iterator[tuple[int, str, dict]]:
+    """Records of a local .json (list) / .jsonl file, or of a hub dataset; each must be an object."""
+    if is_local(path_or_name):
+        p = Path(path_or_name).expanduser()
+        rows = json_list_rows(p) if p.name.removesuffix(".gz").endswith(".json") else jsonl_records(p)
+    else:
+        rows = hub_rows(str(path_or_name), split, data_dir)
+    for i, where, d in rows:
+        if not isinstance(d, dict):
+            raise DataError(where, None, f"expected a JSON object, got {type(d).__name__}")
+        yield i, where, d
+
+
+def id_tag(path_or_name, split, data_dir=None) -> str:
+    """The id infix: the file's stem, or the hub split (with its data_dir)."""
+    if is_local(path_or_name):
+        return Path(path_or_name).stem
+    return f"{data_dir}/{split}" if data_dir else split
+
+
+def local_only(path, fmt: str, upstream: str) -> Path:
+    if not is_local(path):
+        raise DataError(str(path), None, f"not a local .json/.jsonl file; {fmt} is not on the Hugging Face hub, "
+                                         f"download it from {upstream}")
+    return Path(path).expanduser()
+
+
+def text_field(row: dict, key: str, where: str) -> str:
+    if row.get(key) is None:
+        raise DataError(where, key, "missing")
+    if not isinstance(row[key], str):
+        raise DataError(where, key, f"expected a string, got {type(row[key]).__name__}")
+    return row[key]
+
+
+def degenerate(chosen: str, rejected: str) -> str | None:
+    """The skip reason for a pair with no usable preference, or None."""
+    if not chosen.strip() or not rejected.strip():
+        return "empty_response"
+    if chosen.strip() == rejected.strip():
+        return "identical_responses"
+    return None
+
+
+def collect(source: str, path, rows: Iterable[tuple[int, str, Any]], convert: Callable[..., Pair | str]) -> Loaded:
+    """Gather convert(index, where, record), a Pair or a skip reason, into a Loaded; validate, refuse duplicate ids."""
+    out = Loaded([], {}, source, str(path))
+    first: dict[str, str] = {}
+    for i, where, d in rows:
+        r = convert(i, where, d)
+        out.rows += 1
+        if isinstance(r, str):
+            out.skipped[r] = out.skipped.get(r, 0) + 1
+            continue
+        r.validate(where)
+        if r.id in first:
+            raise DataError(where, "id", f"duplicate id {r.id!r} (first at {first[r.id]})")
+        first[r.id] = where
+        out.pairs.append(r)
+    return out
