@@ -84,6 +84,10 @@ def test_seeds_are_resampled():
     ([[2, -3], [1, -4]], [(1.5, 0.2, 3.0), (-3.5, -5.0, -2.0)], (1.5, -4.0, 3.0), "depends on lr"),
     ([[2, 3], [-1, 4]], [(0.5, -2.0, 3.0), (3.5, 1.5, 5.5)], (3.5, 1.5, 5.5), "noise"),
     ([[1, -1], [1, -1]], [(1.0, -2.0, 4.0), (-1.0, -4.0, 2.0)], (1.0, -2.0, 4.0), "noise"),
+    # a single seed or a single rate is never called robust
+    ([[2, 3]], [(2.5, 0.5, 4.5), (3.5, 1.5, 5.5)], (3.5, 1.5, 5.5), "untested over seeds"),
+    ([[2], [3]], [(2.5, 0.5, 4.5)], (2.5, 0.5, 4.5), "untested over lr"),
+    ([[2]], [(2.5, 0.5, 4.5)], (2.5, 0.5, 4.5), "untested over seeds and lr"),
 ])
 def test_robustness_words(cells, rates, head, word):
     per_rate = [{"delta": d, "lo": lo, "hi": hi, "rate": r} for (d, lo, hi), r in zip(rates, [5e-5, 8e-5])]

@@ -12,7 +12,10 @@ each with a hierarchical bootstrap over training seeds, evaluation pairs and val
 rate chosen again in every replicate (critcore.stats.arm_effects), and one word for how far the
 conclusion survives the protocol (`robustness`):
 
-- robust: the interval excludes 0 and the change has the same sign at every rate and every seed;
+- robust: the interval excludes 0 and the change has the same sign at every rate and every seed,
+  with at least two of each;
+- untested over seeds / over lr / over seeds and lr: as robust, but the grid has one seed or one
+  rate, so the sign was never put to that test (a single run is not called robust);
 - depends on lr: some rate's interval excludes 0, but the sign changes across the grid;
 - noise: neither (no interval excludes 0, or a seed disagrees).
 """
@@ -29,7 +32,7 @@ from ..report import eval_names
 from ..rms import VALIDATION_SET
 from ..stats import arm_effects
 
-WORDS = ("robust", "depends on lr", "noise")
+WORDS = ("robust", "untested over seeds", "untested over lr", "untested over seeds and lr", "depends on lr", "noise")
 
 
 @dataclass
@@ -132,6 +135,10 @@ def robustness(cells: np.ndarray, per_rate: list[dict], headline: dict) -> tuple
     excludes = lambda e: e["lo"] > 0 or e["hi"] < 0  # noqa: E731
     sign = np.sign(headline["delta"])
     if excludes(headline) and sign != 0 and (np.sign(cells) == sign).all():
+        untried = [what for what, n in zip(("seeds", "lr"), cells.shape) if n < 2]
+        if untried:
+            one = " and ".join(f"1 {'seed' if w == 'seeds' else 'rate'}" for w in untried)
+            return f"untested over {' and '.join(untried)}", f"interval excludes 0, but the grid has {one}"
         return "robust", "same sign at every rate and seed; interval excludes 0"
     rate_signs = {np.sign(e["delta"]) for e in per_rate} - {0}
     if len(rate_signs) > 1 and any(excludes(e) for e in per_rate):
