@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,7 +123,7 @@ WARMUP = math.ceil(CFG.warmup_ratio * STEPS)  # 2
 
 
 def _run_cmd(work: Path, cfg: TrainConfig, out: Path) -> list[str]:
-    return [sys.executable, str(work / "run.py"), json.dumps(asdict(cfg)), str(work / "train.jsonl"),
+    return [sys.executable, str(work / "run.py"), json.dumps(cfg.model_dump()), str(work / "train.jsonl"),
             str(work / "val.jsonl"), str(out)]
 
 
@@ -158,7 +158,7 @@ def runs(tmp_path_factory):
 
     t0 = time.monotonic()
     # The uninterrupted reference runs here (checkpointing does not change the model or the run key).
-    train(replace(CFG, save_every=0), read_pairs(work / "train.jsonl"), read_pairs(work / "val.jsonl"),
+    train(CFG.replace(save_every=0), read_pairs(work / "train.jsonl"), read_pairs(work / "val.jsonl"),
           out_dir=ref, progress=False)
     t1 = time.monotonic()
 
@@ -239,7 +239,7 @@ def test_finished_run_is_reused_without_training(runs, monkeypatch):
     assert not (ref / "checkpoints").exists()
     assert result.summary == json.loads((ref / "summary.json").read_text())
     # Changing only what does not change the model (checkpointing, threads) still reuses it.
-    train(replace(CFG, save_every=0, threads=None, eval_batch_size=4), runs["train"], runs["val"], out_dir=ref,
+    train(CFG.replace(save_every=0, threads=None, eval_batch_size=4), runs["train"], runs["val"], out_dir=ref,
           progress=False)
     assert model_file.stat().st_mtime_ns == before[0]
 
@@ -257,7 +257,7 @@ def test_changed_config_retrains_from_scratch(runs):
     (mixed / ".model.12345678.killed").mkdir()  # a save killed half-way, by a process long gone
     ((mixed / ".model.12345678.killed") / "model.safetensors").write_bytes(b"x" * 1000)
     old_weights = load_file(mixed / "model" / "model.safetensors")
-    new_cfg = replace(CFG, lr=2 * CFG.lr, save_every=1)
+    new_cfg = CFG.replace(lr=2 * CFG.lr, save_every=1)
     result = train(new_cfg, runs["train"], runs["val"], out_dir=mixed, progress=False)
     summary = json.loads((mixed / "summary.json").read_text())
     assert summary["config"]["lr"] == new_cfg.lr and summary == result.summary

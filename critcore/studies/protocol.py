@@ -146,7 +146,10 @@ def robustness(cells: np.ndarray, per_rate: list[dict], headline: dict) -> tuple
         downs = [e["rate"] for e in per_rate if e["delta"] < 0]
         return "depends on lr", f"up at lr {', '.join(f'{x:g}' for x in ups)}; down at {', '.join(f'{x:g}' for x in downs)}"
     if any(excludes(e) for e in [*per_rate, headline]):
-        return "noise", "a seed disagrees in sign"
+        if not (np.sign(cells) == np.sign(cells.flat[0])).all():
+            return "noise", "a seed disagrees in sign"
+        only = [f"{e['rate']:g}" for e in per_rate if excludes(e)]
+        return "noise", f"the selected comparison's interval includes 0; only lr {', '.join(only)} excludes it"
     return "noise", "no interval excludes 0"
 
 
