@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from critcore import config, studies
-from critcore.studies import protocol
+from critcore.studies.protocol import WORDS
 from critcore import run as run_mod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert set(e["comparison"]) == {"lr 0.0001", "lr 0.0002", "best on validation, shared", "best on validation, per arm"}
     assert (e["lo"] <= e["change"]).all() and (e["change"] <= e["hi"]).all()
     v = frames["rq1_verdicts"].iloc[0]
-    assert v["Score robustness"] in protocol.WORDS and v["Score selection"] == "best on validation, shared"
+    assert v["Score robustness"] in WORDS and v["Score selection"] == "best on validation, shared"
     protocol = record["lr_protocol"]["minilm"]
     assert protocol["rule"] == "shared" and protocol["grid"] == [1e-4, 2e-4] and protocol["validation_pairs"] == 8
     assert protocol["picked"]["none"] == protocol["picked"]["simulated-0.9"]  # one rate for every arm
