@@ -170,6 +170,11 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     again = again[again["lr"] == 1e-4].set_index("critic")
     for col in ("Score", "PandaLM", "Score change", "p RewardBench", "p PandaLM"):
         pd.testing.assert_series_equal(again[col], t[col], check_dtype=False, rtol=1e-9)
+    # and its effects and words (scripts/rq1_verdicts.py), the run's own bootstrap draws
+    effects_again, verdicts_again = studies.rq1_effects(resolved, studies.load_results(out))
+    effects_again.to_csv(tmp_path / "effects_again.csv", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "effects_again.csv"), e, check_dtype=False, rtol=1e-9)
+    assert list(verdicts_again["Score robustness"]) == list(frames["rq1_verdicts"]["Score robustness"])
     lb = frames["length_bias"]
     assert "validation" not in set(lb["eval"])
     lb = lb[lb["lr"] == 1e-4].set_index(["critic", "eval"])

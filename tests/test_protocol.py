@@ -88,15 +88,28 @@ def test_seeds_are_resampled():
     ([[2, 3]], [(2.5, 0.5, 4.5), (3.5, 1.5, 5.5)], (3.5, 1.5, 5.5), "untested over seeds"),
     ([[2], [3]], [(2.5, 0.5, 4.5)], (2.5, 0.5, 4.5), "untested over lr"),
     ([[2]], [(2.5, 0.5, 4.5)], (2.5, 0.5, 4.5), "untested over seeds and lr"),
-    # one seed, the same sign at both rates, significant at one rate only, the selected one not
-    ([[-2, -4]], [(-2.4, -5.5, 0.7), (-4.6, -7.7, -1.3)], (-2.4, -6.6, 0.5), "noise"),
 ])
 def test_robustness_words(cells, rates, head, word):
-    per_rate = [{"delta": d, "lo": lo, "hi": hi, "rate": r} for (d, lo, hi), r in zip(rates, [5e-5, 8e-5])]
-    got, why = protocol.robustness(np.array(cells), per_rate, dict(zip(("delta", "lo", "hi"), head)))
+    got, why = _robustness(cells, rates, head)
     assert got == word and why
-    if len(cells) == 1 and word == "noise":
-        assert why.endswith("only lr 8e-05 excludes it")  # no seed to disagree
+
+
+def _robustness(cells, rates, head):
+    per_rate = [{"delta": d, "lo": lo, "hi": hi, "rate": r} for (d, lo, hi), r in zip(rates, [5e-5, 8e-5])]
+    return protocol.robustness(np.array(cells), per_rate, dict(zip(("delta", "lo", "hi"), head)))
+
+
+@pytest.mark.parametrize("cells, rates, head, why", [
+    ([[2, 3], [-1, 4]], [(0.5, -2.0, 3.0), (3.5, 1.5, 5.5)], (3.5, 1.5, 5.5), "a seed disagrees in sign"),
+    # one seed, the same sign at both rates, significant at one rate only, the selected one not
+    ([[-2, -4]], [(-2.4, -5.5, 0.7), (-4.6, -7.7, -1.3)], (-2.4, -6.6, 0.5),
+     "the selected comparison's interval includes 0; only lr 8e-05 excludes it"),
+    # the selected comparison excludes 0, but a rate shows no change (no seed to disagree)
+    ([[2, 0]], [(2.5, 0.5, 4.5), (0.0, -2.0, 2.0)], (2.5, 0.5, 4.5),
+     "a rate or seed shows no change or the other sign than the selected comparison"),
+])
+def test_noise_says_why(cells, rates, head, why):
+    assert _robustness(cells, rates, head) == ("noise", why)
 
 
 SECTIONS = {"chat": {"easy": 100, "hard": 300}, "reasoning": {"hep-a": 50, "hep-b": 50, "math-x": 20}}

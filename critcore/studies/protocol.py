@@ -146,8 +146,10 @@ def robustness(cells: np.ndarray, per_rate: list[dict], headline: dict) -> tuple
         downs = [e["rate"] for e in per_rate if e["delta"] < 0]
         return "depends on lr", f"up at lr {', '.join(f'{x:g}' for x in ups)}; down at {', '.join(f'{x:g}' for x in downs)}"
     if any(excludes(e) for e in [*per_rate, headline]):
-        if not (np.sign(cells) == np.sign(cells.flat[0])).all():
+        if (np.sign(cells) != np.sign(cells[0])).any():  # at one rate, seeds differ in sign
             return "noise", "a seed disagrees in sign"
+        if excludes(headline):
+            return "noise", "a rate or seed shows no change or the other sign than the selected comparison"
         only = [f"{e['rate']:g}" for e in per_rate if excludes(e)]
         return "noise", f"the selected comparison's interval includes 0; only lr {', '.join(only)} excludes it"
     return "noise", "no interval excludes 0"

@@ -150,13 +150,20 @@ def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: d
     return out
 
 
+def _config(run):
+    """The typed configuration of `run`: a Run, its configuration, or a mapping of it (run.json's
+    "config", a params file's contents)."""
+    if isinstance(run, Run):
+        return run.config
+    return config_mod.resolve(config_mod.SCHEMAS[run.get("study", "rq1")], dict(run)) if isinstance(run, Mapping) else run
+
+
 def rq1_table(run, results: list[dict]):
     """Rows backbone x critic: Chat, Chat Hard, Safety, Reasoning, Score, PandaLM (%, with `lo`/`hi`
     95% CI columns), then for each critic against its backbone's No-Critiques RM the change in
     Score and PandaLM (points) and exact McNemar p-values on the pooled RewardBench pairs
     (`p RewardBench`) and on PandaLM (`p PandaLM`)."""
-    cfg = run.config if isinstance(run, Run) else run if not isinstance(run, Mapping) else \
-        config_mod.resolve(config_mod.SCHEMAS[run.get("study", "rq1")], dict(run))  # a run, its config or params
+    cfg = _config(run)
     critics = critics_of(cfg)
     base_names = [n for n, s in critics.items() if is_baseline(s)]
     rows = []
@@ -285,11 +292,12 @@ def disagreement_examples(run: Run, results: list[dict], n: int = 3):
 # ---------------------------------------------------------------- effects that survive the protocol
 
 
-def rq1_effects(run: Run, results: list[dict]):
+def rq1_effects(run, results: list[dict]):
     """(effects, verdicts) per backbone (critcore.studies.protocol.effects_table): every critic
     against No-Critiques at every rate of the grid and at the rate the study's lr_selection picks,
-    with hierarchical-bootstrap intervals and a robustness word."""
-    cfg = run.config
+    with hierarchical-bootstrap intervals and a robustness word. `run`: as for rq1_table; a Run
+    also records the protocol in run.json's notes."""
+    cfg = _config(run)
     base = next((n for n, s in critics_of(cfg).items() if is_baseline(s)), None)
     effects, verdicts = [], []
     for b in backbones_of(cfg):
@@ -298,8 +306,9 @@ def rq1_effects(run: Run, results: list[dict]):
                              n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
         effects.append(e)
         verdicts.append(v)
-        run.notes.setdefault("lr_protocol", {})[b.name] = protocol_record(mine, base, cfg.lr_selection,
-                                                                          resolve_sections(cfg.sections))
+        if isinstance(run, Run):
+            run.notes.setdefault("lr_protocol", {})[b.name] = protocol_record(mine, base, cfg.lr_selection,
+                                                                              resolve_sections(cfg.sections))
     return pd.concat(effects, ignore_index=True), pd.concat(verdicts, ignore_index=True)
 
 
