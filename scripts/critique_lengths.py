@@ -3,10 +3,10 @@
 Greedy decoding writes token by token, so the first N tokens of a generation of M > N tokens are
 the generation of N tokens; in fp32 it does not depend on the batch either (critcore.llm.local).
 This generates every missing item once at the longest length and stores, under each length's own
-cache key, the reply that length would have given (cut at the first end-of-sequence token within
-it, decoded and post-processed exactly as LocalBackend.stream does). A study that asks for any of
-the lengths then finds its critiques in the cache. An ablation over critique length (RQ1's 48 vs
-64 tokens) thus costs one generation, not one per length.
+cache key, the reply that length would have given (LocalBackend.reply of the row cut at that
+length, as LocalBackend.stream gives it). A study that asks for any of the lengths then finds its
+critiques in the cache. An ablation over critique length (RQ1's 48 vs 64 tokens) thus costs one
+generation, not one per length.
 
     python scripts/critique_lengths.py --critic gemma3-270m --lengths 64,48 \\
         --options '{"max_chars": 400, "batch_size": 32, "dtype": "float32"}' \\
@@ -14,8 +14,9 @@ the lengths then finds its critiques in the cache. An ablation over critique len
         [--cache PATH] [--verify 32]
 
 --verify N first generates N items directly at each shorter length and stops with an error unless
-every derived reply equals the direct one. Refused for sampling (temperature > 0) and for any dtype
-but float32, where the prefix property is not exact.
+every derived reply equals the direct one. Refused for sampling (temperature > 0), for any dtype
+but float32, where the prefix property is not exact, and for the CTranslate2 engine (the rows are
+generated with transformers).
 """
 from __future__ import annotations
 
@@ -29,19 +30,6 @@ from critcore.critique import make_critic
 from critcore.data import load, prompt_text
 from critcore.llm import CritiqueCache
 from critcore.llm.prompts import render
-
-
-def replies(backend, row: list[int], lengths: list[int]) -> dict[int, tuple[str, int]]:
-    """The reply of each length from one generated row (LocalBackend.stream's post-processing)."""
-    tok, out = backend._tok, {}
-    for length in lengths:
-        cut = row[:length]
-        n = next((k + 1 for k, t in enumerate(cut) if t in backend._eos), len(cut))
-        text = tok.decode(cut[:n], skip_special_tokens=True).strip()
-        if not tok.chat_template:
-            text = text.split("\n\n")[0].strip()
-        out[length] = (text, n)
-    return out
 
 
 def main(argv=None) -> int:
@@ -58,8 +46,9 @@ def main(argv=None) -> int:
     critics = {n: make_critic(args.critic, {**options, "max_new_tokens": n}) for n in lengths}
     longest = critics[lengths[0]]
     backend = longest.backend
-    if backend.temperature > 0 or getattr(backend, "dtype", None) != "float32":
-        print("critique_lengths: only for greedy fp32 generation (dtype float32, temperature 0)", file=sys.stderr)
+    if backend.temperature > 0 or getattr(backend, "dtype", None) != "float32" or backend.engine != "transformers":
+        print("critique_lengths: only for greedy fp32 generation with transformers (dtype float32, "
+              "temperature 0, engine transformers)", file=sys.stderr)
         return 2
     items = []
     for spec in args.data:
@@ -80,7 +69,7 @@ def main(argv=None) -> int:
             for n in lengths[1:]:
                 direct = critics[n].generate([items[i] for i in sample])
                 rows = _generate(backend, [encoded[k] for k in range(len(sample))], lengths[0])
-                derived = [replies(backend, row, [n])[n][0] for row in rows]
+                derived = [backend.reply(row[:n])[0] for row in rows]
                 bad = sum(a != b for a, b in zip(direct, derived))
                 print(f"verify {n} tokens: {len(sample) - bad} of {len(sample)} derived replies equal the direct ones",
                       file=sys.stderr, flush=True)
@@ -92,7 +81,7 @@ def main(argv=None) -> int:
             batch = order[b:b + backend.batch_size]
             rows = _generate(backend, [encoded[k] for k in batch], lengths[0])
             for n in lengths:
-                cache.put_many(critics[n].identity, [(keys[n][todo[k]], *replies(backend, row, [n])[n])
+                cache.put_many(critics[n].identity, [(keys[n][todo[k]], *backend.reply(row[:n]))
                                                      for k, row in zip(batch, rows)])
             done += len(batch)
             print(f"{done}/{len(todo)} items, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)

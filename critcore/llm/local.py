@@ -137,11 +137,17 @@ class LocalBackend:
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start:start + self.batch_size]
             for i, row in zip(idx, generate([encoded[i] for i in idx], n_new, b)):
-                n = next((k + 1 for k, t in enumerate(row) if t in self._eos), len(row))  # through EOS
-                text = self._tok.decode(row[:n], skip_special_tokens=True).strip()
-                if not self._tok.chat_template and answer_prefix is None:
-                    text = text.split("\n\n")[0].strip()
+                text, n = self.reply(row, answer_prefix)
                 yield i, (f"{head} {text}".strip() if head else text), n
+
+    def reply(self, row: list[int], answer_prefix: str | None = None) -> tuple[str, int]:
+        """(text, tokens) of one generated row: cut through the first end-of-sequence token,
+        decoded; a base model's (no chat template) reply ends at its first blank line."""
+        n = next((k + 1 for k, t in enumerate(row) if t in self._eos), len(row))  # through EOS
+        text = self._tok.decode(row[:n], skip_special_tokens=True).strip()
+        if not self._tok.chat_template and answer_prefix is None:
+            text = text.split("\n\n")[0].strip()
+        return text, n
 
     def _generate_transformers(self, batch: list[list[int]], n_new: int, b: int) -> list[list[int]]:
         import torch
