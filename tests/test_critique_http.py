@@ -145,9 +145,13 @@ def test_an_item_that_can_never_succeed_is_skipped_or_fails_last(tmp_path, key):
             assert cache.stats["hits"] == total - 1 and cache.stats["generated"] == 0
     from critcore.critique import drop_failed
 
-    kept, dropped = drop_failed(out)
+    kept, skipped = drop_failed(out)
     affected = [p for p in pairs if bad in p.chosen or bad in p.rejected]  # pairs that hold the refused response
-    assert dropped == len(affected) >= 1 and [p.id for p in kept] == [p.id for p in pairs if p not in affected]
+    assert [s["id"] for s in skipped] == [p.id for p in affected] and len(affected) >= 1
+    assert [p.id for p in kept] == [p.id for p in pairs if p not in affected]
+    for s in skipped:  # the server's reason, on one line, the key it echoed masked
+        assert "HTTP 400" in s["reason"] and "context window" in s["reason"] and "Bearer ***" in s["reason"]
+        assert KEY not in s["reason"] and "\n" not in s["reason"]
     assert all(p.has_critiques for p in kept)
 
 
@@ -355,5 +359,10 @@ def test_a_run_leaves_out_the_pairs_a_critic_skips_and_records_them(tmp_path, ke
     assert {name: [p.id for p in ps] for name, ps in critiqued.named()} == expected
     skipped = {name: len(ps) - len(expected[name]) for name, ps in splits.named()}
     assert run.critique_stats["digest"]["pairs_skipped"] == {k: n for k, n in skipped.items() if n} != {}
+    named = run.critique_stats["digest"]["skipped"]  # each pair left out, named with the server's reason
+    assert sorted((s["split"], s["id"]) for s in named) == sorted(
+        (name, p.id) for name, ps in splits.named() for p in ps if p.id in hit)
+    assert all("HTTP 400" in s["reason"] and "Bearer ***" in s["reason"] and KEY not in s["reason"] for s in named)
+    assert KEY not in json.dumps(run.record())
     assert run.critique_stats["digest"]["failed"] == 1 and critic.identity == "openai:digest"
     assert all(p.has_critiques for p in critiqued.all_pairs())
