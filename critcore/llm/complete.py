@@ -1,11 +1,13 @@
 """One cached, resumable completion loop, for critiques, the generative judge and metacritique.
 
 Items are looked up by a content key in the cache; the missing ones go to a generator (a
-backend's `stream`), longest first, and every finished output is committed in small groups as
-soon as it arrives, so a run killed at any moment keeps all it had finished. An item the
-generator gives up on (a `Failure`) is never cached: with on_error="fail" the loop raises a
-CriticError once everything else is committed; with "skip" it returns the Failure, with its
-reason, for that item.
+backend's `stream`), longest first, and every finished output is committed as soon as it
+arrives, in groups of the backend's `batch_size` (1 for an HTTP backend: each reply is
+committed on its own; a local model's batch arrives at once), so a run killed at any moment
+keeps all it had finished. An item the generator gives up on (a `Failure`) is never cached:
+with on_error="fail" the loop raises a CriticError once everything else is committed; with
+"skip" it returns the Failure, with its reason, for that item. An error the generator raises
+(e.g. an HTTP endpoint that refuses the key) ends the loop at once, after committing.
 """
 from __future__ import annotations
 
