@@ -240,6 +240,8 @@ class HTTPBackend:
             raw, status, location = resp.read(), resp.status, resp.getheader("Location")
             retry_after = resp.getheader("Retry-After")
         except (OSError, http.client.HTTPException) as e:
+            if isinstance(e, TimeoutError):  # the socket's own timeout: the deadline passed too
+                expired.set()
             if not expired.is_set():  # else the deadline passed: said below
                 raise _Retryable(f"{type(e).__name__}: {e}", None) from None
         finally:
