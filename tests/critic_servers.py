@@ -104,13 +104,13 @@ class ChatServer:
 
             def do_POST(self):
                 with server.lock:
+                    self.in_flight = True
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     server._handle(self)
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    server._answered(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -126,7 +126,16 @@ class ChatServer:
                 self.schedule = self.rng.sample(self.block, len(self.block))
             return self.schedule.pop()
 
+    def _answered(self, h) -> None:
+        """The request leaves the in-flight count, once, before its answer's first byte is written:
+        a client holding the answer may send its next request before this thread runs again."""
+        with self.lock:
+            if h.in_flight:
+                h.in_flight = False
+                self.in_flight -= 1
+
     def _send(self, h, status: int, body: bytes, headers=()):
+        self._answered(h)
         h.send_response(status)
         for k, v in (("Content-Type", "application/json"), *headers):
             h.send_header(k, v)
