@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the pairs: FORMAT:PATH, a critcore JSONL path or a JSON mapping {format, path, limit, ...}")
     _cache(p)
     p.add_argument("--limit", dest="data.limit", type=int, help=f"critique {LIMIT_HELP}")
-    p.add_argument("--batch-size", dest="critic_options.batch_size", type=int, help="items per critic call and cache commit")
+    p.add_argument("--batch-size", dest="critic_options.batch_size", type=int, help="items per critic call and cache commit (local critics; an HTTP critic commits each critique as it arrives)")
     p.add_argument("--max-new-tokens", dest="critic_options.max_new_tokens", type=int, help="most tokens in one critique")
     p.add_argument("--template", dest="critic_options.template",
                    help="template file, or a name in critcore/templates (default: paper)")

@@ -16,7 +16,7 @@ from dataclasses import replace
 from .critics import (CRITIC_FORMS, Critic, LocalCritic, OpenAICritic, SimulatedCritic,  # noqa: F401 - the API
                       make_critic, model_backend, parse_critic_spec)
 from .errors import CriticError, CriticMismatchError  # noqa: F401 - CriticError is part of this API
-from .llm import CritiqueCache, cached
+from .llm import CritiqueCache, Failure, cached
 from .llm.cache import open_cache
 from .recipe import say, trained_critic
 from .records import Pair, prompt_text
@@ -55,7 +55,7 @@ def critique_texts(critic: Critic, items: list[tuple[str, str, bool | None]], ca
     """Critiques of (prompt text, response, label) items through the cache (critcore.llm.cached):
     cached ones are reused, identical items generated once, the rest stream from the critic,
     longest first, committed as they finish. With on_error="skip", an item the critic can never
-    answer comes back as None."""
+    answer comes back as its Failure (with the reason, the key masked)."""
     keys = [critic.key(text, response, label) for text, response, label in items]
 
     def generate(todo):
@@ -72,8 +72,8 @@ def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike 
 
     `critic` is a Critic or a spec for make_critic; "none" clears critiques. `cache` is a
     CritiqueCache, a path to one, or None (in memory); see critique_texts. With on_error="skip",
-    a pair whose critique failed is kept without critiques and marked meta["critique_failed"]
-    (drop_failed leaves those out)."""
+    a pair whose critique failed is kept without critiques, with the reason in
+    meta["critique_failed"] (drop_failed leaves those out)."""
     critic = make_critic(critic)
     if critic is None:
         return [replace(p, chosen_critique=None, rejected_critique=None,
@@ -87,17 +87,19 @@ def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike 
     out = []
     for i, p in enumerate(pairs):
         c, r = texts[2 * i], texts[2 * i + 1]
-        if c is None or r is None:
-            out.append(replace(p, chosen_critique=None, rejected_critique=None, meta={**p.meta, "critique_failed": True}))
+        failed = [f"{side}: {t.reason}" for side, t in (("chosen", c), ("rejected", r)) if isinstance(t, Failure)]
+        if failed:
+            out.append(replace(p, chosen_critique=None, rejected_critique=None,
+                               meta={**p.meta, "critique_failed": "; ".join(failed)}))
         else:
             out.append(replace(p, chosen_critique=c, rejected_critique=r, meta={**p.meta, **tag}))
     return out
 
 
-def drop_failed(pairs: list[Pair]) -> tuple[list[Pair], int]:
-    """The pairs whose critiques did not fail, and how many were left out."""
+def drop_failed(pairs: list[Pair]) -> tuple[list[Pair], list[dict]]:
+    """The pairs whose critiques did not fail, and the id and reason of each pair left out."""
     kept = [p for p in pairs if not p.meta.get("critique_failed")]
-    return kept, len(pairs) - len(kept)
+    return kept, [{"id": p.id, "reason": str(p.meta["critique_failed"])} for p in pairs if p.meta.get("critique_failed")]
 
 
 def check_same_critic(train_pairs: list[Pair], test_pairs: list[Pair]) -> str | None:

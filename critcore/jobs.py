@@ -16,7 +16,8 @@ from .records import Pair
 from .report import results_row, save_table
 from .rms import fit_and_evaluate
 from .run import log, start
-from .splits import count_splits, load_pairs, read_splits, record_overlap, resolve_sections, seen_by, warn_overlap
+from .splits import (count_splits, load_pairs, log_skipped, read_splits, record_overlap, resolve_sections, seen_by,
+                     warn_overlap)
 from .train import critiques_of
 
 
@@ -113,8 +114,8 @@ def critique_job(cfg) -> dict:
     start_t = time.perf_counter()
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
         out, skipped = drop_failed(augment(pairs, critic, cache, cfg.progress, cfg.critic_options.on_error))
-        if skipped:
-            log(f"{skipped} pairs left out: a critique could not be had (on_error: skip)")
+        log_skipped(skipped)
         data_mod.write_pairs(cfg.out, out)
-        return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": skipped,
-                **cache.report(), "seconds": round(time.perf_counter() - start_t, 2), "out": str(cfg.out)}
+        return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": len(skipped),
+                "skipped": skipped, **cache.report(), "seconds": round(time.perf_counter() - start_t, 2),
+                "out": str(cfg.out)}

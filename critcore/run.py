@@ -23,7 +23,7 @@ import torch
 
 from . import __version__, atomic, config as config_mod
 from .errors import UserError
-from .llm import CritiqueCache
+from .llm import CritiqueCache, mask
 from .provenance import git_info, package_versions
 from .report import save_chart, save_table
 
@@ -79,16 +79,16 @@ def _secret_values(params: Mapping) -> list[str]:
 
 def redact(obj, secrets: list[str] | None = None):
     """Drop the values of secret-looking keys (api_key, token, ...; not api_key_env, which only
-    names a variable) and mask any known secret value inside strings."""
-    secrets = secrets or []
+    names a variable) and mask every form of each secret inside strings (critcore.llm.mask):
+    `secrets`, by default the keys in the variables that `obj`'s critic specs name."""
+    if secrets is None:
+        secrets = _secret_values(obj) if isinstance(obj, Mapping) else []
     if isinstance(obj, dict):
         return {k: ("***" if _SECRET_KEY.search(str(k)) and v is not None else redact(v, secrets)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v, secrets) for v in obj]
     if isinstance(obj, str):
-        for s in secrets:
-            obj = obj.replace(s, "***")
-        return obj
+        return mask(obj, secrets)
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -149,24 +150,32 @@ def critique_splits(run: Run, splits: Splits, critics: Mapping[str, Any]) -> dic
         with run.step(f"critiques {name}"):
             pairs = augment(everything, critic if critic is not None else "none", run.cache, run.progress, on_error)
         delta = {k: run.cache.stats[k] - before.get(k, 0) for k in run.cache.stats}
-        critiqued, dropped = _drop_failed(splits.with_pairs(pairs), name)
+        critiqued, skipped = _drop_failed(splits.with_pairs(pairs), name)
         run.critique_stats[name] = {"critic": critic.identity if critic else "none",
                                     "config": critic.config_hash if critic else None,
                                     "items": 0 if critic is None else 2 * len(everything), **delta,
-                                    "pairs_skipped": dropped, "seconds": run.timings[f"critiques {name}"]}
+                                    "pairs_skipped": dict(Counter(s["split"] for s in skipped)), "skipped": skipped,
+                                    "seconds": run.timings[f"critiques {name}"]}
         if critic is not None:
             critic.release()
         out[name] = (critiqued, critic)
     return out
 
 
-def _drop_failed(splits: Splits, name: str) -> tuple[Splits, dict]:
-    """Leave out the pairs whose critiques failed (on_error: skip), per split, and say so."""
+def _drop_failed(splits: Splits, name: str) -> tuple[Splits, list[dict]]:
+    """Leave out the pairs whose critiques failed (on_error: skip), per split, and name each
+    (split, id, reason) on stderr and in the returned list."""
     kept = [(split, *drop_failed(pairs)) for split, pairs in splits.named()]
-    dropped = {split: n for split, _, n in kept if n}
-    if dropped:
-        log(f"critic {name}: pairs left out because a critique could not be had: {dropped}")
-    return splits.rebuilt(pairs for _, pairs, _ in kept), dropped
+    skipped = [{"split": split, **s} for split, _, left_out in kept for s in left_out]
+    log_skipped(skipped, f"critic {name}: ")
+    return splits.rebuilt(pairs for _, pairs, _ in kept), skipped
+
+
+def log_skipped(skipped: list[dict], who: str = "") -> None:
+    """One line on stderr for each pair left out because a critique could not be had."""
+    for s in skipped:
+        where = f" ({s['split']})" if "split" in s else ""
+        log(f"{who}pair {s['id']}{where} left out (on_error: skip): {s['reason']}")
 
 
 def critique_examples(critiqued: Mapping, n: int = 3, split: str = "train", width: int = 160):

@@ -79,11 +79,12 @@ class ChatServer:
     faults: per-block counts, e.g. {"429": 1, "500": 1, "hang": 1, "malformed": 2} with
     block=10 puts exactly those faults, in a seeded order, into every 10 requests.
     always: answer every request with this HTTP status (echoing the Authorization header in the
-    body, as a careless server might). delay: seconds each good answer takes."""
+    body, as a careless server might), after the first `always_after` good answers. delay:
+    seconds each good answer takes."""
 
     def __init__(self, engine, *, faults=None, block=10, seed=0, hang=2.0, delay=0.0, always=None, redirect_to=None,
-                 hold=None, refuse=None):
-        self.engine, self.hang, self.delay, self.always = engine, hang, delay, always
+                 hold=None, refuse=None, always_after=0):
+        self.engine, self.hang, self.delay, self.always, self.always_after = engine, hang, delay, always, always_after
         self.redirect_to = redirect_to  # where "redirect" faults point (another server's URL)
         self.hold = hold  # (text fragment, threading.Event): a request whose text holds it waits for the event
         self.refuse = refuse  # a text fragment: requests holding it get a permanent 400 ("context too long")
@@ -103,13 +104,13 @@ class ChatServer:
 
             def do_POST(self):
                 with server.lock:
+                    self.in_flight = True
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     server._handle(self)
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    server._answered(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -125,7 +126,16 @@ class ChatServer:
                 self.schedule = self.rng.sample(self.block, len(self.block))
             return self.schedule.pop()
 
+    def _answered(self, h) -> None:
+        """The request leaves the in-flight count, once, before its answer's first byte is written:
+        a client holding the answer may send its next request before this thread runs again."""
+        with self.lock:
+            if h.in_flight:
+                h.in_flight = False
+                self.in_flight -= 1
+
     def _send(self, h, status: int, body: bytes, headers=()):
+        self._answered(h)
         h.send_response(status)
         for k, v in (("Content-Type", "application/json"), *headers):
             h.send_header(k, v)
@@ -141,7 +151,7 @@ class ChatServer:
             self.auth_headers.append(auth)
         if h.path != "/v1/chat/completions":
             return self._send(h, 404, b'{"error": "not found"}')
-        if self.always:
+        if self.always and self.counts["ok"] >= self.always_after:
             with self.lock:
                 self.counts["requests"] += 1
             return self._send(h, self.always, json.dumps({"error": f"refused; you sent {auth}"}).encode())

@@ -26,14 +26,13 @@ class OpenAIOptions(Options):
     max_retries: Int | None = Field(None, ge=0)
     backoff: Float | None = Field(None, ge=0)
     max_backoff: Float | None = Field(None, ge=0)
-    batch_size: Int | None = Field(None, ge=1)
 
 
 @register(OpenAIOptions)
 class OpenAICritic(Critic):
     """An OpenAI-compatible server as critic: critcore.llm.HTTPBackend's options (api_key_env,
     max_new_tokens, temperature, seed, max_concurrency, timeout, max_retries, backoff,
-    max_backoff, batch_size) plus template and max_chars."""
+    max_backoff) plus template and max_chars; each critique is cached as it arrives."""
 
     def __init__(self, base_url: str, model: str, *, template=None, max_chars: int | None = DEFAULT_MAX_CHARS,
                  **backend_options):

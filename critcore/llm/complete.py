@@ -1,10 +1,13 @@
 """One cached, resumable completion loop, for critiques, the generative judge and metacritique.
 
 Items are looked up by a content key in the cache; the missing ones go to a generator (a
-backend's `stream`), longest first, and every finished output is committed in small groups as
-soon as it arrives, so a run killed at any moment keeps all it had finished. An item the
-generator gives up on (a `Failure`) is never cached: with on_error="fail" the loop raises a
-CriticError once everything else is committed; with "skip" it returns None for that item.
+backend's `stream`), longest first, and every finished output is committed as soon as it
+arrives, in groups of the backend's `batch_size` (1 for an HTTP backend: each reply is
+committed on its own; a local model's batch arrives at once), so a run killed at any moment
+keeps all it had finished. An item the generator gives up on (a `Failure`) is never cached:
+with on_error="fail" the loop raises a CriticError once everything else is committed; with
+"skip" it returns the Failure, with its reason, for that item. An error the generator raises
+(e.g. an HTTP endpoint that refuses the key) ends the loop at once, after committing.
 """
 from __future__ import annotations
 
@@ -39,9 +42,9 @@ def in_order(stream: Iterable[tuple[int, "str | Failure", int]], n: int) -> list
 
 def cached(cache: CritiqueCache, keys: Sequence[str], items: Sequence, generate: Generate, writer: str,
            batch_size: int = 16, desc: str = "outputs", progress: bool = True, on_error: str = "fail") -> list:
-    """The output for each item (None for a skipped failure), from `cache` or from
-    `generate(missing items)`, which yields (index into them, text or Failure, tokens) in any order.
-    Identical keys are generated once; outputs are committed `batch_size` at a time."""
+    """The output for each item (its Failure when on_error="skip" and it failed), from `cache`
+    or from `generate(missing items)`, which yields (index into them, text or Failure, tokens) in
+    any order. Identical keys are generated once; outputs are committed `batch_size` at a time."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     todo = dict(zip(keys, items))
@@ -57,7 +60,7 @@ def cached(cache: CritiqueCache, keys: Sequence[str], items: Sequence, generate:
             for i, out, tokens in (generate([todo[k] for k in missing]) if missing else ()):
                 key = missing[i]
                 if isinstance(out, Failure):
-                    failures[key] = out.reason
+                    failures[key] = found[key] = out
                     cache.stats["failed"] += 1
                 else:
                     found[key] = out
@@ -70,7 +73,7 @@ def cached(cache: CritiqueCache, keys: Sequence[str], items: Sequence, generate:
             if pending:  # what finished before an error or a Ctrl-C is kept
                 cache.put_many(writer, pending)
     if failures and on_error == "fail":
-        reasons = sorted(set(failures.values()))
+        reasons = sorted({f.reason for f in failures.values()})
         raise CriticError(f"{len(failures)} of {len(missing)} items failed ({'; '.join(reasons[:3])}); the "
                           f"{len(missing) - len(failures)} that finished are cached, so a rerun asks only for these "
                           "(on_error: skip leaves them out instead)")

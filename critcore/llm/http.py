@@ -1,10 +1,24 @@
 """An OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM, llama.cpp's server, Ollama),
-with the standard library's http.client, built to survive a faulty server:
+with the standard library's http.client, built to survive a faulty server and to waste no paid
+request:
 
+- The key. `api_key_env` names the environment variable that holds it; `read_key` is the one
+  place it is read and checked: when the critic is built (a key that is set but unusable is a
+  one-line error naming the variable and the problem, never the value) and again for each
+  request (it is never stored). Whitespace around the key (a trailing newline from a file or a
+  Kubernetes secret, the CR of a CRLF .env line, a space) is stripped: an HTTP header cannot
+  carry it, and a server drops it from a header value anyway. Inside the key, whitespace, a
+  control character or a character outside ASCII (a pasted typographic quote) is an error.
+  `mask` hides every form of the key (as is, stripped, repr- and JSON-escaped, as UTF-8 bytes,
+  URL- and HTML-encoded) in any error text, before that text is cut, stored or printed.
+- The first request goes out alone: the window opens to `max_concurrency` requests in flight
+  (a sliding window: a slow or failing item never holds up the others) once the endpoint has
+  answered. A new request goes out only when the caller takes a reply, and the caller commits
+  each reply to the cache as it arrives, so a killed run loses at most `max_concurrency`
+  requests.
 - One deadline per request (`timeout`): a watchdog closes the connection when it passes, so a
-  server that trickles one byte at a time cannot hold a request open.
-- `max_concurrency` requests in flight as a sliding window: a slow or failing item never holds
-  up the others.
+  server that trickles one byte at a time cannot hold a request open. Opening the connection
+  (and TLS) has its own CONNECT_TIMEOUT, within it.
 - 408, 429, 5xx, dropped connections, timeouts, malformed bodies and empty or whitespace-only
   replies are retried `max_retries` times with jittered exponential backoff (`backoff` *
   2^attempt, at most `max_backoff`, or the server's Retry-After). An empty reply is never a
@@ -14,29 +28,127 @@ with the standard library's http.client, built to survive a faulty server:
 - Any other 4xx (e.g. a prompt over the context window) can never succeed: the item fails at
   once, and the completion loop's on_error policy decides (fail after caching everything
   else, or skip it).
-- The key is read from `api_key_env` per request and never stored, logged, cached or shown: it
-  is masked in any error text before that text is cut.
+- The run ends at once (EndpointError, whatever on_error says; what finished is cached) when
+  the endpoint cannot serve any item: a 401 or 403 (the key is refused: no other request
+  goes out), an unreachable endpoint (connection refused, DNS or TLS failure: after
+  CONNECT_RETRIES short retries, about 2 s; no connection within CONNECT_TIMEOUT), a first
+  request without any answer within `timeout`, a first item whose retries all fail, or, later,
+  2 x max_concurrency items (at least 4) in a row whose retries all fail.
 """
 from __future__ import annotations
 
+import functools
+import html
 import http.client
 import itertools
 import json
 import os
 import random
 import socket
+import ssl
 import threading
-import time
 import urllib.parse
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..errors import CriticError, UserError
 from .complete import Failure
 
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection and finish TLS (at most `timeout`)
+CONNECT_RETRIES = 2  # an unreachable endpoint is tried this many more times, after 0.5 s, then 1 s
+CONNECT_PAUSE = 0.5
+
+
+class EndpointError(CriticError):
+    """The endpoint cannot serve any item: its key refused, unreachable, silent or failing. The
+    run stops at once, whatever on_error says; every reply that came before is cached."""
+
+
+class _Refused(CriticError):
+    """This item can never succeed (a 4xx such as a prompt over the context window); others may."""
+
 
 class _Retryable(Exception):
     pass
+
+
+class _Unreachable(Exception):
+    """No connection: (why, whether a short retry may help)."""
+
+
+class _Stopped(Exception):
+    """The stream ended (a fatal error elsewhere, or the caller stopped) before this item's next try."""
+
+
+# ------------------------------------------------------------ the key
+
+
+def key_problem(key: str) -> str | None:
+    """What makes an API key (already stripped) unusable in an HTTP header, or None. Never the value."""
+    if any(c in "\r\n" for c in key):
+        return "has a line break inside it (more than one line?)"
+    if any(c.isspace() for c in key):
+        return "has a space or tab inside it"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return "contains a control character"
+    if not key.isascii():
+        return ("contains a non-ASCII character (e.g. a typographic quote or a non-breaking space pasted with it), "
+                "which an HTTP header cannot carry")
+    return None
+
+
+def read_key(env: str | None, required: bool = True) -> str | None:
+    """The API key in the environment variable `env`, without surrounding whitespace; None when
+    `env` is None, or when the variable is unset and not `required`. A UserError (one line,
+    naming the variable and the problem, never the value) when it is unusable."""
+    if not env:
+        return None
+    raw = os.environ.get(env)
+    if raw is None:
+        if required:  # the user's to fix: exit 2, before any request
+            raise UserError(f"environment variable {env} (api_key_env) is not set")
+        return None
+    key = raw.strip()
+    problem = "is empty" if not key else key_problem(key)
+    if problem:
+        raise UserError(f"environment variable {env} (api_key_env): the key {problem}; fix the variable "
+                        "(its value is not shown)")
+    return key
+
+
+@functools.lru_cache(maxsize=64)
+def _forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    out = set()
+    for raw in secrets:
+        for s in {raw, raw.strip()}:
+            if len(s) < 4:  # too short to mask without hiding ordinary text
+                continue
+            out |= {s, repr(s)[1:-1], json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1],
+                    s.encode("unicode_escape").decode("ascii"), repr(s.encode("utf-8"))[2:-1],
+                    urllib.parse.quote(s, safe=""), urllib.parse.quote(s), urllib.parse.quote_plus(s),
+                    html.escape(s)}
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def mask(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every form of each secret replaced by ***: as is and stripped, each raw,
+    repr- and JSON-escaped, as UTF-8 bytes' repr, URL- and HTML-encoded."""
+    for form in _forms(tuple(s for s in secrets if s)):
+        text = text.replace(form, "***")
+    return text
+
+
+def _unreachable(e: OSError, host: str, connect_timeout: float) -> tuple[str, bool]:
+    """Why a connection could not be opened, and whether a short retry may help."""
+    if isinstance(e, TimeoutError):  # it waited long enough
+        return f"no connection within {connect_timeout:g} s", False
+    if isinstance(e, socket.gaierror):
+        return f"DNS lookup of {host} failed ({e.strerror or e})", True
+    if isinstance(e, ssl.SSLError):
+        return f"TLS error ({getattr(e, 'verify_message', None) or e.reason or e})", True
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused", True
+    return f"{type(e).__name__}: {e.strerror or e}", True
 
 
 class HTTPBackend:
@@ -45,10 +157,11 @@ class HTTPBackend:
     against one vLLM server are cache hits against another serving the same model."""
 
     uses_prefix = False  # a server gets no prefilled answer
+    batch_size = 1  # one item per request, committed to the cache as it arrives: each is paid for
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, max_new_tokens: int = 256,
                  temperature: float = 0.0, seed: int | None = None, max_concurrency: int = 8, timeout: float = 120.0,
-                 max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0, batch_size: int | None = None):
+                 max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0):
         base = base_url.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         parts = urllib.parse.urlsplit(self.url)
@@ -57,12 +170,14 @@ class HTTPBackend:
         if parts.username or parts.password:  # the spec goes into run.json and every RM's recipe
             raise UserError(f"base_url {parts.hostname}: carries credentials (user:password@), which would be written "
                             "into run.json and the model's recipe; name an environment variable in api_key_env instead")
+        if not self.url.isascii() or any(c.isspace() or ord(c) < 32 for c in self.url):
+            raise UserError(f"base_url {base_url!r}: has a space, control or non-ASCII character; percent-encode it")
         self.model, self.api_key_env = model, api_key_env
         self.identity = f"openai:{model}"
+        read_key(api_key_env, required=False)  # a key that is set but unusable fails here, when the critic is built
         self.max_new_tokens, self.temperature, self.seed = int(max_new_tokens), float(temperature), seed
         self.max_concurrency, self.timeout = int(max_concurrency), float(timeout)
         self.max_retries, self.backoff, self.max_backoff = int(max_retries), float(backoff), float(max_backoff)
-        self.batch_size = int(batch_size or 4 * self.max_concurrency)
         self.params = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": seed}
 
     def spec(self) -> dict:
@@ -74,26 +189,23 @@ class HTTPBackend:
     def release(self) -> None:
         pass
 
-    def _key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:  # the user's to fix: exit 2, before any request
-            raise UserError(f"critic {self.identity}: environment variable {self.api_key_env} (api_key_env) is not set")
-        return key
-
     def _mask(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "***") if key else text
+        return mask(text, [os.environ.get(self.api_key_env)] if self.api_key_env else [])
+
+    def _error(self, cls, text: str) -> CriticError:
+        """An error of class `cls` with `text` on one line, the key masked in every form."""
+        return cls(self._mask(" ".join(text.split())))
 
     # ------------------------------------------------------------ one request
 
-    def _post(self, body: bytes, key: str | None) -> tuple[str, int]:
-        """One attempt, under one deadline for the whole exchange."""
+    def _post(self, body: bytes, key: str | None, first: bool) -> tuple[str, int]:
+        """One attempt, under one deadline for the whole exchange. `first`: no request of this
+        stream has been answered yet, so a silence is the endpoint's, not this item's."""
         parts = urllib.parse.urlsplit(self.url)
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname, parts.port, timeout=self.timeout)
-        expired, sockets = threading.Event(), []
+        connect_timeout = min(CONNECT_TIMEOUT, self.timeout)
+        conn = cls(parts.hostname, parts.port, timeout=connect_timeout)
+        expired, sockets, answered = threading.Event(), [], False
 
         def expire():  # the response's reader shares this socket: shutting it down ends a blocked read
             expired.set()
@@ -110,30 +222,49 @@ class HTTPBackend:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
-            conn.connect()
+            try:
+                conn.connect()
+            except OSError as e:
+                raise _Unreachable(*_unreachable(e, parts.hostname, connect_timeout)) from None
+            conn.sock.settimeout(self.timeout)
             sockets.append(conn.sock)
             if expired.is_set():
                 expire()
-            conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+            try:
+                conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+            except (ValueError, UnicodeError) as e:  # a header http.client refuses: its text may hold the key
+                raise self._error(EndpointError, f"{self.identity}: the request to {self.url} could not be built "
+                                                 f"({type(e).__name__}: {e})") from None
             resp = conn.getresponse()
+            answered = True
             raw, status, location = resp.read(), resp.status, resp.getheader("Location")
             retry_after = resp.getheader("Retry-After")
         except (OSError, http.client.HTTPException) as e:
+            if isinstance(e, TimeoutError):  # the socket's own timeout: the deadline passed too
+                expired.set()
             if not expired.is_set():  # else the deadline passed: said below
                 raise _Retryable(f"{type(e).__name__}: {e}", None) from None
         finally:
             watchdog.cancel()
             conn.close()
         if expired.is_set():
-            raise _Retryable(f"no complete answer within {self.timeout:g} s", None)
-        detail = self._mask(raw.decode("utf-8", "replace"))[:300]  # masked first, then cut
+            if not answered and first:  # bounded by the connect timeout plus one deadline
+                raise self._error(EndpointError, f"endpoint silent: {self.url} accepted the connection but gave no "
+                                                 f"answer within {self.timeout:g} s (timeout)")
+            raise _Retryable(f"no {'complete ' if answered else ''}answer within {self.timeout:g} s", None)
+        detail = self._mask(raw.decode("utf-8", "replace"))[:300]  # masked, then cut
         if 300 <= status < 400:  # never followed: the key would go to another host
             raise _Retryable(f"HTTP {status} redirect to {location}, not followed (it would send the key there; "
                              "give the final URL as base_url)", None)
         if status in (408, 429) or status >= 500:
             raise _Retryable(f"HTTP {status}", retry_after)
+        if status in (401, 403):
+            said = (f"the key in {self.api_key_env} (api_key_env) was refused" if self.api_key_env else
+                    "no key was sent: name the environment variable that holds one in api_key_env")
+            raise self._error(EndpointError, f"{self.identity}: HTTP {status} from {self.url}: {said}; nothing more "
+                                             f"is sent: {detail}")
         if status >= 400:
-            raise CriticError(f"{self.identity}: HTTP {status} from {self.url}: {detail}")
+            raise self._error(_Refused, f"{self.identity}: HTTP {status} from {self.url}: {detail}")
         try:
             d = json.loads(raw)
             text = d["choices"][0]["message"]["content"]
@@ -146,66 +277,97 @@ class HTTPBackend:
             raise _Retryable("empty reply", None)
         return text.strip(), int(tokens)
 
-    def request(self, text: str, max_new_tokens: int | None = None) -> tuple[str, int]:
-        """The reply to one user message, with retries; CriticError when it cannot be had."""
+    def request(self, text: str, max_new_tokens: int | None = None, first: bool = False,
+                stop: threading.Event | None = None) -> tuple[str, int]:
+        """The reply to one user message, with retries. Raises EndpointError when the endpoint
+        cannot serve any item, a CriticError when this item cannot be had; each on one line,
+        the key masked. `stop` (set by the stream) ends the retries."""
         body = {"model": self.model, "messages": [{"role": "user", "content": text}],
                 "max_tokens": int(max_new_tokens or self.max_new_tokens), "temperature": self.temperature}
         if self.seed is not None:
             body["seed"] = self.seed
         payload = json.dumps(body).encode()
-        key = self._key()
-        last = "no attempt"
+        key = read_key(self.api_key_env)
+        stop = stop or threading.Event()
+        last, unreachable = "no attempt", 0
         for attempt in range(self.max_retries + 1):
+            if stop.is_set():
+                raise _Stopped()
             try:
-                return self._post(payload, key)
+                return self._post(payload, key, first)
+            except _Unreachable as e:
+                why, retry = e.args
+                unreachable += 1
+                if not retry or unreachable > CONNECT_RETRIES or attempt == self.max_retries:
+                    tries = f" ({unreachable} attempts)" if unreachable > 1 else ""
+                    raise self._error(EndpointError, f"endpoint unreachable: {self.url}: {why}{tries}") from None
+                pause = CONNECT_PAUSE * 2 ** (unreachable - 1)
             except _Retryable as e:
                 last, retry_after = e.args
                 pause = self.backoff * 2**attempt * (1 + random.random()) / 2  # jittered
                 if retry_after and str(retry_after).replace(".", "", 1).isdigit():
                     pause = float(retry_after)
-                if attempt < self.max_retries:
-                    time.sleep(min(pause, self.max_backoff))
-            except CriticError as e:
-                raise CriticError(self._mask(str(e))) from None
-        raise CriticError(self._mask(f"{self.identity}: {self.url} failed {self.max_retries + 1} times; last error: {last}"))
+            if attempt < self.max_retries:
+                stop.wait(min(pause, self.max_backoff))
+        raise self._error(CriticError, f"{self.identity}: {self.url} failed {self.max_retries + 1} times; "
+                                       f"last error: {last}")
 
     # ------------------------------------------------------------ many
 
     def stream(self, texts: list[str], max_new_tokens: int | None = None,
                answer_prefix: str | None = None) -> Iterator[tuple[int, "str | Failure", int]]:
-        """(index, reply or Failure, tokens) as each request finishes. At most `max_concurrency`
-        requests are out (sent, or answered and not yet taken): the next goes out when the caller
-        takes a reply, so a caller that is killed loses at most that many. When 2 x max_concurrency
-        items (at least 4) fail in a row, the endpoint is taken for dead and the items not yet sent
-        fail without a request."""
+        """(index, reply or Failure, tokens) as each request finishes. The first request goes
+        out alone; once the endpoint has answered, at most `max_concurrency` are out (sent, or
+        answered and not yet taken): the next goes out when the caller takes a reply, so a caller
+        that is killed loses at most that many. An EndpointError (see the module) is raised once
+        the requests already out have come back (their replies are yielded first); retries of
+        those stop at once."""
         if not texts:
             return
-        self._key()  # a missing key fails before any request
+        read_key(self.api_key_env)  # a missing key fails before any request
         pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts)))
-        in_a_row, dead = 0, max(4, 2 * self.max_concurrency)
+        stop = threading.Event()
         queue = iter(enumerate(texts))
         window: dict = {}  # future -> index; a new request goes out only when a reply is taken
+        answered, in_a_row, fatal = False, 0, None
 
         def send(n: int) -> None:
-            for i, text in itertools.islice(queue, n):
-                window[pool.submit(self.request, text, max_new_tokens)] = i
+            for i, text in itertools.islice(queue, max(0, n)):
+                window[pool.submit(self.request, text, max_new_tokens, not answered, stop)] = i
 
         try:
-            send(self.max_concurrency)
+            send(1)
             while window:
                 finished, _ = wait(window, return_when=FIRST_COMPLETED)
                 for future in finished:
                     i = window.pop(future)
                     try:
                         text, tokens = future.result()
-                        in_a_row = 0
-                        yield i, text, tokens
-                    except CriticError as e:
-                        in_a_row += 1
+                    except _Stopped:
+                        continue
+                    except EndpointError as e:
+                        fatal = fatal or e
+                        stop.set()
+                        continue
+                    except _Refused as e:  # the endpoint answered: this item alone can never succeed
+                        answered, in_a_row = True, 0
                         yield i, Failure(str(e)), 0
-                if in_a_row < dead:
-                    send(len(finished))
-            for i, _ in queue:
-                yield i, Failure(f"not sent: {dead} items in a row failed before it"), 0
+                        continue
+                    except CriticError as e:  # retries ran out
+                        in_a_row += 1
+                        if fatal is None and in_a_row >= (max(4, 2 * self.max_concurrency) if answered else 1):
+                            fatal = self._error(EndpointError, f"endpoint failing: {self.url}: " + (
+                                f"{in_a_row} items in a row failed" if answered else "the first item failed")
+                                + f"; last: {e}")
+                            stop.set()
+                        yield i, Failure(str(e)), 0
+                        continue
+                    answered, in_a_row = True, 0
+                    yield i, text, tokens
+                if fatal is None:
+                    send((self.max_concurrency if answered else 1) - len(window))
+            if fatal is not None:
+                raise fatal.with_traceback(None)  # its worker thread's frames say nothing more
         finally:
+            stop.set()  # a caller that stopped early ends the retries of what is still out
             pool.shutdown(wait=True, cancel_futures=True)
