@@ -81,7 +81,8 @@ def evaluate_job(cfg) -> dict:
         summary["recipe_critic"] = expected
         summary["overlap"] = run.notes.get("overlap", {})
         atomic.write_json(run.out_dir / "summary.json", summary)
-        rm.add_results(summary)  # the model card carries the numbers
+        if not cfg.allow_critic_mismatch:  # the card carries the numbers; a cross-critic experiment's are not its own
+            rm.add_results(summary)
         run.notes["result"] = results_row(summary)
     return {**summary, "out_dir": str(run.out_dir)}
 

@@ -290,7 +290,8 @@ def carded(tmp_path_factory):
     before = (folder / "README.md").read_text()
     tied = load(str(write_jsonl(folder.parent / "t.jsonl", [{**r, "tie": i == 0, "source": "pandalm"}
                                                              for i, r in enumerate(STANDARD)]))).pairs
-    summary = evaluate(rm, {"mine": datasets.Dataset.from_list(STANDARD), "pl": tied}, max_length=64, allow_critic_mismatch=True)
+    summary = evaluate(rm, {"mine": datasets.Dataset.from_list(STANDARD), "pl": tied}, max_length=64,
+                       allow_critic_mismatch=True, n_boot=50)
     rm.add_results(summary)
     return rm, folder, before, summary
 
@@ -379,12 +380,12 @@ def test_push_to_hub_takes_its_token_from_the_environment(carded, monkeypatch, t
     assert not any("hf_secret" in p.read_text(errors="ignore") for p in copy.rglob("*") if p.is_file())
 
 
-def test_cli_push_to_hub_without_a_token_fails_before_training(tmp_path, shared_data):
-    import os
+def test_cli_push_to_hub_without_a_token_fails_before_training(tmp_path, shared_data, monkeypatch, capsys):
+    from critcore.cli import main
 
-    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    res = subprocess.run(CLI + ["train", "--train", f"{shared_data}/mix/validation.jsonl", "--limit", "8", "--out",
-                                str(tmp_path / "t"), "--push-to-hub", "me/rm"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    one_line_error(res, "push_to_hub 'me/rm'", "$HF_TOKEN")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    code = main(["train", "--train", f"{shared_data}/mix/validation.jsonl", "--limit", "8", "--out",
+                 str(tmp_path / "t"), "--push-to-hub", "me/rm"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "push_to_hub 'me/rm'" in err and "$HF_TOKEN" in err, err
     assert not (tmp_path / "t").exists()
