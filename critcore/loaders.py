@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 from .errors import DataError
 from .generated import GENERATED_KINDS, generated_pairs
-from .readers import Loaded, collect, degenerate, id_tag, jsonl_records, local_only, rows_of, text_field
+from .readers import (Loaded, collect, degenerate, id_tag, in_memory, is_table, jsonl_records, local_only, rows_of,
+                      text_field)
 from .records import Pair, check_message, number
 
 Convert = Callable[[int, str, Any], "Pair | str"]  # (index, where, record) -> a Pair or a skip reason
@@ -255,6 +256,8 @@ def load_jsonl(path) -> Loaded:
     """critcore's JSONL (the shape `write_pairs` writes, and the shared mix's), or TRL's rows in a
     JSONL file (see load_trl). Like `read_pairs`, but pairs with an empty or identical response
     are counted and skipped, not refused."""
+    if in_memory(path) or is_table(path):  # a table given as jsonl: read as TRL's rows are
+        return _gather("jsonl", path, rows_of(path), _preference_row())
     path = Path(path)
     return _gather("jsonl", path, jsonl_records(path, guess_format), _preference_row())
 

@@ -76,7 +76,9 @@ class RewardModel(nn.Module):
             portable(tmp, self.tokenizer.model_input_names)
             if recipe is not None:
                 atomic.write_json(tmp / RECIPE_FILE, recipe)
-            card.write(tmp, recipe, self.chat, name=directory.name)
+            # the card's name: the folder's, or for <run>/train/model the run's
+            name = directory.name if directory.name != "model" else directory.resolve().parent.parent.name
+            card.write(tmp, recipe, self.chat, name=name)
         self.recipe, self.folder = recipe, directory
         return directory
 
