@@ -61,6 +61,8 @@ def _recipe_table(recipe: dict | None) -> str:
 
 def _usage(repo: str, recipe: dict | None, chat: bool) -> str:
     critic = (recipe or {}).get("critic")
+    local = repo.rsplit("/", 1)[-1]
+    download = f"hf download {repo} --local-dir {local}\n" if "/" in repo else ""
     response = ('critique = "..."  # the critique the critic above writes of this response\n'
                 f'content = {template("rm_critique.txt")!r}.format(completion="4", critique=critique)\n'
                 if critic else 'content = "4"\n')
@@ -83,11 +85,12 @@ critcore applies the same policy when it scores.
 
 ## Score with critiques through critcore
 
-critcore writes the critique with the critic of the recipe (from its cache when it has it) and scores:
+critcore writes the critique with the critic of the recipe (from its cache when it has it) and scores;
+it reads the recipe from a local folder:
 
 ```bash
-critcore score --model {repo} --prompt "What is 2+2?" --response "4"
-critcore evaluate --model {repo} --data pandalm=pandalm:testset-v1.json   # updates this card's results
+{download}critcore score --model {local} --prompt "What is 2+2?" --response "4"
+critcore evaluate --model {local} --data pandalm=pandalm:testset-v1.json   # updates this card's results
 ```
 """
 

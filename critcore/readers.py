@@ -132,8 +132,11 @@ def label(source) -> str:
 def is_table(path) -> bool:
     """A Parquet or Arrow file, or a folder `save_to_disk` wrote."""
     p = Path(path).expanduser()
-    return p.suffix in TABLE_SUFFIXES or p.is_dir() and any(
-        (p / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+    try:
+        return p.suffix in TABLE_SUFFIXES or p.is_dir() and any(
+            (p / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+    except OSError:  # cannot be looked at (permission): the reader that opens it says why
+        return False
 
 
 def is_local(path_or_name) -> bool:
