@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", dest="train.epochs", type=int, help="passes over the training pairs")
     p.add_argument("--seed", dest="train.seed", type=int, help="training seed")
     p.add_argument("--run-id", help="names the output folder when --out is not given")
+    p.add_argument("--push-to-hub", metavar="REPO", help="upload the trained RM (weights, recipe, model card) to this "
+                                                         "hub repo, owner/name; the token comes from $HF_TOKEN")
     _cache(p)
     _output(p, "output folder (default outputs/train/<run id>)", cmd_train)
 
@@ -210,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", dest="critic_options.engine", help="local critics: ctranslate2 or transformers")
     p.add_argument("--on-error", dest="critic_options.on_error", choices=["fail", "skip"],
                    help="an item the critic can never answer: fail or skip it")
-    _output(p, "output JSONL, written atomically", cmd_critique, key="out", quiet="no progress bar")
+    _output(p, "output: critcore JSONL (.jsonl), or a dataset in TRL's columns with the critiques: a .parquet file "
+               "or a save_to_disk folder (no suffix); written atomically", cmd_critique, key="out", quiet="no progress bar")
 
     p = sub.add_parser("run", help="run a study notebook with a params YAML (papermill)")
     p.add_argument("params", help="params YAML naming its study")

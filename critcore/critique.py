@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from .critics import (CRITIC_FORMS, Critic, LocalCritic, OpenAICritic, SimulatedCritic,  # noqa: F401 - the API
                       make_critic, model_backend, parse_critic_spec)
+from .data import pairs_of
 from .errors import CriticError, CriticMismatchError  # noqa: F401 - CriticError is part of this API
 from .llm import CritiqueCache, Failure, cached
 from .llm.cache import open_cache
@@ -70,10 +71,12 @@ def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike 
             progress: bool = True, on_error: str = "fail") -> list[Pair]:
     """The pairs with chosen_critique / rejected_critique filled and meta["critic"] set.
 
-    `critic` is a Critic or a spec for make_critic; "none" clears critiques. `cache` is a
+    `pairs`: a list of pairs, or anything critcore.data.load takes (a Dataset, a DataFrame, a data
+    spec). `critic` is a Critic or a spec for make_critic; "none" clears critiques. `cache` is a
     CritiqueCache, a path to one, or None (in memory); see critique_texts. With on_error="skip",
     a pair whose critique failed is kept without critiques, with the reason in
     meta["critique_failed"] (drop_failed leaves those out)."""
+    pairs = pairs_of(pairs)
     critic = make_critic(critic)
     if critic is None:
         return [replace(p, chosen_critique=None, rejected_critique=None,

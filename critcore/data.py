@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from . import atomic
 from .errors import DataError
 from .loaders import LOADERS
-from .readers import Loaded, jsonl_records
+from .readers import Loaded, is_table, jsonl_records, table_object
 from .records import RATINGS, Pair, prompt_text  # noqa: F401 - RATINGS, prompt_text: public API
 
 
@@ -66,14 +66,19 @@ def _path_param(fmt: str) -> str | None:
 
 def spec_dict(spec) -> dict:
     """A data spec as a mapping. A string is a JSON mapping when it starts with '{', FORMAT:PATH
-    when it starts with a known format, a format alone (its hub default), or else a path to
-    critcore JSONL; a path may hold ':'."""
+    when it starts with a known format, a format alone (its hub default), or else a path: a
+    Parquet or Arrow file or a `save_to_disk` folder is read as format trl, anything else as
+    critcore JSONL; a path may hold ':'. A Dataset, DatasetDict or DataFrame is read as format
+    trl (a list of records, as {"format": ..., "path": [...]}: a bare list is a list of specs)."""
+    if table_object(spec) and not isinstance(spec, (list, tuple)):  # before dict: a DatasetDict is one; a list is specs
+        return {"format": "trl", "path": spec}
     if isinstance(spec, dict):
         return dict(spec)
     if isinstance(spec, os.PathLike):
         spec = str(spec)
     if not isinstance(spec, str):
-        raise DataError("dataset spec", None, f"expected a mapping, FORMAT:PATH or a path, got {type(spec).__name__}")
+        raise DataError("dataset spec", None, "expected a mapping, FORMAT:PATH, a path, a Dataset, DatasetDict or "
+                                              f"DataFrame, got {type(spec).__name__}")
     if spec.lstrip().startswith("{"):  # a mapping written as JSON, as --critic takes one
         try:
             return spec_dict(json.loads(spec))
@@ -87,7 +92,7 @@ def spec_dict(spec) -> dict:
     if sep and re.fullmatch(r"[A-Za-z][\w-]+", fmt) and not Path(spec).expanduser().exists():
         raise DataError("dataset spec", "format", f"unknown format {fmt!r} in {spec!r}; expected one of "
                                                   f"{', '.join(LOADERS)} (or a path to critcore JSONL)")
-    return {"format": "jsonl", "path": spec}
+    return {"format": "trl" if is_table(spec) else "jsonl", "path": spec}
 
 
 def parse_spec(spec) -> Spec:
@@ -112,9 +117,12 @@ def parse_spec(spec) -> Spec:
     if path is not None:
         if path_name is None:
             raise DataError("dataset spec", "path", f"format {fmt!r} takes no path")
-        if not str(path).strip():
+        if table_object(path):
+            spec[path_name] = path
+        elif not str(path).strip():
             raise DataError("dataset spec", "path", f"empty path (give {fmt}:PATH)")
-        spec[path_name] = str(path)
+        else:
+            spec[path_name] = str(path)
     if "tie_policy" in spec and fmt == "pandalm":
         raise DataError("dataset spec", "tie_policy", "no longer an option: PandaLM keeps its ties and every "
                                                       "evaluation reports both policies (ties dropped, ties wrong)")
@@ -153,7 +161,7 @@ def _load_one(s: Spec) -> Loaded:
     path = s.path
     stamp = None
     try:
-        if path is not None and Path(str(path)).expanduser().is_file():
+        if isinstance(path, str) and Path(path).expanduser().is_file():
             st = Path(str(path)).expanduser().stat()
             stamp = (st.st_size, st.st_mtime_ns)
     except OSError:  # not memoised; the loader says what is wrong
@@ -189,6 +197,19 @@ def load(spec) -> Loaded:
     skipped = sum((Counter(p.skipped) for p in parts), Counter())
     return Loaded([p for part in parts for p in part.pairs], dict(skipped), "+".join(p.source for p in parts),
                   " + ".join(p.path for p in parts), sum(p.rows for p in parts))
+
+
+def pairs_of(data) -> list[Pair]:
+    """Pairs as they are, or those of anything `load` takes (a data spec, a Dataset, a DataFrame)."""
+    if isinstance(data, list) and all(isinstance(p, Pair) for p in data):
+        return data
+    loaded = load(data)
+    note = describe_skips(loaded)
+    if note:
+        import sys
+
+        print(note, file=sys.stderr)
+    return loaded.pairs
 
 
 def sample(pairs: list[Pair], n: int | None = None, seed: int = 0,

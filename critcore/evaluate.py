@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from .collate import pad_right, sorted_batches
+from .data import pairs_of
 from .errors import CriticMismatchError
 from .format import MAX_LENGTH, Formatter
 from .metrics import correct, pandalm_accuracy, summarize
@@ -101,8 +102,10 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
              sections: dict | None = None, max_length: int | None = None, batch_size: int = 32,
              with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False,
              allow_critic_mismatch: bool = False) -> dict:
-    """Score each named dataset; write `<name>_scores.csv` and `summary.json` under out_dir. A set
+    """Score each named dataset (pairs, or anything critcore.data.load takes: a Dataset, a
+    DataFrame, a data spec); write `<name>_scores.csv` and `summary.json` under out_dir. A set
     with RewardBench subsets that no section lists gets a warning naming them."""
+    datasets = {name: pairs_of(pairs) for name, pairs in datasets.items()}
     listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
-from . import atomic, config as config_mod
+from . import atomic, card, config as config_mod
 from . import data as data_mod
+from . import export
 from .backbones import check as check_backbone
 from .critique import augment, critic_for_model, critique_texts, drop_failed, make_critic
 from .evaluate import evaluate, score_one, score_pairs
@@ -23,8 +24,11 @@ from .train import critiques_of
 
 def train_job(cfg) -> dict:
     """`critcore train`: one RM from a TrainJob configuration, in cfg.out_dir (train/, eval/,
-    run.json). critic null keeps the critiques the data carry; "none" trains without critiques."""
+    run.json). critic null keeps the critiques the data carry; "none" trains without critiques.
+    push_to_hub uploads the trained RM with its card (its token is checked before anything runs)."""
     check_backbone(cfg.backbone)  # names and data fail before anything is written
+    if cfg.push_to_hub:
+        card.hub_token(cfg.push_to_hub)
     critic = make_critic(cfg.critic, cfg.critic_options) if cfg.critic is not None else None
     splits = read_splits(cfg)
     with start(cfg) as run:
@@ -37,6 +41,9 @@ def train_job(cfg) -> dict:
         if critic is not None:
             run.critique_stats[str(critic.identity)] = dict(run.cache.stats)
         run.notes["result"] = results_row(summary)
+        if cfg.push_to_hub:
+            with run.step("push to hub"):
+                run.notes["pushed"] = card.push(summary["model"], cfg.push_to_hub)
     return {**summary, "out_dir": str(run.out_dir)}
 
 
@@ -75,6 +82,8 @@ def evaluate_job(cfg) -> dict:
         summary["recipe_critic"] = expected
         summary["overlap"] = run.notes.get("overlap", {})
         atomic.write_json(run.out_dir / "summary.json", summary)
+        if not cfg.allow_critic_mismatch:  # the card carries the numbers; a cross-critic experiment's are not its own
+            rm.add_results(summary)
         run.notes["result"] = results_row(summary)
     return {**summary, "out_dir": str(run.out_dir)}
 
@@ -108,14 +117,18 @@ def score_job(cfg) -> dict:
 
 
 def critique_job(cfg) -> dict:
-    """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out (JSONL)."""
+    """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out: critcore JSONL,
+    or a dataset in TRL's columns (a .parquet file, or a save_to_disk folder: critcore.export)."""
     pairs = load_pairs(cfg.data)
     critic = make_critic(cfg.critic, cfg.critic_options)
     start_t = time.perf_counter()
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
         out, skipped = drop_failed(augment(pairs, critic, cache, cfg.progress, cfg.critic_options.on_error))
         log_skipped(skipped)
-        data_mod.write_pairs(cfg.out, out)
+        if export.is_dataset_path(cfg.out):
+            export.write_dataset(cfg.out, out)
+        else:
+            data_mod.write_pairs(cfg.out, out)
         return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": len(skipped),
                 "skipped": skipped, **cache.report(), "seconds": round(time.perf_counter() - start_t, 2),
                 "out": str(cfg.out)}

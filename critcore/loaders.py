@@ -11,20 +11,33 @@ it; any other bad record raises DataError naming file, record and field.
                          keeps its ties (tie=True), for its two tie policies
     no_preference        AlpacaEval preference is null (the judge gave no answer)
     non_text_response    PandaLM: a response that is a JSON boolean, not text
+    duplicate_pair       a row without an id (TRL's formats) whose prompt and responses repeat an
+                         earlier row's: its id, derived from that content, would repeat
+
+Every loader reads its records through critcore.readers.rows_of, so each format also loads from
+Parquet and Arrow files, `save_to_disk` folders, and `datasets.Dataset`, `DatasetDict` and
+pandas DataFrames in memory. A record a loader refuses that another format reads gets a hint
+naming that format (guess_format tries each format's own conversion: a hint is never a guess
+by key names).
 
 A record with several reasons is counted once, under the first: the source's own label
 (no_shared_prefix, tie, no_preference) before the content checks (empty, then identical).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import DataError
 from .generated import GENERATED_KINDS, generated_pairs
-from .readers import Loaded, collect, degenerate, guess_format, id_tag, jsonl_records, local_only, rows_of, text_field
+from .readers import (Loaded, collect, degenerate, id_tag, in_memory, is_table, jsonl_records, local_only, rows_of,
+                      text_field)
 from .records import Pair, check_message, number
+
+Convert = Callable[[int, str, Any], "Pair | str"]  # (index, where, record) -> a Pair or a skip reason
 
 
 # --- Anthropic HH-RLHF -------------------------------------------------------------------------
@@ -50,8 +63,11 @@ def load_hh_rlhf(path_or_name="Anthropic/hh-rlhf", split="test", data_dir=None) 
     split; where the rejected dialogue does not start with that prompt (a response that itself
     contains '\\n\\nAssistant:'), the row is skipped as 'no_shared_prefix' rather than guessed.
     """
-    tag = id_tag(path_or_name, split, data_dir)
+    return _gather("hh-rlhf", path_or_name, rows_of(path_or_name, split, data_dir),
+                   _hh_rlhf(id_tag(path_or_name, split, data_dir), data_dir))
 
+
+def _hh_rlhf(tag: str, data_dir: str | None) -> Convert:
     def convert(i, where, row):
         chosen, rejected = text_field(row, "chosen", where), text_field(row, "rejected", where)
         cut = chosen.rfind(_ASSISTANT)
@@ -64,7 +80,7 @@ def load_hh_rlhf(path_or_name="Anthropic/hh-rlhf", split="test", data_dir=None) 
         return degenerate(c, r) or Pair(id=f"hh-rlhf/{tag}/{i}", prompt=_hh_messages(prompt, where),
                                          chosen=c, rejected=r, subset=data_dir, source="hh-rlhf")
 
-    return collect("hh-rlhf", path_or_name, rows_of(path_or_name, split, data_dir), convert)
+    return convert
 
 
 # --- PandaLM human test set --------------------------------------------------------------------
@@ -85,7 +101,10 @@ def load_pandalm(path_or_name) -> Loaded:
     counted as 'non_text_response'.
     """
     path = local_only(path_or_name, "pandalm", "https://github.com/WeOpenML/PandaLM (data/testset-v1.json)")
+    return _gather("pandalm", path, rows_of(path), _pandalm())
 
+
+def _pandalm() -> Convert:
     def convert(i, where, row):
         idx = row.get("idx")
         if isinstance(idx, bool) or not isinstance(idx, int):
@@ -110,7 +129,7 @@ def load_pandalm(path_or_name) -> Loaded:
             id=f"pandalm/{idx}", prompt=instruction + (f"\n\n{inp}" if inp.strip() else ""),
             chosen=chosen, rejected=rejected, subset="pandalm", source="pandalm", tie=label == 0, meta=meta)
 
-    return collect("pandalm", path, rows_of(path), convert)
+    return convert
 
 
 # --- RewardBench -------------------------------------------------------------------------------
@@ -118,7 +137,10 @@ def load_pandalm(path_or_name) -> Loaded:
 def load_rewardbench(path_or_name="allenai/reward-bench", split="filtered") -> Loaded:
     """RewardBench (or the local RewardBench-shaped JSONL): prompt, chosen, rejected, chosen_model,
     rejected_model, subset, id. Ids are 'rewardbench/<id>'; the models go to meta."""
+    return _gather("rewardbench", path_or_name, rows_of(path_or_name, split), _rewardbench())
 
+
+def _rewardbench() -> Convert:
     def convert(i, where, row):
         rid = row.get("id")
         if rid is None:
@@ -129,7 +151,7 @@ def load_rewardbench(path_or_name="allenai/reward-bench", split="filtered") -> L
                                          chosen=c, rejected=r, subset=text_field(row, "subset", where),
                                          source="rewardbench", meta=meta)
 
-    return collect("rewardbench", path_or_name, rows_of(path_or_name, split), convert)
+    return convert
 
 
 # --- UltraFeedback binarized -------------------------------------------------------------------
@@ -162,8 +184,11 @@ def load_ultrafeedback(path_or_name="HuggingFaceH4/ultrafeedback_binarized", spl
     score_rejected; rating from `ultrafeedback_rating`. Equal scores are skipped as 'tie', or
     kept with tie=True (margin 0, no rating) when keep_ties.
     """
-    tag = id_tag(path_or_name, split)
+    return _gather("ultrafeedback", path_or_name, rows_of(path_or_name, split),
+                   _ultrafeedback(id_tag(path_or_name, split), keep_ties))
 
+
+def _ultrafeedback(tag: str, keep_ties: bool) -> Convert:
     def convert(i, where, row):
         prompt, c = _final_turn(row, "chosen", where)
         prompt_r, r = _final_turn(row, "rejected", where)
@@ -180,7 +205,7 @@ def load_ultrafeedback(path_or_name="HuggingFaceH4/ultrafeedback_binarized", spl
                             source="ultrafeedback", tie=gap == 0,
                             meta={"score_chosen": sc, "score_rejected": sr})
 
-    return collect("ultrafeedback", path_or_name, rows_of(path_or_name, split), convert)
+    return convert
 
 
 # --- AlpacaEval pairwise annotations ----------------------------------------------------------
@@ -197,8 +222,10 @@ def load_alpacaeval(path) -> Loaded:
     margin = 2*|preference-1.5|; preference 1.5 is skipped as 'tie', null as 'no_preference'.
     """
     path = local_only(path, "alpacaeval", "https://github.com/tatsu-lab/alpaca_eval (results/*/annotations.json)")
-    tag = path.stem
+    return _gather("alpacaeval", path, rows_of(path), _alpacaeval(id_tag(path, None)))
 
+
+def _alpacaeval(tag: str) -> Convert:
     def convert(i, where, row):
         o1, o2 = text_field(row, "output_1", where), text_field(row, "output_2", where)
         instruction = text_field(row, "instruction", where)
@@ -220,30 +247,142 @@ def load_alpacaeval(path) -> Loaded:
             rating=alpacaeval_rating(margin), margin=margin, source="alpacaeval",
             meta={"preference": pref, "chosen_model": g1 if first else g2, "rejected_model": g2 if first else g1})
 
-    return collect("alpacaeval", path, rows_of(path), convert)
+    return convert
 
 
-# --- critcore's own JSONL (and the shared mix) -------------------------------------------------
+# --- critcore's own JSONL and TRL's preference formats -------------------------------------
 
 def load_jsonl(path) -> Loaded:
-    """critcore's JSONL (the shape `write_pairs` writes, and the shared mix's). Like `read_pairs`,
-    but pairs with an empty or identical response are counted and skipped, not refused."""
+    """critcore's JSONL (the shape `write_pairs` writes, and the shared mix's), or TRL's rows in a
+    JSONL file (see load_trl). Like `read_pairs`, but pairs with an empty or identical response
+    are counted and skipped, not refused."""
+    if in_memory(path) or is_table(path):  # a table given as jsonl: read as TRL's rows are
+        return _gather("jsonl", path, rows_of(path), _preference_row())
     path = Path(path)
+    return _gather("jsonl", path, jsonl_records(path, guess_format), _preference_row())
 
-    def convert(_, where, d):
-        if isinstance(d, dict) and isinstance(d.get("chosen"), str) and isinstance(d.get("rejected"), str):
+
+def load_trl(path_or_name, split: str | None = None, data_dir: str | None = None) -> Loaded:
+    """Rows with TRL's preference columns, from any source: a JSONL, JSON, Parquet or Arrow file,
+    a `save_to_disk` folder, a hub name, or a Dataset, DatasetDict (`split`, or its only one) or
+    DataFrame in memory. TRL's formats:
+
+    - standard, explicit prompt: {prompt: str, chosen: str, rejected: str}
+    - conversational, explicit prompt: {prompt: [messages], chosen: [one assistant message], rejected: [...]}
+    - conversational, implicit prompt: {chosen: [messages], rejected: [messages]}, the prompt being
+      the messages before the last (assistant) one, which must be the same on both sides
+
+    TRL's standard implicit-prompt rows (whole texts, no prompt) are refused: nothing says where
+    their prompt ends. `id` is optional: a missing one is derived from the content
+    ('pair/' + 16 hex digits of a hash of prompt, chosen and rejected), the same in every run and
+    from every source; a row repeating an earlier row's content is skipped as 'duplicate_pair'.
+    critcore's own columns (chosen_critique, rejected_critique, rating, margin, subset, source,
+    tie) are read as critcore JSONL reads them, and the critic columns that `critcore critique`
+    writes (critic, critic_config) tag the critiques again; other columns go to meta."""
+    return _gather("trl", path_or_name, rows_of(path_or_name, split, data_dir, guess_format), _preference_row())
+
+
+def derived_id(prompt, chosen: str, rejected: str) -> str:
+    """A pair's id from its content: stable across runs, sources and row order."""
+    text = json.dumps([prompt, chosen, rejected], ensure_ascii=False, sort_keys=True)
+    return "pair/" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _completion(row: dict, key: str, where: str) -> str:
+    """A completion of TRL's conversational explicit-prompt format: one assistant message (or text)."""
+    value = row[key]
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or len(value) != 1:
+        got = f"a list of {len(value)} messages" if isinstance(value, list) else type(value).__name__
+        raise DataError(where, key, f"expected text or a list of one assistant message, got {got}")
+    check_message(value[0], where, f"{key}[0]")
+    if value[0]["role"] != "assistant":
+        raise DataError(where, f"{key}[0].role", f"{value[0]['role']!r}, not 'assistant'")
+    return value[0]["content"]
+
+
+def _preference_row() -> Convert:
+    """critcore's JSONL records and TRL's rows (load_trl) as pairs; ids derived where missing."""
+    seen: set[str] = set()
+
+    def convert(_, where, row):
+        if not isinstance(row, dict):
+            raise DataError(where, None, f"expected a JSON object, got {type(row).__name__}")
+        d = {k: v for k, v in row.items() if v is not None or k in ("id", "prompt", "chosen", "rejected")}
+        for key in ("chosen", "rejected"):
+            if d.get(key) is None:
+                raise DataError(where, key, "missing")
+        if isinstance(d["chosen"], list) and isinstance(d["rejected"], list) and d.get("prompt") is None:
+            d["prompt"], d["chosen"] = _final_turn(d, "chosen", where)
+            prompt_r, d["rejected"] = _final_turn(d, "rejected", where)
+            if prompt_r != d["prompt"]:
+                raise DataError(where, "rejected", "its prompt messages differ from those of 'chosen'")
+        elif d.get("prompt") is None:
+            raise DataError(where, "prompt", "missing" + (
+                " (whole texts without a prompt, TRL's standard implicit-prompt format, do not say where the "
+                "prompt ends: give a prompt column)" if isinstance(d["chosen"], str) else ""))
+        else:
+            d["chosen"], d["rejected"] = _completion(d, "chosen", where), _completion(d, "rejected", where)
+        if isinstance(d["chosen"], str) and isinstance(d["rejected"], str):
             skip = degenerate(d["chosen"], d["rejected"])
             if skip:
                 return skip
-        try:
-            return Pair.from_dict(d, where)
-        except DataError as e:
-            fmt = guess_format(d)
-            if e.problem == "missing" and fmt not in (None, "jsonl"):
-                raise DataError(where, e.field, f"missing; the record looks like format '{fmt}': give {fmt}:PATH") from None
-            raise
+        if d.get("id") is None:
+            d["id"] = derived_id(d["prompt"], d["chosen"], d["rejected"])
+            if d["id"] in seen:
+                return "duplicate_pair"
+            seen.add(d["id"])
+        return Pair.from_dict(d, where)
 
-    return collect("jsonl", path, jsonl_records(path), convert)
+    return convert
+
+
+# --- hints: which format reads a record -------------------------------------------------------
+
+_SAME = {"jsonl": "trl"}  # formats that read records alike: never hinted for each other
+
+
+def _converters() -> dict[str, Convert]:
+    """Each format's conversion of one record, most specific first (an UltraFeedback row is also a
+    TRL conversational row, a RewardBench row a critcore one)."""
+    return {"pandalm": _pandalm(), "alpacaeval": _alpacaeval("-"), "rewardbench": _rewardbench(),
+            "ultrafeedback": _ultrafeedback("-", keep_ties=True), "hh-rlhf": _hh_rlhf("-", None),
+            "trl": _preference_row()}
+
+
+def guess_format(record, exclude: str | None = None) -> str | None:
+    """The format that reads `record` (its loader converts and validates it), or None; `exclude`:
+    a format not to name (the one that just refused it)."""
+    if not isinstance(record, dict):
+        return None
+    skip = {exclude, _SAME.get(exclude)}
+    for fmt, convert in _converters().items():
+        if fmt in skip:
+            continue
+        try:
+            r = convert(0, "-", record)
+            if isinstance(r, Pair):
+                r.validate()
+            return fmt
+        except DataError:
+            continue
+    return None
+
+
+def _gather(fmt: str, path, rows, convert: Convert) -> Loaded:
+    """readers.collect, with a record another format reads refused with a hint naming that format."""
+    def hinted(i, where, row):
+        try:
+            return convert(i, where, row)
+        except DataError as e:
+            other = guess_format(row, exclude=fmt)
+            if other is None:
+                raise
+            raise DataError(e.where, e.field, f"{e.problem}; the record looks like format '{other}': "
+                                              f"give {other}:PATH") from None
+
+    return collect(fmt, path, rows, hinted)
 
 
 # --- generated ---------------------------------------------------------------------------------
@@ -257,5 +396,5 @@ def load_generated(n: int = 64, seed: int = 0, split: str = "train", kinds: list
 LOADERS: dict[str, Callable[..., Loaded]] = {
     "hh-rlhf": load_hh_rlhf, "pandalm": load_pandalm, "rewardbench": load_rewardbench,
     "ultrafeedback": load_ultrafeedback, "alpacaeval": load_alpacaeval, "jsonl": load_jsonl,
-    "generated": load_generated,
+    "trl": load_trl, "generated": load_generated,
 }

@@ -16,14 +16,13 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from . import atomic, backbones
+from . import atomic, backbones, card
 from .backbones import quiet_transformers
 from .errors import DataError
-from .format import PLAIN_CHAT_TEMPLATE
-from .recipe import Recipe
+from .format import PLAIN_CHAT_TEMPLATE, Formatter
+from .recipe import RECIPE_FILE, Recipe
 
 PAD_TOKEN = "<|pad|>"
-RECIPE_FILE = "critcore_recipe.json"  # beside the weights: what scoring needs to read the RM as it was trained
 
 
 class RewardModel(nn.Module):
@@ -34,6 +33,7 @@ class RewardModel(nn.Module):
         self.peft_model = peft_model  # set when LoRA adapters are injected into hf
         self.is_decoder = hasattr(hf_model, "score")
         self.recipe = recipe  # how a saved critcore RM was trained (None for a fresh head or a foreign checkpoint)
+        self.folder: Path | None = None  # the local folder it was saved to or loaded from
 
     @classmethod
     def load(cls, backbone: str, dropout: bool = False, lora: dict | None = None) -> "RewardModel":
@@ -47,7 +47,9 @@ class RewardModel(nn.Module):
         if not dropout:
             _disable_dropout(hf)
         peft_model = _inject_lora(hf, lora) if lora else None
-        return cls(hf, tok, peft_model, read_recipe(path))
+        rm = cls(hf, tok, peft_model, read_recipe(path))
+        rm.folder = Path(path) if Path(path).is_dir() and rm.recipe is not None else None
+        return rm
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One reward per row."""
@@ -62,8 +64,9 @@ class RewardModel(nn.Module):
 
     def save(self, directory: str | os.PathLike, recipe: dict | None = None) -> Path:
         """Save as a plain transformers sequence classifier (safetensors) plus tokenizer, atomically,
-        with the recipe (`recipe`, else the one this RM was loaded with) in critcore_recipe.json.
-        LoRA adapters are merged first, so the head and all weights are always in the checkpoint."""
+        with the recipe (`recipe`, else the one this RM was loaded with) in critcore_recipe.json and
+        a model card (README.md, critcore.card). LoRA adapters are merged first, so the head and all
+        weights are always in the checkpoint."""
         directory = Path(directory)
         model = self.hf if self.peft_model is None else copy.deepcopy(self.peft_model).merge_and_unload()
         recipe = recipe if recipe is not None else self.recipe
@@ -73,8 +76,21 @@ class RewardModel(nn.Module):
             portable(tmp, self.tokenizer.model_input_names)
             if recipe is not None:
                 atomic.write_json(tmp / RECIPE_FILE, recipe)
-        self.recipe = recipe
+            # the card's name: the folder's, or for <run>/train/model the run's
+            name = directory.name if directory.name != "model" else directory.resolve().parent.parent.name
+            card.write(tmp, recipe, self.chat, name=name)
+        self.recipe, self.folder = recipe, directory
         return directory
+
+    @property
+    def chat(self) -> bool:
+        """Whether its tokenizer has a chat template of its own (not critcore's plain one)."""
+        return Formatter(self.tokenizer, 1).chat
+
+    def add_results(self, summary: dict) -> Path | None:
+        """Put an evaluation's numbers (a summary.json) into the card of the folder this RM was saved
+        to or loaded from; None when there is no such folder or card."""
+        return card.add_results(self.folder, self.recipe, self.chat, summary) if self.folder else None
 
 
 def portable(folder: Path, model_input_names: list[str] | None = None) -> None:

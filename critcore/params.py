@@ -245,6 +245,7 @@ class TrainJob(RMStudy):
     train_data: DataSpec = doc("train_data")
     backbone: str = doc("minilm, smollm2, gemma3-270m, a local folder, a .gguf file or a hub name", "minilm")
     critic: CriticSpec | None = doc("none: No-Critiques; null: the critiques the data carry; else a critic spec", None)
+    push_to_hub: str | None = doc("a hub repo (owner/name) to upload the trained RM to, its token from $HF_TOKEN", None)
 
 
 class WithRM(Base):
@@ -273,7 +274,8 @@ class Critique(Base):
     critic: CriticSpec = doc("a critic spec", "smollm2")
     critic_options: CriticOptions = doc("options for the critic", factory=CriticOptions)
     data: DataSpec = doc("the pairs (a data spec)")
-    out: str = doc("output JSONL, written atomically")
+    out: str = doc("output: critcore JSONL (.jsonl), or TRL's columns as a .parquet file or a save_to_disk folder "
+                   "(no suffix); written atomically")
 
 
 class Score(WithRM):

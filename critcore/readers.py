@@ -1,9 +1,12 @@
 """Reading records, for the dataset loaders (critcore.loaders): bytes (gunzipped; UTF-16 and bad
-bytes refused with their line), JSON lists and JSON Lines, hub datasets, and `collect`, which
-gathers a loader's pairs and counted skips into a `Loaded`, validated and with unique ids."""
+bytes refused with their line), JSON lists and JSON Lines, tables (Parquet and Arrow files,
+`save_to_disk` folders, `datasets.Dataset` / `DatasetDict` and pandas DataFrames in memory),
+hub datasets, and `collect`, which gathers a loader's pairs and counted skips into a `Loaded`,
+validated and with unique ids."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -62,34 +65,20 @@ def _decode(raw: bytes, path: Path, base: int = 0, lineno: int | None = None) ->
                                                 "is the file Latin-1 or Windows-1252? Save it as UTF-8") from None
 
 
-_FORMAT_KEYS = (  # (format, keys a record of it has), to say which format reads a mismatched file
-    ("pandalm", {"response1", "response2", "annotator1"}),
-    ("alpacaeval", {"output_1", "output_2", "preference"}),
-    ("rewardbench", {"prompt", "chosen", "rejected", "subset", "chosen_model"}),
-    ("ultrafeedback", {"chosen", "rejected", "score_chosen", "score_rejected"}),
-    ("jsonl", {"id", "prompt", "chosen", "rejected"}),
-    ("hh-rlhf", {"chosen", "rejected"}),
-)
+Guess = Callable[[Any], "str | None"]  # a record -> the format that reads it (critcore.loaders.guess_format)
 
 
-def guess_format(record) -> str | None:
-    """The critcore format whose records look like `record` (by their keys), or None."""
-    if not isinstance(record, dict):
-        return None
-    return next((fmt for fmt, keys in _FORMAT_KEYS if keys <= set(record)), None)
-
-
-def jsonl_records(path: Path) -> Iterator[tuple[int, str, Any]]:
+def jsonl_records(path: Path, guess: Guess | None = None) -> Iterator[tuple[int, str, Any]]:
     """(index, 'file:line', record) for each non-blank line of a JSONL file (or .jsonl.gz). A UTF-8
     BOM and CRLF line ends are accepted; a bad byte, a JSON array or a broken line is a DataError
-    naming the line."""
+    naming the line; for a JSON array, `guess` names the format its first record matches."""
     path = Path(path)
     raw = read_bytes(path)
     if raw.lstrip()[:1] == b"[":
         hint = ""
         try:
             first = json.loads(_decode(raw, path))[0]
-            fmt = guess_format(first)
+            fmt = guess(first) if guess else None
             hint = f"; its records look like format '{fmt}'" if fmt else ""
         except (ValueError, IndexError, KeyError, DataError):
             pass
@@ -122,30 +111,134 @@ def json_list_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
         yield i, f"{path}[{i}]", d
 
 
+TABLE_SUFFIXES = (".parquet", ".arrow")
+
+
+def in_memory(source) -> bool:
+    """A source that is an object (a Dataset, DatasetDict, DataFrame or list of records), not a path or hub name."""
+    return not isinstance(source, (str, os.PathLike))
+
+
+def table_object(source) -> bool:
+    """A table in memory: a datasets.Dataset or DatasetDict, a pandas DataFrame, or a list of records."""
+    return type(source).__name__ in ("Dataset", "DatasetDict", "DataFrame") or isinstance(source, (list, tuple))
+
+
+def label(source) -> str:
+    """How messages name a source: its path or hub name, or an object's type (Dataset, DataFrame, ...)."""
+    return type(source).__name__ if in_memory(source) else str(source)
+
+
+def is_table(path) -> bool:
+    """A Parquet or Arrow file, or a folder `save_to_disk` wrote."""
+    p = Path(path).expanduser()
+    try:
+        return p.suffix in TABLE_SUFFIXES or p.is_dir() and any(
+            (p / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+    except OSError:  # cannot be looked at (permission): the reader that opens it says why
+        return False
+
+
 def is_local(path_or_name) -> bool:
+    if in_memory(path_or_name):
+        return True
     p = Path(path_or_name)
     try:
         exists = p.exists()
     except OSError:  # a folder on the way cannot be entered: it is a local path all the same
         exists = True
-    return exists or p.suffix in (".json", ".jsonl", ".gz") or str(path_or_name).startswith(("/", ".", "~"))
+    return exists or p.suffix in (".json", ".jsonl", ".gz", *TABLE_SUFFIXES) or str(path_or_name).startswith(("/", ".", "~"))
 
 
-def hub_rows(name: str, split: str, data_dir: str | None) -> Iterator[tuple[int, str, Any]]:
+def _datasets(what: str):
     try:
-        import datasets  # lazy: heavy, and only needed for the hub
+        import datasets  # lazy: heavy, and only needed for hub names and tables
     except ImportError as e:
-        raise ImportError(f"loading {name!r} from the Hugging Face hub needs the 'datasets' package") from e
-    ds = datasets.load_dataset(name, data_dir=data_dir, split=split)
+        raise ImportError(f"reading {what} needs the 'datasets' package") from e
+    return datasets
+
+
+def hub_rows(name: str, split: str | None, data_dir: str | None) -> Iterator[tuple[int, str, Any]]:
+    ds = _datasets(f"{name!r} from the Hugging Face hub").load_dataset(name, data_dir=data_dir, split=split)
+    if split is None:  # a DatasetDict: its one split, or the one asked for
+        yield from table_rows(ds, None, name)
+        return
     for i, row in enumerate(ds):
         yield i, f"{name}:{split}[{i}]", row
 
 
-def rows_of(path_or_name, split=None, data_dir=None) -> Iterator[tuple[int, str, dict]]:
-    """Records of a local .json (list) / .jsonl file, or of a hub dataset; each must be an object."""
-    if is_local(path_or_name):
+def _one_split(dd, split: str | None, where: str):
+    """The Dataset of a DatasetDict: `split`, else its only one."""
+    names = list(dd)
+    if split is None and len(names) == 1:
+        split = names[0]
+    if split not in dd:
+        problem = f"no split {split!r}" if split is not None else f"{len(names)} splits"
+        raise DataError(where, "split", f"{problem}; give one of {', '.join(names)}")
+    return dd[split], f"{where}[{split}]"
+
+
+def table_rows(source, split: str | None = None, where: str | None = None) -> Iterator[tuple[int, str, Any]]:
+    """(index, 'SOURCE row i', record) for each row of a table: a Parquet or Arrow file, a
+    `save_to_disk` folder, or in memory a `datasets.Dataset`, `DatasetDict` (its split `split`, or
+    its only one), a pandas DataFrame (rows by position) or a list of records."""
+    where = where or label(source)
+    kind = type(source).__module__.split(".")[0]
+    if not in_memory(source):
+        source = _open_table(Path(source).expanduser())
+        kind = type(source).__module__.split(".")[0]
+    if type(source).__name__ == "DatasetDict":
+        source, where = _one_split(source, split, where)
+    if kind == "pandas":
+        rows = (_python(r) for r in source.to_dict(orient="records"))
+    elif kind in ("datasets", "pyarrow") or isinstance(source, (list, tuple)):
+        rows = source.to_pylist() if kind == "pyarrow" else source
+    else:
+        raise DataError("dataset spec", "path", "expected a path, a hub name, a datasets.Dataset or DatasetDict, a "
+                                                f"pandas DataFrame or a list of records, got {type(source).__name__}")
+    for i, row in enumerate(rows):
+        yield i, f"{where} row {i}", row
+
+
+def _python(value):
+    """A DataFrame cell as plain Python: numpy scalars and arrays unwrapped, NaN and pandas' NA as None."""
+    if isinstance(value, dict):
+        return {k: _python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
+        return [_python(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value or type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
+
+
+def _open_table(path: Path):
+    """A Parquet file as a pyarrow Table; an Arrow file or a save_to_disk folder as a Dataset (or DatasetDict)."""
+    datasets = _datasets(str(path))
+    if not path.exists():
+        raise DataError(str(path), None, "no such file")
+    try:
+        if path.is_dir():
+            return datasets.load_from_disk(str(path))
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        return datasets.Dataset.from_file(str(path))
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        kind = "save_to_disk folder" if path.is_dir() else f"{path.suffix[1:].capitalize()} file"
+        raise DataError(str(path), None, f"not a readable {kind} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def rows_of(path_or_name, split=None, data_dir=None, guess: Guess | None = None) -> Iterator[tuple[int, str, dict]]:
+    """Records of a local .json (list) / .jsonl file, a table (table_rows), or a hub dataset; each
+    must be an object."""
+    if in_memory(path_or_name) or is_local(path_or_name) and is_table(path_or_name):
+        rows = table_rows(path_or_name, split)
+    elif is_local(path_or_name):
         p = Path(path_or_name).expanduser()
-        rows = json_list_rows(p) if p.name.removesuffix(".gz").endswith(".json") else jsonl_records(p)
+        rows = json_list_rows(p) if p.name.removesuffix(".gz").endswith(".json") else jsonl_records(p, guess)
     else:
         rows = hub_rows(str(path_or_name), split, data_dir)
     for i, where, d in rows:
@@ -155,17 +248,19 @@ def rows_of(path_or_name, split=None, data_dir=None) -> Iterator[tuple[int, str,
 
 
 def id_tag(path_or_name, split, data_dir=None) -> str:
-    """The id infix: the file's stem, or the hub split (with its data_dir)."""
+    """The id infix: the file's stem, the hub split (with its data_dir), or an object's split or type."""
+    if in_memory(path_or_name):
+        return split or label(path_or_name)
     if is_local(path_or_name):
         return Path(path_or_name).stem
     return f"{data_dir}/{split}" if data_dir else split
 
 
-def local_only(path, fmt: str, upstream: str) -> Path:
+def local_only(path, fmt: str, upstream: str):
     if not is_local(path):
         raise DataError(str(path), None, f"not a local .json/.jsonl file; {fmt} is not on the Hugging Face hub, "
                                          f"download it from {upstream}")
-    return Path(path).expanduser()
+    return path if in_memory(path) else Path(path).expanduser()
 
 
 def text_field(row: dict, key: str, where: str) -> str:
@@ -187,7 +282,7 @@ def degenerate(chosen: str, rejected: str) -> str | None:
 
 def collect(source: str, path, rows: Iterable[tuple[int, str, Any]], convert: Callable[..., Pair | str]) -> Loaded:
     """Gather convert(index, where, record), a Pair or a skip reason, into a Loaded; validate, refuse duplicate ids."""
-    out = Loaded([], {}, source, str(path))
+    out = Loaded([], {}, source, label(path))
     first: dict[str, str] = {}
     for i, where, d in rows:
         r = convert(i, where, d)

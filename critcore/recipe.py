@@ -15,6 +15,8 @@ from .format import MAX_LENGTH
 from .records import RATINGS, Pair
 from .schema import Field, Float, Int, Schema
 
+RECIPE_FILE = "critcore_recipe.json"  # beside a saved RM's weights: what scoring needs to read it as it was trained
+
 # Rating -> margin. Llama 2's two margin scales (Touvron et al. 2023, Table 28).
 MARGIN_PRESETS: dict[str, dict[str, float]] = {
     "none": {},

@@ -79,7 +79,7 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     except (OSError, ValueError):
         summary = {}  # none yet, or unreadable: score again
     if isinstance(summary, dict) and summary.get("eval_key") == key:
-        return summary  # the same model on the same pairs, scored by the same code
+        return {**summary, "model": str(result.model.folder)}  # the same model on the same pairs, scored by the same code
     summary = evaluate(result.model, splits.eval, out_dir / "eval", sections=splits.sections,
                        max_length=train_cfg.max_length, with_critiques=train_cfg.with_critiques, n_boot=n_boot,
                        seed=seed)
@@ -89,7 +89,9 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     summary["sweep"] = sweep
     summary["critic"] = used["identity"] if used else "none"
     summary["critic_source"] = (result.summary.get("critic") or {}).get("source")
+    summary["model"] = str(result.model.folder)  # the saved RM (the sweep's pick with lrs)
     atomic.write_json(out_dir / "eval" / "summary.json", summary)
+    result.model.add_results(summary)
     return summary
 
 

@@ -30,6 +30,7 @@ from .metrics import accuracy_with_ci, correct
 from .model import RewardModel
 from .provenance import git_info
 from .recipe import TrainConfig, margin_table
+from .data import pairs_of
 from .records import Pair, fingerprints
 
 
@@ -93,6 +94,7 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
             "templates": {"plain": sha(template("rm_plain.txt")), "critique": sha(template("rm_critique.txt"))},
             "with_critiques": critic is not None, "critic": critic,  # what it was trained on, not the switch
             "train_data": {"pairs": len(train_pairs), "sha256": data_key(train_pairs),
+                           "sources": sorted({p.source for p in train_pairs if p.source}),
                            "prompt_keys": " ".join(sorted(set(prompts))), "pair_keys": " ".join(sorted(set(whole)))},
             "train_config": config.model_dump()}
 
@@ -105,7 +107,10 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
 
     Annotator ties (PandaLM) teach no preference and are left out (counted). `critic` describes
     the critic that wrote the pairs' critiques (critique.Critic.describe()); without it the recipe
-    records the critic the pairs' own tags name. The saved model carries that recipe."""
+    records the critic the pairs' own tags name. The saved model carries that recipe. Pairs may be
+    anything critcore.data.load takes (a Dataset, a DataFrame, a data spec)."""
+    train_pairs = pairs_of(train_pairs)
+    val_pairs = pairs_of(val_pairs) if val_pairs is not None else None
     ties = sum(p.tie for p in train_pairs)
     train_pairs = [p for p in train_pairs if not p.tie]
     if not train_pairs:

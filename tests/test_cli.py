@@ -155,6 +155,11 @@ def test_train_path_alone_evaluate_score_and_the_recipe(tmp_path, shared_data):
     policies = summary["pl"]["pandalm"]
     assert policies["wrong"]["n"] == 40 and policies["drop"]["n"] == 40 - summary["pl"]["n_ties"]
     assert summary["pl"]["n_ties"] > 0
+    from huggingface_hub import ModelCard
+
+    results = ModelCard.load(crit / "README.md").data.eval_results  # evaluate put its numbers into the card
+    assert {(r.dataset_name, r.metric_name): r.metric_value for r in results}[("pl", "accuracy (ties dropped)")] \
+        == round(policies["drop"]["acc"], 4)
     scores = pd.read_csv(tmp_path / "ev" / "pl_scores.csv")  # one row per pair, with its texts and critiques
     assert len(scores) == 40 and scores.chosen_critique.notna().all() and set(scores.verdict) <= {"right", "wrong"}
 
