@@ -112,9 +112,11 @@ def test_quickstart_from_notebooks_folder_lands_in_outputs_with_offline_charts(t
     assert re.search(r"^RMs?\b.*2/2", stderr, flags=re.M) or re.search(r"2/2 \[", stderr), stderr[-2000:]
 
 
-def test_notebooks_name_the_registered_kernel_as_it_names_itself():
-    """JupyterLab rewrites a kernelspec that differs from the kernel's own, which marks the
-    notebook modified on opening."""
+def test_notebooks_carry_the_metadata_the_kernel_reports():
+    """JupyterLab writes the kernel's kernelspec and language_info into a notebook it opens, and
+    leaves it unmodified only where they are already equal; the Python patch version is the one
+    part that differs between machines."""
+    from ipykernel.ipkernel import IPythonKernel
     from jupyter_client.kernelspec import KernelSpecManager
 
     specs = KernelSpecManager().find_kernel_specs()
@@ -124,6 +126,9 @@ def test_notebooks_name_the_registered_kernel_as_it_names_itself():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         meta = nbformat.read(path, as_version=4).metadata
         assert meta["kernelspec"] == {"display_name": spec.display_name, "language": spec.language, "name": "critcore"}
+        reported = dict(IPythonKernel.language_info)
+        assert {**meta["language_info"], "version": None} == {**reported, "version": None}, path.name
+        assert meta["language_info"]["version"].split(".")[:2] == reported["version"].split(".")[:2]
 
 
 def test_notebook_outputs_folder_is_ignored_by_git():
