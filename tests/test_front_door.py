@@ -134,9 +134,9 @@ def test_notebooks_carry_the_metadata_the_kernel_reports():
 def test_notebook_outputs_folder_is_ignored_by_git():
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    out = subprocess.run(["git", "check-ignore", "-q", "notebooks/outputs/quickstart/x/run.json",
-                          "notebooks/.ipynb_checkpoints/quickstart-checkpoint.ipynb"], cwd=ROOT)
-    assert out.returncode == 0
+    paths = ["notebooks/outputs/quickstart/x/run.json", "notebooks/.ipynb_checkpoints/quickstart-checkpoint.ipynb"]
+    out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == paths, out.stderr
 
 
 # ---------------------------------------------------------------- make lab
