@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import sys
 from pathlib import Path
 
 from . import atomic
@@ -78,6 +79,7 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
     out = cache_dir() / "dequantized" / content_sha256(directory / gguf_file)
     if (out / "config.json").exists():
         return out
+    print(f"{gguf_file}: dequantizing it once for this machine into {out}", file=sys.stderr, flush=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_transformers():

@@ -214,3 +214,23 @@ def test_a_second_clone_reuses_the_dequantized_smollm2(tmp_path, monkeypatch):
     assert first == second and Path(first).name == backbones.content_sha256(copies[0])
     assert [p.name for p in (tmp_path / "cache" / "dequantized").iterdir() if not p.name.startswith(".")] == [Path(first).name]
     assert (Path(first) / "config.json").stat().st_mtime_ns == stamp  # not written again
+
+
+# ---------------------------------------------------------------- what the demo prints at the end
+
+
+def test_demo_summary_shows_the_table_labels_zero_width_intervals_and_names_the_files(tmp_path):
+    from critcore.studies.quickstart import NO_INTERVAL, quickstart_summary
+
+    (tmp_path / "results.csv").write_text("backbone,critic,n_train,metric,acc,lo,hi,note\n"
+                                          f"minilm,none,16,Chat,39.8,39.8,39.8,{NO_INTERVAL}\n"
+                                          "minilm,smollm2,16,PandaLM,62.5,25.0,87.5,\n")
+    for name in ("accuracy.html", "accuracy.png", "rms/minilm__none/eval/rewardbench_report.html"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    lines = quickstart_summary(tmp_path).splitlines()
+    assert lines[1].split()[:5] == ["none", "Chat", "39.8", "[39.8,", "39.8]"] and lines[1].endswith(NO_INTERVAL)
+    assert lines[2].split() == ["smollm2", "PandaLM", "62.5", "[25.0,", "87.5]"]
+    text = "\n".join(lines)
+    for name in ("accuracy.html", "accuracy.png", "rewardbench_report.html", "run.json"):
+        assert name in text
