@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -167,7 +168,16 @@ def test_make_lab_starts_and_prints_a_url_that_answers(tmp_path):
             found = re.search(rf"(http://(?:127\.0\.0\.1|localhost):{port}/lab\?token=\w+)", line)
             url = found.group(1) if found else None
         assert url, "".join(seen)[-3000:]
-        with urllib.request.urlopen(url, timeout=60) as page:
+        url = re.sub(r"//localhost:", "//127.0.0.1:", url)  # localhost may name ::1 first
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for loopback
+        page = None
+        while page is None:  # a loaded machine may print the URL a moment before it answers
+            try:
+                page = opener.open(url, timeout=60)
+            except urllib.error.URLError:
+                assert proc.poll() is None and time.monotonic() < deadline, "".join(seen)[-3000:]
+                time.sleep(1)
+        with page:
             assert page.status == 200 and "JupyterLab" in page.read().decode()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
