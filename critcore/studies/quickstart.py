@@ -89,8 +89,9 @@ def quickstart_summary(out_dir: Path) -> str:
     for r in table.itertuples():
         ci = f"[{r.lo:.1f}, {r.hi:.1f}]"
         lines.append(f"{r.critic:<10} {r.metric:<10} {r.acc:>6.1f}  {ci:<13} {r.note}".rstrip())
-    files = lambda pattern: ", ".join(str(p) for p in sorted(out_dir.glob(pattern))) or "none"  # noqa: E731
-    lines += ["", f"results:  {out_dir / 'results.csv'}", f"charts:   {files('*.html')}",
-              f"          {files('*.png')}", f"reports:  {files('rms/*/eval/*_report.html')}",
-              f"notebook: {files('*.ipynb')}", f"record:   {out_dir / 'run.json'}"]
+    charts = sorted(p for png in out_dir.glob("*.png") for p in (png.with_suffix(".html"), png) if p.is_file())
+    pages = sorted(set(out_dir.glob("**/*.html")) - set(charts))  # per-example reports, disagreements
+    lines += ["", f"results:  {out_dir / 'results.csv'}", *(f"chart:    {p}" for p in charts),
+              *(f"page:     {p}" for p in pages), *(f"notebook: {p}" for p in sorted(out_dir.glob("*.ipynb"))),
+              f"record:   {out_dir / 'run.json'}"]
     return "\n".join(lines)
