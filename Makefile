@@ -29,8 +29,12 @@ test-slow: setup  # the slow ones: whole studies through papermill, GPU-script d
 notebook-parameters: setup
 	$(BIN)/python -c "from critcore import studies; from critcore.config import write_parameters_cells; print(write_parameters_cells())"
 
-lab: setup
-	$(BIN)/jupyter lab notebooks/
+# more options for JupyterLab, e.g. make lab LAB_ARGS="--port 8890 --no-browser"
+LAB_ARGS ?=
+
+lab: setup  # JupyterLab on notebooks/; as root (containers, cluster images) with --allow-root
+	@echo "JupyterLab on notebooks/: open the http://...lab?token=... URL it prints below; Ctrl-C stops it"
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -3,10 +3,12 @@ directories and GGUF files. GGUF files are dequantized once into a cached safete
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib.util
 import os
 import re
+import sys
 from pathlib import Path
 
 from . import atomic
@@ -54,11 +56,30 @@ def _file_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
+def content_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read once per file (path, size and mtime) and remembered
+    under cache_dir()/sha256/."""
+    memo = cache_dir() / "sha256" / _file_key(path)
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    atomic.write_text(memo, digest.hexdigest())
+    return digest.hexdigest()
+
+
 def _dequantize(directory: Path, gguf_file: str) -> Path:
-    """Convert a GGUF causal LM into a safetensors directory once, and reuse it after."""
-    out = cache_dir() / "dequantized" / f"{Path(gguf_file).stem}-{_file_key(directory / gguf_file)}"
+    """Convert a GGUF causal LM into a safetensors directory once per machine, and reuse it after:
+    the folder is named by the GGUF file's content hash, so every clone (or copy) of the same
+    file shares one."""
+    out = cache_dir() / "dequantized" / content_sha256(directory / gguf_file)
     if (out / "config.json").exists():
         return out
+    print(f"{gguf_file}: dequantizing it once for this machine into {out}", file=sys.stderr, flush=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_transformers():
@@ -99,6 +120,10 @@ def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
         return "local"
     if path.exists() or name.startswith((".", "/", "~")) or os.sep in name.strip("/") and Path(name).parent.exists():
         raise ModelNotFoundError(f"{what} {name!r}: no model folder at {path.resolve()} (aliases: {aliases})")
+    near = difflib.get_close_matches(name, ALIASES, n=1, cutoff=0.75)
+    if near and "/" not in name:  # a typo of an alias: refused without asking the hub (seconds offline)
+        raise ModelNotFoundError(f"unknown {what} {name!r}: did you mean the alias {near[0]!r}? (aliases: {aliases}; "
+                                 "a hub model is named org/name)")
     tried = _hub_check(name)
     if tried is None:
         return "hub"

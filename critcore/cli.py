@@ -47,11 +47,28 @@ def _print(obj) -> None:
 # ---------------------------------------------------------------- commands
 
 
-# Each command checks its configuration before it imports what runs it (torch): a bad one fails at once.
+# Each command checks its configuration, and the models it names, before it imports what runs it
+# (torch, seconds): a bad one fails at once.
+
+
+def _check_models(cfg) -> None:
+    """The backbone, model and local critic model a job names exist (critcore.backbones.check:
+    no model is loaded)."""
+    from .backbones import check
+    from .critique import parse_critic_spec
+
+    if getattr(cfg, "backbone", None):
+        check(cfg.backbone)
+    if getattr(cfg, "model", None):
+        check(str(cfg.model), "model")
+    spec = parse_critic_spec(getattr(cfg, "critic", None))
+    if spec is not None and spec["backend"] == "local":
+        check(str(spec.get("model", "smollm2")), "critic model")
 
 
 def cmd_train(args) -> int:
     cfg = _load(args, "train")
+    _check_models(cfg)
     from .report import results_row
     from .jobs import train_job
 
@@ -80,6 +97,7 @@ def _data_flags(items) -> dict:
 
 def cmd_evaluate(args) -> int:
     cfg = _load(args, "evaluate", _data_flags(args.eval_sets))
+    _check_models(cfg)
     from .report import results_row
     from .jobs import evaluate_job
 
@@ -90,6 +108,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_score(args) -> int:
     cfg = _load(args, "score")
+    _check_models(cfg)
     from .jobs import score_job
 
     _print(score_job(cfg))
@@ -98,6 +117,7 @@ def cmd_score(args) -> int:
 
 def cmd_critique(args) -> int:
     cfg = _load(args, "critique")
+    _check_models(cfg)
     from .jobs import critique_job
 
     _print(critique_job(cfg))
@@ -123,9 +143,11 @@ def cmd_config(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """The quickstart, then its result table and where its files are (for a person, not JSON)."""
+    from .studies.quickstart import quickstart_summary
     from .studies.runner import run_study
 
-    _print({"out_dir": str(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set))})
+    print(quickstart_summary(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set)))
     return 0
 
 

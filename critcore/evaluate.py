@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm_bar
 
 from . import atomic
 from .collate import pad_right, sorted_batches
@@ -38,7 +38,7 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
     device = next(rm.parameters()).device
     pad = rm.tokenizer.pad_token_id
     scores = [0.0] * len(sequences)
-    with tqdm(total=len(sequences), desc="score", unit="text", disable=not progress) as bar:
+    with tqdm_bar(total=len(sequences), desc="score", unit="text", disable=not progress) as bar:
         for idx in sorted_batches([len(s) for s in sequences], batch_size):
             ids, mask = pad_right([sequences[i] for i in idx], pad)
             out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()

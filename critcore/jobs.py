@@ -90,7 +90,9 @@ def evaluate_job(cfg) -> dict:
 
 def score_job(cfg) -> dict:
     """`critcore score`: one response (critiqued with the RM's critic unless a critique is given)
-    -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out."""
+    -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out. Says on
+    stderr what it is doing: loading a critic can take a while (a GGUF model is dequantized once)."""
+    log(f"loading the reward model {cfg.model}")
     rm = RewardModel.load(cfg.model)
     critic, expected = (None, "given") if cfg.critique is not None else \
         critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
@@ -110,7 +112,9 @@ def score_job(cfg) -> dict:
             if critic.needs_labels:
                 raise config_mod.ConfigError(f"score: the critic {critic.identity} needs to know which response is "
                                              "preferred, so it cannot critique one response; give --critique")
+            log(f"writing the critique with {critic.identity} (a local model is loaded first)")
             critique = critique_texts(critic, [(cfg.prompt, cfg.response, None)], cache, progress=False)[0]
+    log("scoring")
     reward = score_one(rm, cfg.prompt, cfg.response, critique, cfg.max_length, cfg.allow_critic_mismatch)
     return {"reward": reward, "critique": critique, "critic": critic.identity if critic else None,
             "model": str(cfg.model)}

@@ -1,10 +1,13 @@
 """Reporting: the labels of the paper's columns, percentages, result rows and the tables and
-charts every study writes. Charts are saved with vega inlined, so the HTML renders offline."""
+charts every study writes. Charts are saved with vega inlined, so the HTML renders offline, and
+shown in notebooks without the network (`offline_charts`)."""
 from __future__ import annotations
 
+import base64
 import html
 import math
 import re
+import struct
 from typing import Iterable, Mapping
 
 from . import atomic
@@ -79,6 +82,42 @@ def save_chart(chart, html_path, png_path) -> None:
         chart.save(f, format="html", inline=True)
     with atomic.atomic_open(png_path, "wb") as f:
         chart.save(f, format="png", scale_factor=2)
+
+
+# What JupyterLab 4, Notebook 7 and VS Code draw with the vega they bundle: vega-lite 5. altair 6
+# writes vega-lite 6, whose MIME type they do not know, and its default renderer loads vega from a CDN.
+NOTEBOOK_VEGALITE_MIME = "application/vnd.vegalite.v5+json"
+NOTEBOOK_VEGALITE = "5.8"  # the oldest vega-lite 5 vl-convert compiles with: a spec it takes, those front ends take
+
+
+def chart_mimebundle(spec: dict, **_options) -> tuple[dict, dict]:
+    """A notebook display of a vega-lite spec that needs no network: the spec under the vega-lite 5
+    MIME type (interactive where the front end draws it: JupyterLab, Notebook 7, VS Code) and a
+    PNG drawn by vl-convert (2x, shown at 1x), which GitHub, nbviewer and any other viewer show.
+    A spec that vega-lite 5 cannot compile is shown as the PNG alone."""
+    import vl_convert
+
+    v5 = {**spec, "$schema": "https://vega.github.io/schema/vega-lite/v5.json"}
+    bundle: dict = {}
+    try:
+        png = vl_convert.vegalite_to_png(v5, vl_version=NOTEBOOK_VEGALITE, scale=2)
+        bundle[NOTEBOOK_VEGALITE_MIME] = v5
+    except ValueError:
+        png = vl_convert.vegalite_to_png(spec, scale=2)
+    width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR
+    title = spec.get("title")
+    title = title.get("text") if isinstance(title, dict) else title
+    bundle.update({"image/png": base64.b64encode(png).decode("ascii"), "text/plain": f"<chart: {title or 'untitled'}>"})
+    return bundle, {"image/png": {"width": width // 2, "height": height // 2}}
+
+
+def offline_charts() -> None:
+    """Show every altair chart in this notebook with `chart_mimebundle`: drawn offline, with a
+    static PNG kept in the saved notebook. `critcore.run.setup` (every study notebook) calls it."""
+    import altair as alt
+
+    alt.renderers.register("critcore", chart_mimebundle)
+    alt.renderers.enable("critcore")
 
 
 def save_table(df, path) -> None:

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import torch
 import transformers
-from tqdm.auto import tqdm
+from .progress import tqdm_bar
 
 from . import atomic
 from .critique import augment, check_same_critic
@@ -153,4 +153,4 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def progress_bar(iterable, total: int, desc: str, run: Run):
-    return tqdm(iterable, total=total, desc=desc, unit="RM", disable=not run.progress)
+    return tqdm_bar(iterable, total=total, desc=desc, unit="RM", disable=not run.progress)

@@ -21,19 +21,38 @@ from typing import Any, Mapping
 
 import torch
 
-from . import __version__, atomic, config as config_mod
+from . import __version__, atomic, config as config_mod, progress
 from .errors import UserError
 from .llm import CritiqueCache, mask
 from .provenance import git_info, package_versions
-from .report import save_chart, save_table
+from .report import offline_charts, save_chart, save_table
 
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|authorization)$", re.I)
 RUNNER_ENV = "CRITCORE_RUNNER"  # set by `critcore run` for the notebook it executes: {params_file, command}
 
 
-def outputs_root() -> Path:
-    """$CRITCORE_OUTPUTS, else outputs/ in the current folder."""
-    return Path(os.environ.get("CRITCORE_OUTPUTS") or "outputs")
+def project_root(*starts: str | os.PathLike) -> Path:
+    """The project a run belongs to: the nearest folder at or above the first of `starts`, then
+    the working folder, that holds a pyproject.toml; else the working folder. A notebook in
+    notebooks/ (JupyterLab and papermill run it there) and a command in the project's root find
+    the same one."""
+    for start in (*starts, Path.cwd()):
+        start = Path(start).resolve()
+        found = next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), None)
+        if found is not None:
+            return found
+    return Path.cwd().resolve()
+
+
+def run_folder(path: str | os.PathLike, root: Path | None = None) -> Path:
+    """An output path as an absolute one: a relative path lies in the project (`project_root`),
+    wherever the run was started from."""
+    return (project_root() if root is None else root).joinpath(Path(path).expanduser()).resolve()
+
+
+def outputs_root(root: Path | None = None) -> Path:
+    """$CRITCORE_OUTPUTS, else the project's outputs/ (relative paths in the project: `run_folder`)."""
+    return run_folder(os.environ.get("CRITCORE_OUTPUTS") or "outputs", root)
 
 
 def choose_threads(setting) -> int | None:
@@ -226,7 +245,7 @@ def start(cfg, run_id: str | None = None) -> Run:
     """Open a run for a resolved configuration: pick run_id and out_dir, set torch threads and
     open the critique cache."""
     run_id = run_id or cfg.run_id or f"nb-{_config_hash(cfg)}"
-    out_dir = Path(cfg.out_dir or outputs_root() / cfg.study / run_id).resolve()
+    out_dir = run_folder(cfg.out_dir) if cfg.out_dir else outputs_root() / cfg.study / run_id
     cache_path = config_mod.critique_cache_path(cfg.critique_cache)
     cfg = cfg.replace(run_id=run_id, out_dir=str(out_dir), critique_cache=cache_path)
     threads = choose_threads(cfg.threads)
@@ -262,10 +281,15 @@ def _injected(namespace: Mapping) -> list[str]:
 def setup(study: str, namespace: Mapping | None = None, **params) -> Run:
     """Start a study run from a notebook: the study's parameters from `namespace` (the notebook's
     globals(): only the schema's keys are read) updated with `params`, resolved as every command
-    resolves them (critcore.config), then `start`."""
+    resolves them (critcore.config), then `start`. Charts shown after it draw offline
+    (critcore.report.offline_charts)."""
+    offline_charts()
     schema = config_mod.schema_for({"study": study})
     namespace = namespace or {}
-    names = [*schema.model_fields, *_injected(namespace)]  # an injected typo fails in resolve
+    injected = _injected(namespace)
+    if injected:  # papermill runs this notebook: its log keeps lines, not bars
+        os.environ.setdefault(progress.MODE_ENV, "lines")
+    names = [*schema.model_fields, *injected]  # an injected typo fails in resolve
     raw = {k: namespace[k] for k in names if k in namespace}
     raw.update(params)
     cfg = config_mod.resolve(schema, raw, where=f"{study} parameters")

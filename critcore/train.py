@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
-from tqdm.auto import tqdm
+from .progress import tqdm_bar
 from transformers import set_seed
 
 from . import __version__, atomic
@@ -253,7 +253,7 @@ class _Loop:
             _truncate_metrics(self.metrics, self.step)
         batches = acc.skip_first_batches(loader, self.step * acc.gradient_accumulation_steps) if self.step else loader
         self.rm.train()
-        bar = tqdm(total=n_pairs * config.epochs, initial=min(self.step * config.batch_size, n_pairs * config.epochs),
+        bar = tqdm_bar(total=n_pairs * config.epochs, initial=min(self.step * config.batch_size, n_pairs * config.epochs),
                    desc="train", unit="pair", disable=not progress or not acc.is_main_process)
         started = time.perf_counter()
         window = {"loss": 0.0, "correct": 0, "pairs": 0}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import CriticError
+from ..progress import tqdm_bar
 from .cache import CritiqueCache, make_key
 
 ON_ERROR = ("fail", "skip")
@@ -53,9 +54,7 @@ def cached(cache: CritiqueCache, keys: Sequence[str], items: Sequence, generate:
     missing = sorted((k for k in todo if k not in found), key=lambda k: -len(str(todo[k])))
     failures: dict[str, str] = {}
     pending: list[tuple[str, str, int]] = []
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(missing), desc=desc, unit="item", disable=not progress or not missing) as bar:
+    with tqdm_bar(total=len(missing), desc=desc, unit="item", disable=not progress or not missing) as bar:
         try:
             for i, out, tokens in (generate([todo[k] for k in missing]) if missing else ()):
                 key = missing[i]

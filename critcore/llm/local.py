@@ -48,10 +48,10 @@ class LocalBackend:
     def __init__(self, model: str = "smollm2", *, engine: str | None = None, compute_type: str | None = None,
                  max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0, batch_size: int = 16,
                  device: str | None = None, dtype: str | None = None):
+        self.model_name = str(model)
+        check(self.model_name, "critic model")  # a typo fails now (before torch loads), not at the first generate
         import torch
 
-        self.model_name = str(model)
-        check(self.model_name, "critic model")  # a typo fails now, not at the first generate
         self.engine = engine or "transformers"
         _one_of("engine", self.engine, ENGINES)
         self.identity = f"local:{self.model_name}"

@@ -61,11 +61,37 @@ register(Quickstart, checks=check_rm_study, projection=projection_text)
 quickstart_train_all = rq1_train_all  # the quickstart is RQ1 with one backbone and one critic
 
 
+NO_INTERVAL = "no interval: 1 pair per subset (or every resample agrees)"
+
+
 def quickstart_table(run: Run, results: list[dict]):
-    """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size."""
-    return long_table(pd.DataFrame([r["row"] for r in results]), ["backbone", "critic", "n_train"])
+    """One row per RM and metric: critic, metric, acc, lo, hi (%), with the RM's training size,
+    and a note where an interval has no width (the demo's slice has one pair per subset)."""
+    table = long_table(pd.DataFrame([r["row"] for r in results]), ["backbone", "critic", "n_train"])
+    table["note"] = [NO_INTERVAL if lo == hi else "" for lo, hi in zip(table["lo"], table["hi"])]
+    return table
 
 
 def quickstart_chart(table):
-    """Grouped bars: accuracy per metric, one bar per critic, with 95% CI error bars."""
-    return bars(table, "metric", "critic", title="No-Critiques vs Critiques (95% CI)")
+    """Grouped bars: accuracy per metric, one bar per critic, with 95% CI error bars; a subtitle
+    says when some have no width."""
+    title = "No-Critiques vs Critiques (95% CI)"
+    if (table["lo"] == table["hi"]).any():
+        title = {"text": title, "subtitle": f"bars without an error bar: {NO_INTERVAL}"}
+    return bars(table, "metric", "critic", title=title)
+
+
+def quickstart_summary(out_dir: Path) -> str:
+    """What `critcore demo` prints at the end: the result table, then where the charts, the
+    per-example pages, the executed notebook and run.json are."""
+    table = pd.read_csv(out_dir / "results.csv", keep_default_na=False)
+    lines = [f"{'critic':<10} {'metric':<10} {'acc %':>6}  95% CI"]
+    for r in table.itertuples():
+        ci = f"[{r.lo:.1f}, {r.hi:.1f}]"
+        lines.append(f"{r.critic:<10} {r.metric:<10} {r.acc:>6.1f}  {ci:<13} {r.note}".rstrip())
+    charts = sorted(p for png in out_dir.glob("*.png") for p in (png.with_suffix(".html"), png) if p.is_file())
+    pages = sorted(set(out_dir.glob("**/*.html")) - set(charts))  # per-example reports, disagreements
+    lines += ["", f"results:  {out_dir / 'results.csv'}", *(f"chart:    {p}" for p in charts),
+              *(f"page:     {p}" for p in pages), *(f"notebook: {p}" for p in sorted(out_dir.glob("*.ipynb"))),
+              f"record:   {out_dir / 'run.json'}"]
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 
-def bars(df, x: str, group: str, y: str = "acc", title: str = "", y_title: str = "accuracy (%)"):
+def bars(df, x: str, group: str, y: str = "acc", title: str | dict = "", y_title: str = "accuracy (%)"):
     """Grouped bars of `y` with 95% CI error bars (lo, hi): x, then one bar per group."""
     import altair as alt
 

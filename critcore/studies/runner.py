@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 
 from .. import atomic
+from .. import progress as progress_mod
 from .. import config as config_mod
 from ..params import STUDIES, check_run_id
 from ..report import slug
-from ..run import RUNNER_ENV, Run, check_out_dir, log, outputs_root, redact
+from ..run import RUNNER_ENV, Run, check_out_dir, log, outputs_root, project_root, redact, run_folder
 from .validation import PROJECT_ROOT, find_notebook, validate
 
 KERNEL = "critcore"  # `make setup` registers it; papermill falls back to python3 where it is missing
@@ -60,8 +61,9 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     except config_mod.ConfigError as e:
         raise config_mod.ConfigError(f"--run-id: {e}") from None
     run_id = run_id or cfg.run_id or slug(path.stem)
-    root = Path(out_root) if out_root else outputs_root()
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else root / cfg.study / run_id
+    project = project_root(path.parent)  # relative paths lie in the params file's project
+    root = run_folder(out_root, project) if out_root else outputs_root(project)
+    out_dir = run_folder(cfg.out_dir, project) if cfg.out_dir else root / cfg.study / run_id
     check_out_dir(out_dir)
     report = validate(cfg, check_data=True, base=path.parent)
     log(f"{path}:\n{report.text()}")
@@ -75,7 +77,6 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     import papermill
 
     notebook = find_notebook(cfg.notebook, path.parent)
-    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.claim(out_dir)  # held for the notebook too: a second runner stops here, before writing anything
     cfg = cfg.replace(run_id=run_id, out_dir=str(out_dir), critique_cache=config_mod.critique_cache_path(cfg.critique_cache),
@@ -84,17 +85,23 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     token = uuid.uuid4().hex
     os.environ[RUNNER_ENV] = json.dumps({"id": token, "out_dir": str(out_dir), "params_file": str(path), "notebook": str(notebook),
                                          "executed_notebook": final.name, "command": " ".join(sys.argv)})
+    mode = os.environ.get(progress_mod.MODE_ENV)
+    os.environ[progress_mod.MODE_ENV] = "lines"  # the kernel's bars reach the log as lines
     _log_papermill()
     t0, error = time.perf_counter(), None
-    try:
+    try:  # the cells' output, bars included, goes to the log line by line (log_output), in place of papermill's bar
         papermill.execute_notebook(str(notebook), str(running), parameters=config_mod.to_dict(cfg),
-                                   kernel_name=kernel_name(), cwd=str(Path.cwd()), progress_bar=cfg.progress,
+                                   kernel_name=kernel_name(), cwd=str(Path.cwd()), progress_bar=False,
                                    log_output=cfg.progress)
     except BaseException as e:
         error = e
         raise
     finally:
         os.environ.pop(RUNNER_ENV, None)
+        if mode is None:
+            os.environ.pop(progress_mod.MODE_ENV, None)
+        else:
+            os.environ[progress_mod.MODE_ENV] = mode
         if running.exists():
             os.replace(running, final)
         _finish_record(out_dir, cfg, token, time.perf_counter() - t0, error)
