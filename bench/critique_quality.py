@@ -109,7 +109,7 @@ def quickstarts(args, engines: list[str]) -> list[dict]:
     from critcore import config
     from critcore.critique import augment, make_critic
     from critcore.llm import CritiqueCache
-    from critcore.run import read_splits
+    from critcore.splits import read_splits
 
     rows = []
     params = ROOT / "params" / "quick.yaml"
