@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every speed figure of docs/benchmarks.md for the CPU this runs on, in one go: about 55 minutes on
+# Every speed figure of docs/benchmarks.md for the CPU this runs on, in one go: about 55 minutes (estimated) on
 # 2 quiet cores (the quality check first with --quality: some 40 minutes more, which need no quiet).
 # Run it with nothing else running: each bench records the load average and the CPU other processes
 # used during every timed run, and flags (and leaves out of its median) a run where they used over

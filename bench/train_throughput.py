@@ -12,7 +12,7 @@ bf16 on a CPU without it natively skips both sides and says why in the JSON (`sk
 bench finishes in bounded time on any CPU. Each side's wall time covers its training loop only. Both trained models then score the same validation pairs; accuracies are compared with an
 exact McNemar test on the paired outcomes.
 
-The sides alternate (ABBA) over --repeats; the load average is recorded before and after each
+The sides alternate (ABBA) over --repeats (2 by default: AB BA); the load average is recorded before and after each
 timed run, with the CPU that other processes used meanwhile (bench/loadmeter.py: the load
 average counts the benchmark itself); a ratio taken while others used more than a quarter of a
 core is flagged and left out of the headline. The CPU (model, SIMD flags), its matmul peak (fp32
@@ -66,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup-ratio", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1,
+    ap.add_argument("--repeats", type=int, default=2,
                     help="train each side this many times, alternating which goes first (ABBA...)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed warm-up forward/backward (the first trainer in a process then runs slower)")
