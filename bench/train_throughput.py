@@ -3,25 +3,26 @@
 Both sides get the same backbone, the same pairs, the same token ids (critcore's Formatter, trimmed
 to --max-length, so no pair is dropped), the same effective batch (micro-batch x accumulation =
 32), learning rate, warmup + cosine-to-10% schedule, grad clipping, seed and 1 epoch, on 2 CPU
-threads. --precision default runs each side at its own defaults, at the precision that is fast
-on this CPU: bf16 autocast where the CPU has bf16 instructions (AVX512-BF16 or AMX), fp32
-elsewhere, where bf16 is emulated and some 100x slower (TRL 1.16 turns bf16 on whatever the CPU;
-here it gets bf16=False, and keeps its other defaults: activation checkpointing; critcore: no
-checkpointing, length-grouped batches). bf16 or fp32 force both sides, TRL without checkpointing;
-bf16 on a CPU without it natively skips both sides and says why in the JSON (`skipped`), so the
-bench finishes in bounded time on any CPU. Each side's wall time covers its training loop only. Both trained models then score the same validation pairs; accuracies are compared with an
-exact McNemar test on the paired outcomes.
+threads. --precision default runs each side at its own defaults, at the precision that is fast on
+this CPU: bf16 autocast where the CPU has bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere,
+where bf16 is emulated and some 100x slower (TRL 1.16 turns bf16 on whatever the CPU; here it gets
+bf16=False, and keeps its other defaults: activation checkpointing; critcore: no checkpointing,
+length-grouped batches). bf16 or fp32 force both sides, TRL without checkpointing; bf16 on a CPU
+without it natively skips both sides and says why in the JSON (`skipped`), so the bench finishes in
+bounded time on any CPU. Each side's wall time covers its training loop only. Both trained models
+then score the same validation pairs; accuracies are compared with an exact McNemar test on the
+paired outcomes.
 
-The sides alternate (ABBA) over --repeats (2 by default: AB BA); the load average is recorded before and after each
-timed run, with the CPU that other processes used meanwhile (bench/loadmeter.py: the load
-average counts the benchmark itself); a ratio taken while others used more than a quarter of a
-core is flagged and left out of the headline. The CPU (model, SIMD flags), its matmul peak (fp32
-and bf16) and its memory bandwidth are measured in the same run (bench/roofline.py), for MFU: 6 x
-the non-embedding parameters x the real tokens, per second, over the peak of the precision used.
-Scoring: critcore's score_pairs against a plain per-pair transformers loop (each sequence
-alone), fp32, on the validation pairs: the speed ratio and the largest score difference.
-`roofline` in the JSON has one row per stage (training, scoring): throughput, the bound and the
-fraction of it reached, with the peer's fraction beside it.
+The sides alternate (ABBA) over --repeats (2 by default: AB BA); the load average is recorded
+before and after each timed run, with the CPU that other processes used meanwhile
+(bench/loadmeter.py: the load average counts the benchmark itself); a ratio taken while others used
+more than a quarter of a core is flagged and left out of the headline. The CPU (model, SIMD flags),
+its matmul peak (fp32 and bf16) and its memory bandwidth are measured in the same run
+(bench/roofline.py), for MFU: 6 x the non-embedding parameters x the real tokens, per second, over
+the peak of the precision used. Scoring: critcore's score_pairs against a plain per-pair
+transformers loop (each sequence alone), fp32, on the validation pairs: the speed ratio and the
+largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
+throughput, the bound and the fraction of it reached, with the peer's fraction beside it.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
     python bench/train_throughput.py --backbone smollm2 --pairs 64 --max-length 256 --repeats 3
@@ -347,6 +348,18 @@ def side_bf16(precision: str) -> bool:
     return native_bf16() if precision == "default" else precision == "bf16"
 
 
+def precision_note(precision: str) -> str:
+    """What --precision meant for each side on this CPU, in words."""
+    from critcore.hardware import native_bf16
+
+    if precision != "default":
+        return f"both sides forced to {precision}, TRL without activation checkpointing"
+    if native_bf16():
+        return "each side at its defaults: bf16 autocast (native on this CPU) for both"
+    return ("each side at its defaults, in fp32: TRL's default bf16 autocast is turned off, since bf16 is "
+            "emulated on this CPU (no AVX512-BF16 or AMX); critcore picks fp32 here itself")
+
+
 def skipped_because(precision: str, peaks: dict) -> str | None:
     """Why no side trains at this precision here (None: they do)."""
     from critcore.hardware import native_bf16
@@ -520,6 +533,7 @@ def main(argv=None) -> int:
               "lr": args.lr, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
               "threads": args.threads, "repeats": args.repeats, "warmup_s": warmup_s, "precision": args.precision,
               "side_precision": {s: "bf16" if side_bf16(args.precision) else "fp32" for s in ("critcore", "trl")},
+              "precision_note": precision_note(args.precision),
               "skipped": skipped, "group_by_length": not args.no_group_by_length, "non_embedding_params": n_params,
               "cpu": machine["cpu"], "matmul_peak_gflops": peaks, "memory_gb_s": machine["memory_gb_s"],
               "summary": summary}

@@ -59,6 +59,7 @@ def test_train_throughput_smoke(shared_data):
     assert all(0 < r["fraction"] and r["bound"] == "compute" for r in result["roofline"])
     fast = "bf16" if result["cpu"]["native_bf16"] else "fp32"
     assert result["side_precision"] == {"critcore": fast, "trl": fast}  # --precision default: what is fast here
+    assert ("emulated" in result["precision_note"]) != result["cpu"]["native_bf16"]
     assert {r["bf16"] for r in result["runs"]} == {fast == "bf16"}
 
 
@@ -74,3 +75,22 @@ def test_train_throughput_skips_emulated_bf16(shared_data):
     result = written(out)
     assert "emulated" in result["skipped"] and result["runs"] == [] and "training skipped" in out
     assert [r["stage"] for r in result["roofline"]] == ["scoring"]
+
+
+def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
+    """A quality verdict taken on a CPU of the other kind (native bf16 or not) does not qualify an
+    engine here; the fp32 reference always does; no file on record leaves only the reference."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("critique_throughput", ROOT / "bench" / "critique_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record = {"engines": {"ctranslate2:int8": {"verdict": "pass", "cpu": {"native_bf16": True}},
+                          "transformers:qint8": {"verdict": "fail: 0.0% of texts identical", "cpu": {"native_bf16": False}}}}
+    path = tmp_path / "critique_quality.json"
+    path.write_text(json.dumps(record))
+    here = bench.qualified(path, native_bf16=False)
+    assert here["transformers"] == "pass" and here["transformers:qint8"].startswith("fail")
+    assert here["ctranslate2:int8"] != "pass" and "other kind of CPU" in here["ctranslate2:int8"]
+    assert bench.qualified(path, native_bf16=True)["ctranslate2:int8"] == "pass"
+    assert bench.qualified(tmp_path / "missing.json", native_bf16=False) == {"transformers": "pass"}
