@@ -3,19 +3,26 @@
 Both sides get the same backbone, the same pairs, the same token ids (critcore's Formatter, trimmed
 to --max-length, so no pair is dropped), the same effective batch (micro-batch x accumulation =
 32), learning rate, warmup + cosine-to-10% schedule, grad clipping, seed and 1 epoch, on 2 CPU
-threads. --precision default runs each side at its own defaults (TRL 1.16: bf16 autocast and
-activation checkpointing; critcore: bf16 autocast on a CPU with native bf16, no checkpointing,
-length-grouped batches); bf16 or fp32 force both. Each side's wall time covers its training loop
-only. Both trained models then score the same validation pairs; accuracies are compared with an
-exact McNemar test on the paired outcomes.
+threads. --precision default runs each side at its own defaults, at the precision that is fast on
+this CPU: bf16 autocast where the CPU has bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere,
+where bf16 is emulated and some 100x slower (TRL 1.16 turns bf16 on whatever the CPU; here it gets
+bf16=False, and keeps its other defaults: activation checkpointing; critcore: no checkpointing,
+length-grouped batches). bf16 or fp32 force both sides, TRL without checkpointing; bf16 on a CPU
+without it natively skips both sides and says why in the JSON (`skipped`), so the bench finishes in
+bounded time on any CPU. Each side's wall time covers its training loop only. Both trained models
+then score the same validation pairs; accuracies are compared with an exact McNemar test on the
+paired outcomes.
 
-The sides alternate (ABBA) over --repeats; the load average is recorded before and after each
-timed run, with the CPU that other processes used meanwhile (bench/loadmeter.py: the load
-average counts the benchmark itself); a ratio taken while others used more than a quarter of a
-core is flagged and left out of the headline. The matmul peak (fp32 and bf16) is measured in the same run, for MFU: 6 x the
-non-embedding parameters x the real tokens, per second, over the peak of the precision used.
-Scoring: critcore's score_pairs against a plain per-pair transformers loop (each sequence
-alone), fp32, on the validation pairs: the speed ratio and the largest score difference.
+The sides alternate (ABBA) over --repeats (2 by default: AB BA); the load average is recorded
+before and after each timed run, with the CPU that other processes used meanwhile
+(bench/loadmeter.py: the load average counts the benchmark itself); a ratio taken while others used
+more than a quarter of a core is flagged and left out of the headline. The CPU (model, SIMD flags),
+its matmul peak (fp32 and bf16) and its memory bandwidth are measured in the same run
+(bench/roofline.py), for MFU: 6 x the non-embedding parameters x the real tokens, per second, over
+the peak of the precision used. Scoring: critcore's score_pairs against a plain per-pair
+transformers loop (each sequence alone), fp32, on the validation pairs: the speed ratio and the
+largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
+throughput, the bound and the fraction of it reached, with the peer's fraction beside it.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
     python bench/train_throughput.py --backbone smollm2 --pairs 64 --max-length 256 --repeats 3
@@ -42,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mix"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadmeter import Meter  # noqa: E402
+from roofline import probes, stage, table  # noqa: E402
 DEFAULT_PAIRS = {"minilm": 256, "smollm2": 64}
 DEFAULT_VAL_PAIRS = {"minilm": None, "smollm2": 64}  # None: all 207
 
@@ -59,13 +67,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup-ratio", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1,
+    ap.add_argument("--repeats", type=int, default=2,
                     help="train each side this many times, alternating which goes first (ABBA...)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed warm-up forward/backward (the first trainer in a process then runs slower)")
     ap.add_argument("--only", choices=["critcore", "trl"], default=None, help="run one side only (profiling)")
     ap.add_argument("--precision", choices=["default", "bf16", "fp32"], default="default",
-                    help="default: each side's own defaults; bf16 or fp32: both sides, TRL without checkpointing")
+                    help="default: each side's own defaults at the precision that is fast on this CPU; "
+                         "bf16 or fp32: both sides, TRL without checkpointing")
     ap.add_argument("--smoke", action="store_true", help="8 pairs, 1 repeat, tiny lengths: checks that it runs")
     ap.add_argument("--no-group-by-length", action="store_true", help="critcore: random batches instead of length-grouped")
     ap.add_argument("--train", default=str(DATA / "train.jsonl"))
@@ -196,7 +205,7 @@ def run_critcore(args, train_pairs, val_pairs, score: bool = True) -> dict:
     config = TrainConfig(backbone=args.backbone, lr=args.lr, batch_size=args.batch_size,
                          micro_batch_size=args.micro_batch_size, epochs=1, warmup_ratio=args.warmup_ratio,
                          min_lr_ratio=0.1, max_grad_norm=1.0, max_length=args.max_length, margin="none",
-                         dropout=False, bf16={"default": None, "bf16": True, "fp32": False}[args.precision],
+                         dropout=False, bf16=None if args.precision == "default" else side_bf16(args.precision),
                          gradient_checkpointing=False,
                          group_by_length=not args.no_group_by_length, seed=args.seed, threads=args.threads)
     t0 = time.perf_counter()
@@ -287,7 +296,8 @@ def run_trl(args, train_pairs, val_pairs, score: bool = True) -> dict:
             lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
             warmup_steps=args.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length,
             disable_dropout=True, use_cpu=True,
-            **({} if args.precision == "default" else {"activation_checkpointing": False, "bf16": args.precision == "bf16"}), eval_strategy="no", save_strategy="no", report_to="none",
+            bf16=side_bf16(args.precision), **({} if args.precision == "default" else {"activation_checkpointing": False}),
+            eval_strategy="no", save_strategy="no", report_to="none",
             dataloader_num_workers=0, seed=args.seed, logging_steps=10, disable_tqdm=True,
         )
         t2 = time.perf_counter()
@@ -330,8 +340,39 @@ def run_trl(args, train_pairs, val_pairs, score: bool = True) -> dict:
 # ------------------------------------------------------------------------------------ main
 
 
-def non_embedding_params(backbone: str) -> int:
-    """Parameters outside the token embeddings: the ones a token's forward and backward pay for."""
+def side_bf16(precision: str) -> bool:
+    """Whether a side trains in bf16 at --precision: "default" is the precision that is fast on
+    this CPU (bf16 only where it is native)."""
+    from critcore.hardware import native_bf16
+
+    return native_bf16() if precision == "default" else precision == "bf16"
+
+
+def precision_note(precision: str) -> str:
+    """What --precision meant for each side on this CPU, in words."""
+    from critcore.hardware import native_bf16
+
+    if precision != "default":
+        return f"both sides forced to {precision}, TRL without activation checkpointing"
+    if native_bf16():
+        return "each side at its defaults: bf16 autocast (native on this CPU) for both"
+    return ("each side at its defaults, in fp32: TRL's default bf16 autocast is turned off, since bf16 is "
+            "emulated on this CPU (no AVX512-BF16 or AMX); critcore picks fp32 here itself")
+
+
+def skipped_because(precision: str, peaks: dict) -> str | None:
+    """Why no side trains at this precision here (None: they do)."""
+    from critcore.hardware import native_bf16
+
+    if side_bf16(precision) and not native_bf16():
+        return (f"bf16 is emulated on this CPU (no AVX512-BF16 or AMX): the matmul probe ran at "
+                f"{peaks['bfloat16']} GFLOP/s in bf16 against {peaks['float32']} in fp32")
+    return None
+
+
+def geometry(backbone: str) -> dict:
+    """What the arithmetic of a token costs: the non-embedding parameters (those a token's forward
+    and backward pay for), all parameters (AdamW steps them all), and the attention shape."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -339,8 +380,18 @@ def non_embedding_params(backbone: str) -> int:
 
     model = AutoModelForSequenceClassification.from_pretrained(backbones.resolve(backbone), num_labels=1,
                                                                dtype=torch.float32)
+    c = model.config.get_text_config()
     embed = model.get_input_embeddings().weight.numel()
-    return sum(p.numel() for p in model.parameters()) - embed
+    total = sum(p.numel() for p in model.parameters())
+    return {"non_embedding": total - embed, "total": total, "layers": c.num_hidden_layers,
+            "attention_width": c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads),
+            "causal": hasattr(model, "score")}
+
+
+def attention_flops(g: dict, lengths: list[int]) -> float:
+    """Forward FLOPs of attention itself (scores and their weighted sum) over sequences of these
+    lengths: 4 x layers x width x T^2 each, half of it where attention is causal."""
+    return 4 * g["layers"] * g["attention_width"] * sum(t * t for t in lengths) * (0.5 if g["causal"] else 1.0)
 
 
 def compare_scoring(args, val_pairs) -> dict:
@@ -377,8 +428,46 @@ def compare_scoring(args, val_pairs) -> dict:
     return {"sequences": len(seqs), "plain_loop_s": round(plain_s, 3), "critcore_s": round(critcore_s, 3),
             "critcore_batch": batch, "ratio": round(plain_s / critcore_s, 2),
             "max_abs_diff": max(abs(a - b) for a, b in zip(plain, ours)),
-            "critcore_tokens_per_s": round(real / critcore_s, 1), "plain_meter": plain_meter.record(),
+            "critcore_tokens_per_s": round(real / critcore_s, 1), "real_tokens": real, "lengths": [len(x) for x in seqs],
+            "critcore_batches": -(-len(seqs) // batch), "plain_meter": plain_meter.record(),
             "critcore_meter": meter.record()}
+
+
+def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> list[dict]:
+    """Training (critcore, TRL's fraction beside it) and scoring (critcore, the plain loop's beside
+    it). The arithmetic: 2 FLOPs per non-embedding parameter and token forward, 6 forward and
+    backward, plus attention itself (which MFU leaves out). Training streams the weights three
+    times per micro-batch (forward, and the two products of the backward pass) and AdamW's seven
+    tensors once per step; scoring streams them once per batch. Both are compute-bound by far
+    (thousands of tokens share each weight read)."""
+    peaks, bw = machine["matmul_peak_gflops"], machine["memory_gb_s"]
+    n_params, rows = g["non_embedding"], []
+    lengths = [len(f[k]) for f in runs[0]["_features"] for k in ("chosen", "rejected")] if runs else []
+
+    def training(r: dict) -> dict:
+        tokens = r["padding"]["real_tokens"]
+        micro = -(-r["pairs"] // result["micro_batch_size"])
+        return stage("training", seconds=r["train_loop_s"], flops=6 * n_params * tokens + 3 * attention_flops(g, lengths),
+                     bytes_=4 * (3 * micro * n_params + 7 * r["steps"] * g["total"]),
+                     peak_gflops=peaks["bfloat16" if r["bf16"] else "float32"], memory_gb_s=bw,
+                     throughput=r["pairs_per_s"], unit="pairs/s", precision="bf16" if r["bf16"] else "fp32")
+
+    by_side = {s: [r for r in runs if r["side"] == s] for s in ("critcore", "trl")}
+    if by_side["critcore"]:
+        rs = [training(r) for r in by_side["critcore"]]
+        row = sorted(rs, key=lambda x: x["fraction"])[len(rs) // 2]  # the median run
+        if by_side["trl"]:
+            peer = sorted(training(r)["fraction"] for r in by_side["trl"])
+            row.update(peer="TRL RewardTrainer", peer_fraction=peer[len(peer) // 2])
+        rows.append(row)
+    sc = result["scoring"]
+    flops = 2 * n_params * sc["real_tokens"] + attention_flops(g, sc["lengths"])
+    rows.append(stage("scoring", seconds=sc["critcore_s"], flops=flops,
+                      bytes_=4 * n_params * sc["critcore_batches"], peak_gflops=peaks["float32"], memory_gb_s=bw,
+                      throughput=sc["sequences"] / sc["critcore_s"], unit="seqs/s", precision="fp32",
+                      peer="plain per-sequence loop",
+                      peer_fraction=round(flops / sc["plain_loop_s"] / (peaks["float32"] * 1e9), 3)))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -389,7 +478,7 @@ def main(argv=None) -> int:
     import transformers
 
     from critcore import data
-    from critcore.hardware import matmul_peak
+    from critcore.hardware import reuse_freed_memory
     from critcore.metrics import mcnemar_exact
 
     transformers.logging.set_verbosity_error()
@@ -397,21 +486,26 @@ def main(argv=None) -> int:
                              "seed": args.seed}).pairs
     val_pairs = data.load({"format": "jsonl", "path": args.validation, "limit": args.val_pairs,
                            "stratify": None, "seed": args.seed}).pairs
-    seconds = 0.2 if args.smoke else 3.0
-    peaks = {"fp32": matmul_peak("float32", seconds=seconds), "bf16": matmul_peak("bfloat16", seconds=seconds)}
-    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
+    reuse_freed_memory()  # as critcore's training and scoring do; both sides run under it (one process)
+    machine = probes(seconds=0.2 if args.smoke else 3.0)
+    peaks = machine["matmul_peak_gflops"]
+    print(f"{machine['cpu']['model']} ({', '.join(machine['cpu']['flags'])}): matmul peak fp32 {peaks['float32']:.0f} "
+          f"GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s; memory {machine['memory_gb_s']:.1f} GB/s",
           file=sys.stderr, flush=True)
-    n_params = non_embedding_params(args.backbone)
+    g = geometry(args.backbone)
+    n_params = g["non_embedding"]
+    skipped = skipped_because(args.precision, peaks)
+    sides = [] if skipped else [args.only] if args.only else ["critcore", "trl"]
+    if skipped:
+        print(f"training skipped: {skipped}", file=sys.stderr, flush=True)
 
     warmup_s = None
-    if not args.no_warmup:
+    if sides and not args.no_warmup:
         print("warm-up (untimed) ...", file=sys.stderr, flush=True)
         warmup_s = round(warmup(args, train_pairs), 2)
-    sides = [args.only] if args.only else ["critcore", "trl"]
     runners = {"critcore": run_critcore, "trl": run_trl}
-    cores = os.cpu_count() or 1
     runs: list[dict] = []
-    for r in range(args.repeats):
+    for r in range(args.repeats if sides else 0):
         order = sides if r % 2 == 0 else sides[::-1]
         for side in order:
             print(f"[repeat {r + 1}/{args.repeats}] training {side} ...", file=sys.stderr, flush=True)
@@ -419,7 +513,7 @@ def main(argv=None) -> int:
                 row = runners[side](args, train_pairs, val_pairs, score=(r == 0))  # models are deterministic
             row.update(repeat=r + 1, **meter.record())
             flops = 6 * n_params * row["padding"]["real_tokens"]
-            row["mfu"] = round(flops / row["train_loop_s"] / peaks["bf16" if row["bf16"] else "fp32"], 3)
+            row["mfu"] = round(flops / row["train_loop_s"] / (peaks["bfloat16" if row["bf16"] else "float32"] * 1e9), 3)
             runs.append(row)
             acc = f", val acc {row['validation']['acc']:.3f}" if row["validation"] else ""
             print(f"  {side}: {row['pairs_per_s']:.2f} pairs/s, loop {row['train_loop_s']:.1f}s, MFU {row['mfu']:.1%}, "
@@ -438,8 +532,11 @@ def main(argv=None) -> int:
     result = {"backbone": args.backbone, "pairs": args.pairs, "val_pairs": len(val_pairs), "max_length": args.max_length,
               "lr": args.lr, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
               "threads": args.threads, "repeats": args.repeats, "warmup_s": warmup_s, "precision": args.precision,
-              "group_by_length": not args.no_group_by_length, "non_embedding_params": n_params,
-              "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "summary": summary}
+              "side_precision": {s: "bf16" if side_bf16(args.precision) else "fp32" for s in ("critcore", "trl")},
+              "precision_note": precision_note(args.precision),
+              "skipped": skipped, "group_by_length": not args.no_group_by_length, "non_embedding_params": n_params,
+              "cpu": machine["cpu"], "matmul_peak_gflops": peaks, "memory_gb_s": machine["memory_gb_s"],
+              "summary": summary}
     if len(sides) == 2:
         pairs_ = list(zip(by_side["critcore"], by_side["trl"]))
         ratios = [round(c["pairs_per_s"] / t["pairs_per_s"], 3) for c, t in pairs_]
@@ -454,24 +551,31 @@ def main(argv=None) -> int:
         result["pairs_dropped"] = {s: args.pairs - by_side[s][0]["pairs"] for s in sides}
     print("scoring: critcore against a plain per-pair loop ...", file=sys.stderr, flush=True)
     result["scoring"] = compare_scoring(args, val_pairs)
-    result["scoring"]["mfu_fp32"] = round(2 * n_params * result["scoring"]["critcore_tokens_per_s"] / peaks["fp32"], 3)
-    lens = _lengths(runs[0]["_features"], args.max_length)
-    result["train_lengths"] = lens
+    result["scoring"]["mfu_fp32"] = round(2 * n_params * result["scoring"]["critcore_tokens_per_s"]
+                                          / (peaks["float32"] * 1e9), 3)
+    result["roofline"] = roofline_rows(result, runs, machine, g)
+    result["scoring"].pop("lengths")
+    if runs:
+        result["train_lengths"] = _lengths(runs[0]["_features"], args.max_length)
     result["runs"] = [{k: v for k, v in x.items() if not k.startswith("_")} for x in runs]
     import accelerate
     import trl
 
     result["env"] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
                      "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-                     "accelerate": accelerate.__version__, "cpus": cores,
+                     "accelerate": accelerate.__version__, "cpus": os.cpu_count(),
+                     "loadavg_start": [round(x, 2) for x in machine["loadavg"]],
                      "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.machine()}
 
     # table
     print()
     print(f"backbone={args.backbone} pairs={args.pairs} val_pairs={len(val_pairs)} max_length={args.max_length} "
           f"batch={args.batch_size} (micro {args.micro_batch_size}) lr={args.lr:g} threads={args.threads} "
-          f"precision={args.precision}")
-    print(f"{'side':<10}{'pairs/s':>10}{'loop s':>9}{'padding':>9}{'MFU':>7}{'val acc':>9}  95% CI")
+          f"precision={args.precision} ({', '.join(f'{k} {v}' for k, v in result['side_precision'].items())})")
+    if skipped:
+        print(f"training skipped: {skipped}")
+    else:
+        print(f"{'side':<10}{'pairs/s':>10}{'loop s':>9}{'padding':>9}{'MFU':>7}{'val acc':>9}  95% CI")
     for s in sides:
         rows = by_side[s]
         v = rows[0]["validation"]
@@ -486,6 +590,8 @@ def main(argv=None) -> int:
     print(f"scoring {sc['sequences']} sequences: critcore {sc['critcore_s']:.2f}s against a per-pair loop "
           f"{sc['plain_loop_s']:.2f}s: {sc['ratio']:.1f}x, largest difference {sc['max_abs_diff']:.2e}, "
           f"MFU {sc['mfu_fp32']:.1%}")
+    print("roofline:")
+    print(table(result["roofline"]))
     name = f"train_throughput-{Path(args.backbone).name}{'' if args.precision == 'default' else '-' + args.precision}.json"
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) if args.smoke else ROOT / "outputs" / "bench") / name
     out.parent.mkdir(parents=True, exist_ok=True)

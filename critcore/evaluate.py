@@ -14,6 +14,7 @@ from .collate import pad_right, sorted_batches
 from .data import pairs_of
 from .errors import CriticMismatchError
 from .format import MAX_LENGTH, Formatter
+from .hardware import reuse_freed_memory
 from .metrics import correct, pandalm_accuracy, summarize
 from .model import RewardModel
 from .recipe import check_recipe, say, trained_critic
@@ -36,6 +37,8 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
     score does not depend on the batch size or on what else is in the batch."""
     rm.eval()
     device = next(rm.parameters()).device
+    if device.type == "cpu":
+        reuse_freed_memory()
     pad = rm.tokenizer.pad_token_id
     scores = [0.0] * len(sequences)
     with tqdm_bar(total=len(sequences), desc="score", unit="text", disable=not progress) as bar:

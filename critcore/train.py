@@ -24,7 +24,7 @@ from .collate import PairCollator, length_grouped_batches
 from .errors import CriticMismatchError
 from .evaluate import score_pairs
 from .format import OVER_LENGTH_POLICY, Formatter, template
-from .hardware import use_bf16
+from .hardware import reuse_freed_memory, use_bf16
 from .loss import bradley_terry_loss, pair_margin
 from .metrics import accuracy_with_ci, correct
 from .model import RewardModel
@@ -126,6 +126,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
 
     if config.threads:
         torch.set_num_threads(config.threads)
+    if PartialState().device.type == "cpu":
+        reuse_freed_memory()
     set_seed(config.seed)
     rm = RewardModel.load(config.backbone, dropout=config.dropout, lora=config.lora)
     if config.gradient_checkpointing:

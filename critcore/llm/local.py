@@ -130,12 +130,10 @@ class LocalBackend:
             return
         self._load()
         encoded = [self._input_ids(t, answer_prefix) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
         n_new = int(max_new_tokens or self.max_new_tokens)
         generate = self._generate_transformers if self.engine == "transformers" else self._generate_ct2
         head = (answer_prefix or "").strip()
-        for b, start in enumerate(range(0, len(order), self.batch_size)):
-            idx = order[start:start + self.batch_size]
+        for b, idx in enumerate(self.batches([len(e) for e in encoded])):
             for i, row in zip(idx, generate([encoded[i] for i in idx], n_new, b)):
                 text, n = self.reply(row, answer_prefix)
                 yield i, (f"{head} {text}".strip() if head else text), n
@@ -148,6 +146,11 @@ class LocalBackend:
         if not self._tok.chat_template and answer_prefix is None:
             text = text.split("\n\n")[0].strip()
         return text, n
+
+    def batches(self, lengths: list[int]) -> list[list[int]]:
+        """The batches `stream` runs, as indices into its texts: longest prompts first (less padding)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def _generate_transformers(self, batch: list[list[int]], n_new: int, b: int) -> list[list[int]]:
         import torch

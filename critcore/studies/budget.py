@@ -1,30 +1,68 @@
-"""The projected wall time of a reward-model study, from throughputs measured on this project's
-2-core CPU (RATES; bench/*.py and the study runs in the README), printed by
-`critcore run PARAMS --dry-run`. Critiques already in the cache cost nothing; RMs already
-trained are not seen here and are counted as new, so a rerun's projection is an upper bound."""
+"""The projected wall time of a reward-model study, printed by `critcore run PARAMS --dry-run`.
+
+Throughputs were measured on two kinds of 2-core CPU (PROFILES; bench/*.py and the study runs in
+the README): one with native bf16 (AVX512-BF16), where critiques and training run in bf16, and
+one without (AVX2 only), where everything runs in fp32. A projection takes the profile of this
+CPU's kind and scales its rates by a quick calibration: this CPU's fp32 matmul peak, measured
+now (half a second) on the threads the study will use, over the profile's. Critiques already in
+the cache cost nothing; RMs already trained are not seen here and are counted as new, so a
+rerun's projection is an upper bound."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import critique_cache_path
 from ..critique import LocalCritic, make_critic
 from ..records import prompt_text
 from ..llm import CritiqueCache
+from ..run import choose_threads
 from ..splits import read_splits
 from .base import backbones_of, critics_of
 
-# Measured 2026-11-30 on this project's machine (2 cores, AVX512-BF16), nothing else running.
-RATES = {
-    # seconds per critique at 48 new tokens, prompt and response cut to 400 characters, batch 32
-    # (80 items of mix/train; bf16 against fp32 from bench/critique_throughput.py, 2.0x)
-    "critique_s": {("smollm2", "bfloat16"): 0.49, ("smollm2", "float32"): 0.98,
-                   ("gemma3-270m", "bfloat16"): 0.49, ("gemma3-270m", "float32"): 0.98},
-    # training pairs per second at max_length 256 (bench/train_throughput.py), bf16 autocast
-    "train_pairs_s": {"minilm": 6.0, "smollm2": 0.75},
+
+@dataclass(frozen=True)
+class Profile:
+    cpu: str
+    fp32_peak_gflops: float  # the fp32 matmul peak measured beside the rates
+    # seconds per critique by dtype at 48 new tokens, prompt and response cut to 400 characters,
+    # batch 32: SmolLM2-135M's, which Gemma 3 270M is taken to share (CRITIQUE_MODELS)
+    critique_s: dict = field(default_factory=dict)
+    # training pairs per second at max_length 256 (bench/train_throughput.py), at the CPU's default precision
+    train_pairs_s: dict = field(default_factory=dict)
     # sequences scored per second at max_length 256, fp32 (bench/train_throughput.py, scoring)
-    "score_seqs_s": {"minilm": 30.0, "smollm2": 3.1},
+    score_seqs_s: dict = field(default_factory=dict)
+
+
+PROFILES = {
+    # Measured 2026-11-30 on this project's first machine (2 cores, AVX512-BF16), nothing else running:
+    # critiques over 80 items of mix/train (bf16 2.0x fp32, bench/critique_throughput.py), training
+    # in bf16 autocast, fp32 peak 195 GFLOP/s (bench/train_throughput.py, 2026-12-01).
+    "native-bf16": Profile(
+        cpu="2 cores with native bf16 (AVX512-BF16)", fp32_peak_gflops=195.0,
+        critique_s={"bfloat16": 0.49, "float32": 0.98},
+        train_pairs_s={"minilm": 6.0, "smollm2": 0.75},
+        score_seqs_s={"minilm": 30.0, "smollm2": 3.1}),
+    # 2 cores of an AMD EPYC, AVX2 only (bf16 emulated: 1 GFLOP/s), quiet, fp32 peak 173 GFLOP/s
+    # (issue 27): MiniLM trains at 5.1 pairs/s in fp32 (256 pairs, max_length 256) and scores at
+    # 79.6% of the fp32 peak (0.90x the bf16 machine's tokens/s, which scales its scoring rates);
+    # SmolLM2-135M fp32 critiques at 49.1 tok/s against 56.5 there (batch 16), bf16 (emulated) at
+    # 12. SmolLM2's training rate is MiniLM's scaled by the FLOPs per pair (non-embedding
+    # parameters x tokens: x0.0955), which on the bf16 machine predicts 0.76 against 0.754 measured.
+    "fp32": Profile(
+        cpu="2 cores without native bf16 (AMD EPYC, AVX2)", fp32_peak_gflops=173.0,
+        critique_s={"float32": 1.13, "bfloat16": 4.6},
+        train_pairs_s={"minilm": 5.1, "smollm2": 0.49},
+        score_seqs_s={"minilm": 27.0, "smollm2": 2.8}),
 }
-NEW_TOKENS = 48  # the new tokens behind RATES["critique_s"]
+NEW_TOKENS = 48  # the new tokens behind Profile.critique_s
+CRITIQUE_MODELS = ("smollm2", "gemma3-270m")  # the local critics Profile.critique_s applies to
+
+
+def profile_kind() -> str:
+    """The PROFILES entry of this CPU's kind."""
+    from ..hardware import native_bf16
+
+    return "native-bf16" if native_bf16() else "fp32"
 
 
 @dataclass
@@ -34,20 +72,21 @@ class Line:
     seconds: float
 
 
-def _critic_rate(critic) -> float | None:
+def _critic_rate(critic, profile: Profile) -> float | None:
     if not isinstance(critic, LocalCritic):
         return None  # simulated (free) or a server (not this machine's time)
-    key = (critic.model_name, critic.backend.params.get("dtype", "bfloat16"))
-    base = RATES["critique_s"].get(key)
-    if base is None:
+    if critic.model_name not in CRITIQUE_MODELS:
         return None
+    base = profile.critique_s.get(critic.backend.params.get("dtype", "float32"))  # ctranslate2: at the fp32 rate
+    if base is None:
+        return None  # float16: not measured
     return base * (0.4 + 0.6 * critic.max_new_tokens / NEW_TOKENS)  # the prompt pass, then decoding
 
 
-def project(cfg, sizes: list[int] | None = None) -> list[Line]:
+def project(cfg, profile: Profile, scale: float = 1.0, sizes: list[int] | None = None) -> list[Line]:
     """One line per costly step of a reward-model study (critiques per critic not in the cache,
-    training and scoring per backbone); `sizes`: RQ2's nested training subsets, of which only the
-    largest is critiqued."""
+    training and scoring per backbone), at `profile`'s rates times `scale`; `sizes`: RQ2's nested
+    training subsets, of which only the largest is critiqued."""
     splits = read_splits(cfg)
     pairs = splits.all_pairs()
     if sizes:
@@ -59,34 +98,59 @@ def project(cfg, sizes: list[int] | None = None) -> list[Line]:
             if name not in used:
                 continue
             critic = make_critic(spec, cfg.critic_options)
-            rate = _critic_rate(critic) if critic is not None else None
+            rate = _critic_rate(critic, profile) if critic is not None else None
             if rate is None:
                 continue
             keys = {critic.key(prompt_text(p.prompt), r, label) for p in pairs
                     for r, label in ((p.chosen, True), (p.rejected, False))}
             todo = len(keys) - len(cache.get_many(list(keys)))
-            lines.append(Line(f"critiques {name}", todo, todo * rate))
+            lines.append(Line(f"critiques {name}", todo, todo * rate / scale))
     eval_seqs = 2 * sum(len(v) for v in splits.eval.values())
     for b in backbones_of(cfg):
-        name = b.backbone if b.backbone in RATES["train_pairs_s"] else "smollm2"
+        name = b.backbone if b.backbone in profile.train_pairs_s else "smollm2"
         critics = [c for c in critics_of(cfg) if b.critics is None or c in b.critics]
         seeds, lrs = len(b.seeds), len(b.lr_sweep or [None])
         trained = sizes or [b.n_train or len(splits.train)]
-        scale = b.train.get("max_length", cfg.train.max_length) / 256
+        length = b.train.get("max_length", cfg.train.max_length) / 256
         # every critic trains at every rate of the grid and every seed, and each RM scores the
         # evaluation sets and the validation pairs
         runs_per_size = len(critics) * lrs * seeds
         pairs = runs_per_size * sum(min(n, len(splits.train)) for n in trained)
         lines.append(Line(f"train {b.name}", runs_per_size * len(trained),
-                          pairs * scale / RATES["train_pairs_s"][name]))
+                          pairs * length / (profile.train_pairs_s[name] * scale)))
         scored = runs_per_size * len(trained) * (eval_seqs + (2 * len(splits.validation or []) if lrs > 1 else 0))
-        lines.append(Line(f"score {b.name}", scored, scored * scale / RATES["score_seqs_s"][name]))
+        lines.append(Line(f"score {b.name}", scored, scored * length / (profile.score_seqs_s[name] * scale)))
     return lines
 
 
+def calibration(cfg) -> tuple[str, Profile, float, float]:
+    """(kind, profile, scale, peak): this CPU's profile, and its fp32 matmul peak now (GFLOP/s,
+    on the threads the study will use) over the profile's."""
+    import torch
+
+    from ..hardware import matmul_peak
+
+    kind = profile_kind()
+    before = torch.get_num_threads()
+    threads = choose_threads(cfg.threads)
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        peak = matmul_peak("float32", seconds=0.5) / 1e9
+    finally:
+        torch.set_num_threads(before)
+    return kind, PROFILES[kind], peak / PROFILES[kind].fp32_peak_gflops, peak
+
+
 def projection_text(cfg, sizes: list[int] | None = None) -> str:
-    lines = project(cfg, sizes)
+    import os
+
+    kind, profile, scale, peak = calibration(cfg)
+    lines = project(cfg, profile, scale, sizes)
     total = sum(x.seconds for x in lines)
     rows = [f"  {x.step:28} {x.count:8d}  {x.seconds / 60:7.1f} min" for x in lines]
-    return "\n".join(["projected wall time on this project's 2-core CPU (critcore.studies.budget.RATES):"] + rows
-                     + [f"  {'total':28} {'':8}  {total / 60:7.1f} min"])
+    head = (f"projected wall time, rates of the '{kind}' profile ({profile.cpu}; critcore.studies.budget.PROFILES) "
+            f"scaled by this CPU's fp32 matmul peak measured now, {peak:.0f} GFLOP/s against "
+            f"{profile.fp32_peak_gflops:.0f} (x{scale:.2f}; load average {os.getloadavg()[0]:.1f}):")
+    return "\n".join([head] + rows + [f"  {'total':28} {'':8}  {total / 60:7.1f} min  "
+                                       f"(at the profile's own rates: {total * scale / 60:.1f} min)"])
