@@ -90,7 +90,7 @@ step "train_throughput fp32" $PY bench/train_throughput.py --precision fp32 "${T
 step "critique_throughput" $PY bench/critique_throughput.py ${CRITIQUE[@]+"${CRITIQUE[@]}"} \
   --quality "$QUALITY_JSON" --out "$OUT/critique_throughput.json"
 $PY -m critcore.cli run bench/rq1_small.yaml --dry-run --set "critique_cache=$WORK/rq1_small.sqlite" \
-  ${SMALL[@]+"${SMALL[@]}"} | tee "$OUT/rq1_small_projection.txt"
+  ${SMALL[@]+"${SMALL[@]}"} 2>&1 | tee "$OUT/rq1_small_projection.txt"
 step "rq1_small" env CRITCORE_OUTPUTS="$WORK/outputs" $PY -m critcore.cli run bench/rq1_small.yaml \
   --set "critique_cache=$WORK/rq1_small.sqlite" ${SMALL[@]+"${SMALL[@]}"}
 END=$(date +%s.%N)

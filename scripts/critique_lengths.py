@@ -75,10 +75,8 @@ def main(argv=None) -> int:
                       file=sys.stderr, flush=True)
                 if bad:
                     return 1
-        order = sorted(range(len(todo)), key=lambda k: -len(encoded[k]))
         start, done = time.perf_counter(), 0
-        for b in range(0, len(order), backend.batch_size):
-            batch = order[b:b + backend.batch_size]
+        for batch in backend.batches([len(e) for e in encoded]):
             rows = _generate(backend, [encoded[k] for k in batch], lengths[0])
             for n in lengths:
                 cache.put_many(critics[n].identity, [(keys[n][todo[k]], *backend.reply(row[:n]))
