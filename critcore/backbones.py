@@ -123,7 +123,7 @@ def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
     near = difflib.get_close_matches(name, ALIASES, n=1, cutoff=0.75)
     if near and "/" not in name:  # a typo of an alias: refused without asking the hub (seconds offline)
         raise ModelNotFoundError(f"unknown {what} {name!r}: did you mean the alias {near[0]!r}? (aliases: {aliases}; "
-                                 "a hub model is named org/name)")
+                                 "a hub name is org/name)")
     tried = _hub_check(name)
     if tried is None:
         return "hub"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import __version__, atomic
+from .errors import UserError
 from .format import template
 from .records import Pair
 
@@ -26,6 +27,15 @@ def is_dataset_path(path) -> bool:
     existing folder, or a trailing '/') rather than critcore JSONL."""
     p = Path(path)
     return p.suffix in DATASET_SUFFIXES or str(path).endswith(("/", "\\")) or p.is_dir() or not p.suffix
+
+
+def check_target(path) -> None:
+    """Refuse a save_to_disk target that is an existing folder holding anything but a saved dataset:
+    the atomic write replaces the folder whole, so it would delete what the folder holds."""
+    p = Path(path)
+    if p.is_dir() and any(p.iterdir()) and not (p / "dataset_info.json").is_file():
+        raise UserError(f"{p}: is a folder, not a file, and holds no saved dataset; writing the dataset there "
+                        "would replace it: give a new folder, a .parquet or a .jsonl file")
 
 
 def rows(pairs: list[Pair]) -> list[dict]:
@@ -90,6 +100,7 @@ def write_dataset(path, pairs: Iterable[Pair]) -> Path:
         with atomic.atomic_open(path, "wb") as f:
             pq.write_table(table.replace_schema_metadata(schema_meta), f)
     else:
+        check_target(path)
         with atomic.atomic_dir(path) as tmp:
             ds.save_to_disk(str(tmp))
     return path

@@ -83,14 +83,18 @@ def test_unusable_cache_and_output_paths_are_one_line_errors(tmp_path, shared_da
     garbage.write_bytes(bytes(range(256)) * 20)
     folder = tmp_path / "folder"
     folder.mkdir()
+    kept = tmp_path / "kept"  # a folder that holds something: --out there would replace it whole
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
     cases = [(garbage, tmp_path / "o.jsonl", ["garbage.sqlite", "cannot be used as the critique cache", "not a database"]),
              (data / "c.sqlite", tmp_path / "o.jsonl", ["in.jsonl is a file, not a folder"]),
              (folder, tmp_path / "o.jsonl", ["folder: cannot be used as the critique cache"]),
-             (tmp_path / "c.sqlite", folder, ["is a folder, not a file", "folder"])]
+             (tmp_path / "c.sqlite", kept, ["is a folder, not a file", "kept", "holds no saved dataset"])]
     for cache, out, needles in cases:
         one_line_error(run("critique", "--critic", "simulated:0.9", "--data", data, "--out", out, "--cache", cache),
                        *needles)
     assert garbage.read_bytes() == bytes(range(256)) * 20 and not list(folder.iterdir())
+    assert [f.name for f in kept.iterdir()] == ["notes.txt"] and (kept / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".*.tmp"))
     # a run folder that is a file, and a params "file" that is a folder
     one_line_error(run("train", "--critic", "none", "--train", data, "--out", data, "--cache", tmp_path / "c.sqlite"),
