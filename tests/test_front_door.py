@@ -72,6 +72,7 @@ def _project(tmp_path: Path) -> Path:
     return project
 
 
+@pytest.mark.slow  # about 5 min on a loaded 2-core machine
 def test_quickstart_from_notebooks_folder_lands_in_outputs_with_offline_charts(tmp_path):
     """papermill runs quickstart.ipynb with its working folder in notebooks/, as JupyterLab does:
     the run lands in the project's outputs/, the chart is the vega-lite 5 spec that JupyterLab
