@@ -1,8 +1,8 @@
-"""The ways in a new user takes: JupyterLab (`make lab`), a notebook run by papermill from the
-notebooks/ folder, and the command line. Charts draw without the network and keep a PNG in the
-saved notebook; a run lands in the project's outputs/ wherever it was started; progress reaches
-a log as whole lines; the command line answers without importing torch; a GGUF model is
-dequantized once per machine, whatever the clone."""
+"""The ways in a new user takes: JupyterLab (`make lab`; the quickstart run there in Chromium), a
+notebook run by papermill from the notebooks/ folder, and the command line. Charts draw without
+the network and keep a PNG in the saved notebook; a run lands in the project's outputs/ wherever
+it was started; progress reaches a log as whole lines; the command line answers without
+importing torch; a GGUF model is dequantized once per machine, whatever the clone."""
 import json
 import os
 import re
@@ -25,6 +25,7 @@ from critcore.studies.runner import kernel_name
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "pandas", "altair", "accelerate", "datasets", "numpy")
+RUN_ENV = ("CRITCORE_OUTPUTS", "CRITCORE_PROGRESS")  # left out where a test runs a notebook as a user would
 
 
 # ---------------------------------------------------------------- the command line starts light
@@ -72,6 +73,16 @@ def _project(tmp_path: Path) -> Path:
     return project
 
 
+def _tiny_params(tmp_path: Path, **changes) -> dict:
+    """The quickstart's parameters at the smallest size that runs every step (a simulated critic,
+    the generated set), with run_id "lab" and the critique cache in tmp_path."""
+    return {"data": "generated", "n_train": 2, "n_eval": 2, "critic": "simulated:0.9", "threads": 1, "n_boot": 50,
+            "run_id": "lab", "critique_cache": str(tmp_path / "c.sqlite"),
+            "train": {"max_length": 64, "lr": 1.0e-4, "batch_size": 2, "micro_batch_size": 2, "epochs": 1},
+            **changes}
+
+
+@pytest.mark.slow  # a whole notebook run: 48 s on a quiet 2-core machine, minutes on a loaded one
 def test_quickstart_from_notebooks_folder_lands_in_outputs_with_offline_charts(tmp_path):
     """papermill runs quickstart.ipynb with its working folder in notebooks/, as JupyterLab does:
     the run lands in the project's outputs/, the chart is the vega-lite 5 spec that JupyterLab
@@ -82,14 +93,11 @@ def test_quickstart_from_notebooks_folder_lands_in_outputs_with_offline_charts(t
     project = _project(tmp_path)
     notebook = project / "notebooks" / "quickstart.ipynb"
     before = notebook.read_bytes()
-    params = {"data": "generated", "n_train": 2, "n_eval": 2, "critic": "simulated:0.9", "threads": 1, "n_boot": 50,
-              "run_id": "lab", "critique_cache": str(tmp_path / "c.sqlite"),
-              "train": {"max_length": 64, "lr": 1.0e-4, "batch_size": 2, "micro_batch_size": 2, "epochs": 1}}
     executed = tmp_path / "executed.ipynb"
-    env = {k: os.environ.pop(k) for k in ("CRITCORE_OUTPUTS", "CRITCORE_PROGRESS") if k in os.environ}
+    env = {k: os.environ.pop(k) for k in RUN_ENV if k in os.environ}
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=kernel_name(),
-                                   cwd=str(notebook.parent), progress_bar=False)
+        papermill.execute_notebook(str(notebook), str(executed), parameters=_tiny_params(tmp_path),
+                                   kernel_name=kernel_name(), cwd=str(notebook.parent), progress_bar=False)
     finally:
         os.environ.update(env)
 
@@ -149,6 +157,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server and what it started (its kernels): its whole process group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_lab_starts_and_prints_a_url_that_answers(tmp_path):
     """As root too (this machine's CI runs as root): the Makefile adds --allow-root there."""
@@ -180,9 +199,161 @@ def test_make_lab_starts_and_prints_a_url_that_answers(tmp_path):
         with page:
             assert page.status == 200 and "JupyterLab" in page.read().decode()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        _stop(proc)
     assert ("--allow-root" in "".join(seen)) == (os.getuid() == 0)  # make echoes the command it runs
+
+
+# ---------------------------------------------------------------- the quickstart in JupyterLab, in a real browser
+
+
+def _browser() -> str:
+    """The system Chromium (Playwright cannot download its own here), or a skip that says so."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium; .ci/run installs it as root)")
+    return found
+
+
+def _start_lab(root: Path, port: int, token: str, tmp_path: Path) -> subprocess.Popen:
+    """JupyterLab on root (as `make lab` on notebooks/), on 127.0.0.1:port with a known token and
+    its own settings, answering /api/status; its log in tmp_path/lab.log."""
+    env = {k: v for k, v in os.environ.items() if k not in RUN_ENV}
+    env.update({name: str(tmp_path / "jupyter" / folder) for name, folder in (
+        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"))})
+    env["HF_HUB_OFFLINE"] = "1"
+    args = [sys.executable, "-m", "jupyterlab", str(root), "--no-browser", "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
+    with open(tmp_path / "lab.log", "w") as log:
+        proc = subprocess.Popen(args + (["--allow-root"] if os.getuid() == 0 else []), env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for loopback
+    status = urllib.request.Request(f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"})
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with opener.open(status, timeout=60):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail("JupyterLab did not answer:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+            time.sleep(1)
+
+
+@pytest.mark.slow  # 72 to 120 s here (2 cores), set-up of JupyterLab and Chromium included
+def test_quickstart_run_all_in_jupyterlab_draws_the_chart_offline_and_the_report_page_works(tmp_path):
+    """A new user's first minutes, in Chromium with no network beyond the loopback: JupyterLab on
+    a project's notebooks/ (as `make lab`), quickstart.ipynb on the tiny parameters, Run All Cells
+    with the critcore kernel. The chart cell draws the chart itself (vega's canvas or SVG, no
+    "Error loading script" from a CDN), the bars are live widgets and the run lands in the
+    project's outputs/. Then the per-example report page of the run: sorting by margin, filtering
+    by subset and verdict, and searching show the rows its scores CSV says they should."""
+    import pandas as pd
+    from jupyter_client.kernelspec import KernelSpecManager
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = _browser()
+    if "critcore" not in KernelSpecManager().find_kernel_specs():
+        pytest.skip("the critcore kernel is not registered (make setup registers it)")
+    project = _project(tmp_path)
+    notebook = project / "notebooks" / "quickstart.ipynb"
+    # the tiny parameters written into the parameters cell, as a user edits it (n_eval 8: four subsets
+    # to filter); a cell papermill injects would make the bars lines, as in a log
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in _tiny_params(tmp_path, n_eval=8).items())
+    nbformat.write(nb, notebook)
+    chart_index = next(i for i, c in enumerate(nb.cells) if "quickstart_chart(" in c.source)
+    out = project / "outputs" / "quickstart" / "lab"
+    port, token = _free_port(), "front-door"
+    lab = _start_lab(project / "notebooks", port, token, tmp_path)
+    offsite = []  # what the pages asked of any host but the loopback: refused, as on a plane
+
+    def refuse(route):
+        offsite.append(route.request.url)
+        route.abort()
+
+    def completed() -> bool:
+        return (out / "run.json").is_file() and json.loads((out / "run.json").read_text())["status"] == "completed"
+
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium)
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.set_default_timeout(120_000)
+            context.route(re.compile(rf"^(?!http://127\.0\.0\.1:{port}/)https?://"), refuse)
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}", timeout=300_000)
+            expect(page.locator("#jp-main-statusbar")).to_contain_text(  # the kernel has started
+                re.compile(r"critcore \(Python 3\).*Idle", re.S), timeout=300_000)
+
+            page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
+            page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
+            error = page.locator(".jp-OutputArea-output", has_text="Traceback (most recent call last)")
+            dialog = page.locator(".jp-Dialog")  # the kernel died, or anything else that stops a user
+            deadline = time.monotonic() + 1800
+            while not completed():
+                assert error.count() == 0, error.first.inner_text()[-3000:]
+                assert dialog.count() == 0, dialog.first.inner_text()
+                assert time.monotonic() < deadline, "Run All did not finish in 30 min:\n" + \
+                    (tmp_path / "lab.log").read_text()[-3000:]
+                page.wait_for_timeout(2000)
+            assert not (project / "notebooks" / "outputs").exists()
+
+            chart_cell = page.locator(".jp-Notebook .jp-Cell").nth(chart_index)
+            chart_cell.scroll_into_view_if_needed()
+            drawn = chart_cell.locator(".jp-RenderedVegaLite .marks")  # vega draws into canvas.marks or svg.marks
+            drawn.or_(chart_cell.get_by_text("Error loading script")).first.wait_for()
+            output = chart_cell.locator(".jp-OutputArea").inner_text()
+            assert "Error loading script" not in output, output
+            box = drawn.first.bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 50, box
+            assert "Error loading script" not in page.locator(".jp-Notebook").inner_text()
+            assert page.locator(".jp-OutputArea-output .widget-hprogress").count() > 0  # live bars
+            assert offsite == [], offsite
+
+            reports = sorted(out.glob("rms/*/eval/generated_report.html"))
+            assert len(reports) == 2, sorted(str(p.relative_to(out)) for p in out.rglob("*.html"))
+            scores = pd.read_csv(reports[-1].with_name("generated_scores.csv"), keep_default_na=False)
+            page.goto(reports[-1].as_uri())
+            n = len(scores)
+
+            def shows(ids, why: str) -> None:
+                """The page shows the rows `ids` (in any order) and counts them."""
+                assert sorted(page.locator("#t tbody tr:visible td:first-child").all_inner_texts()) == sorted(ids), why
+                assert page.locator("#count").inner_text() == f"{len(ids)} of {n} rows", why
+
+            def margins() -> list[float]:
+                return [float(x) for x in page.locator("#t tbody tr:visible td:nth-child(4)").all_inner_texts()]
+
+            shows(scores["id"], "every row at first")
+            page.locator("th:text-is('margin')").click()
+            assert margins() == sorted(float(f"{m:.3f}") for m in scores["margin"]), "smallest margin first"
+            page.locator("th:text-is('margin')").click()
+            assert margins() == sorted((float(f"{m:.3f}") for m in scores["margin"]), reverse=True), "largest first"
+            shows(scores["id"], "sorting hides nothing")
+
+            subset = scores["subset"].value_counts().index[-1]  # the rarest subset
+            page.select_option("#subset", subset)
+            shows(scores.loc[scores["subset"] == subset, "id"], f"subset {subset}")
+            page.select_option("#subset", label="all")
+            page.select_option("#verdict", "wrong")
+            shows(scores.loc[scores["verdict"] == "wrong", "id"], "the wrong ones")
+            page.select_option("#verdict", label="all")
+
+            query = "Capital OF"  # the search ignores case and looks in every cell
+            shown_text = ["id", "subset", "verdict", "prompt", "chosen", "rejected", "chosen_critique", "rejected_critique"]
+            text = scores[shown_text].astype(str).agg(" ".join, axis=1).str.lower()
+            found = scores.loc[text.str.contains(query.lower(), regex=False), "id"]
+            assert 0 < len(found) < n, "the generated eval set has capital-city questions and others"
+            page.fill("#search", query)
+            shows(found, f"search {query!r}")
+            assert offsite == [], offsite
+            browser.close()
+    finally:
+        _stop(lab)
 
 
 # ---------------------------------------------------------------- one dequantized model per machine
