@@ -147,7 +147,7 @@ def cmd_demo(args) -> int:
     from .studies.quickstart import quickstart_summary
     from .studies.runner import run_study
 
-    print(quickstart_summary(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set)))
+    print(quickstart_summary(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set, cell_output=False)))
     return 0
 
 

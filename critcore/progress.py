@@ -4,6 +4,7 @@ whole line per update instead, since a log keeps only the first state of a bar r
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 MODE_ENV = "CRITCORE_PROGRESS"  # "lines" or "bars"; unset: lines unless stderr is a terminal or a live notebook
@@ -28,7 +29,7 @@ class _Lines:
         self.last = ""
 
     def write(self, text: str) -> None:
-        text = text.replace("\r", "").strip()
+        text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).replace("\r", "").strip()  # no cursor moves in a log
         if text and text != self.last:
             self.last = text
             print(text, file=sys.stderr, flush=True)

@@ -415,3 +415,14 @@ def test_demo_summary_shows_the_table_labels_zero_width_intervals_and_names_the_
     text = "\n".join(lines)
     for name in ("accuracy.html", "accuracy.png", "rewardbench_report.html", "run.json"):
         assert name in text
+
+
+def test_progress_lines_carry_no_cursor_moves(capsys):
+    """A nested bar redraws with cursor-up escapes; as log lines each state is one clean line and
+    a redraw that moves the cursor only is no line at all (the demo printed '[A' lines)."""
+    from critcore.progress import _Lines
+
+    out = _Lines()
+    for text in ("\rtrain:  25%|##  | 8/32", "\x1b[A", "\n", "\rtrain:  25%|##  | 8/32\x1b[A", "\rtrain:  50%|#### | 16/32"):
+        out.write(text)
+    assert capsys.readouterr().err.splitlines() == ["train:  25%|##  | 8/32", "train:  50%|#### | 16/32"]

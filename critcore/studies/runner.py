@@ -42,13 +42,14 @@ def kernel_name() -> str:
 
 def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run: bool = False, *,
               out_root: str | os.PathLike | None = None, sets=(), progress: bool = True,
-              project_time: bool = False) -> Path:
+              project_time: bool = False, cell_output: bool = True) -> Path:
     """`critcore run PARAMS`: resolve and validate the params (local data loaded), then execute the
     notebook of their study with papermill, writing everything under <out_root>/<study>/<run_id>/
     (out_root: $CRITCORE_OUTPUTS or outputs/; run_id: the params file's stem): the executed
     notebook, tables, charts and run.json. dry_run stops after the validation report (and the
     returns the folder a run would use; nothing is written. project_time adds the projected wall
-    time of a reward-model study (critcore.studies.budget)."""
+    time of a reward-model study (critcore.studies.budget). cell_output=False keeps the log to the
+    cells' stderr (progress lines and critcore's messages): no cell markers, tables or reprs."""
     path = _find_params(params_path)
     raw = config_mod.read_yaml(path)
     if not raw.get("study"):
@@ -92,7 +93,8 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     try:  # the cells' output, bars included, goes to the log line by line (log_output), in place of papermill's bar
         papermill.execute_notebook(str(notebook), str(running), parameters=config_mod.to_dict(cfg),
                                    kernel_name=kernel_name(), cwd=str(Path.cwd()), progress_bar=False,
-                                   log_output=cfg.progress)
+                                   log_output=cfg.progress and cell_output,
+                                   stderr_file=sys.stderr if cfg.progress and not cell_output else None)
     except BaseException as e:
         error = e
         raise
