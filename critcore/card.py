@@ -1,8 +1,6 @@
-"""A saved RM's model card: README.md with the hub's YAML metadata (base_model, library_name,
-tags, datasets where known, and model-index entries for each evaluation set scored), built
-with huggingface_hub's ModelCard, then the recipe, how to score with transformers alone, and how to
-score with critiques through critcore. `RewardModel.save` writes it; `add_results` puts an
-evaluation's numbers (a summary.json) into it."""
+"""A saved RM's model card (huggingface_hub's ModelCard): the hub's metadata with a model-index
+entry per evaluation set scored, the recipe, and how to score with transformers alone or with
+critiques through critcore. `RewardModel.save` writes it; `add_results` adds an evaluation's numbers."""
 from __future__ import annotations
 
 import json
@@ -15,11 +13,8 @@ from .recipe import RECIPE_FILE
 
 CARD_FILE = "README.md"
 TAGS = ["reward-model", "critcore", "text-classification"]
-HUB_NAMES = {  # the hub models the embedded aliases are (critcore.backbones.ALIASES)
-    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
-    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "gemma3-270m": "google/gemma-3-270m",
-}
+HUB_NAMES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+             "gemma3-270m": "google/gemma-3-270m"}  # the hub models the embedded aliases are (backbones.ALIASES)
 SOURCE_DATASETS = {  # a pair's `source` -> the hub dataset it comes from, where there is one
     "hh-rlhf": "Anthropic/hh-rlhf", "ultrafeedback": "HuggingFaceH4/ultrafeedback_binarized",
     "rewardbench": "allenai/reward-bench",
