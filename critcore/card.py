@@ -61,33 +61,8 @@ def _usage(repo: str, recipe: dict | None, chat: bool) -> str:
     response = ('critique = "..."  # the critique the critic above writes of this response\n'
                 f'content = {template("rm_critique.txt")!r}.format(completion="4", critique=critique)\n'
                 if critic else 'content = "4"\n')
-    return f"""## Score with transformers alone
-
-```python
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-tok = AutoTokenizer.from_pretrained("{repo}")
-model = AutoModelForSequenceClassification.from_pretrained("{repo}").eval()
-{response}messages = [{{"role": "user", "content": "What is 2+2?"}}, {{"role": "assistant", "content": content}}]
-text = tok.apply_chat_template(messages, tokenize=False)
-with torch.inference_mode():
-    reward = model(**tok(text, return_tensors="pt", add_special_tokens={not chat})).logits[0, 0].item()
-```
-
-Inputs longer than {(recipe or {}).get('max_length', 'max_length')} tokens were trimmed in training (prompt from the left first);
-critcore applies the same policy when it scores.
-
-## Score with critiques through critcore
-
-critcore writes the critique with the critic of the recipe (from its cache when it has it) and scores;
-it reads the recipe from a local folder:
-
-```bash
-{download}critcore score --model {local} --prompt "What is 2+2?" --response "4"
-critcore evaluate --model {local} --data pandalm=pandalm:testset-v1.json   # updates this card's results
-```
-"""
+    return template("card_usage.md").format(repo=repo, response=response, special=not chat, download=download,
+                                            local=local, max_length=(recipe or {}).get("max_length", "max_length"))
 
 
 def _results(summary: dict) -> list:
