@@ -93,9 +93,8 @@ NOTEBOOK_VEGALITE = "5.8"  # the oldest vega-lite 5 vl-convert compiles with: a 
 
 def chart_mimebundle(spec: dict, **_options) -> tuple[dict, dict]:
     """A notebook display of a vega-lite spec that needs no network: the spec under the vega-lite 5
-    MIME type (interactive where the front end draws it: JupyterLab, Notebook 7, VS Code) and a
-    PNG drawn by vl-convert (2x, shown at 1x), which GitHub, nbviewer and any other viewer show.
-    A spec that vega-lite 5 cannot compile is shown as the PNG alone."""
+    MIME type (interactive in JupyterLab, Notebook 7, VS Code) and a PNG by vl-convert for any other
+    viewer (alone when vega-lite 5 cannot compile the spec)."""
     import vl_convert
 
     v5 = {**spec, "$schema": "https://vega.github.io/schema/vega-lite/v5.json"}
@@ -150,10 +149,8 @@ def _page(title: str, note: str, head: list[str], rows: list[str], subsets) -> s
 
 
 def example_page(df, title: str) -> str:
-    """A self-contained HTML page (no network) with a row per pair of an evaluation frame
-    (critcore.evaluate.score_pairs): subset, verdict, margin, both rewards, the prompt, both
-    responses and their critiques. Filter by subset and verdict, search, sort by any column;
-    the worst mistakes (wrong, most negative margin) come first."""
+    """A self-contained HTML page with a row per pair of an evaluation frame (score_pairs), the worst
+    mistakes (wrong, most negative margin) first."""
     order = df.assign(_wrong=df["verdict"] == "wrong").sort_values(["_wrong", "margin"], ascending=[False, True])
     rows = [f'<tr class="{r.verdict}" data-subset="{html.escape(str(r.subset))}" data-verdict="{r.verdict}">'
             f"<td>{html.escape(str(r.id))}</td><td>{html.escape(str(r.subset))}</td><td class='verdict'>{r.verdict}"
