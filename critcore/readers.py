@@ -177,10 +177,9 @@ def _one_split(dd, split: str | None, where: str):
 def table_rows(source, split: str | None = None, where: str | None = None) -> Iterator[tuple[int, str, Any]]:
     """(index, 'SOURCE row i', record) for each row of a table file or folder, or of one in memory."""
     where = where or label(source)
-    kind = type(source).__module__.split(".")[0]
     if not in_memory(source):
         source = _open_table(Path(source).expanduser())
-        kind = type(source).__module__.split(".")[0]
+    kind = type(source).__module__.split(".")[0]
     if type(source).__name__ == "DatasetDict":
         source, where = _one_split(source, split, where)
     if kind == "pandas":
