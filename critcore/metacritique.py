@@ -6,8 +6,9 @@ Meta-F1 are the plain means over items, with bootstrap CIs (prompts: critcore/pr
 
 Where MetaCritique divides by zero: a critique with no AIUs gets P = 0 (counted `empty_critiques`);
 a reference with none leaves R and F1 undefined for that item, left out of their means (counted
-`empty_references`). An unreadable verdict counts as false (`unparseable_verdicts`). A local model's
-answer is prefilled; every output is cached by content, so a stopped run resumes.
+`empty_references`). An unreadable verdict counts as false (`unparseable_verdicts`). The prompts
+follow MetaCritique's without its few-shot examples, which small local models copy verbatim; a
+local model's answer is prefilled; every output is cached by content, so a stopped run resumes.
 """
 from __future__ import annotations
 
