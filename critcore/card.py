@@ -1,8 +1,6 @@
-"""A saved RM's model card: README.md with the hub's YAML metadata (base_model, library_name,
-tags, datasets where known, and model-index entries for each evaluation set scored), built
-with huggingface_hub's ModelCard, then the recipe, how to score with transformers alone, and how to
-score with critiques through critcore. `RewardModel.save` writes it; `add_results` puts an
-evaluation's numbers (a summary.json) into it."""
+"""A saved RM's model card (huggingface_hub's ModelCard): the hub's metadata with a model-index
+entry per evaluation set scored, the recipe, and how to score with transformers alone or with
+critiques through critcore. `RewardModel.save` writes it; `add_results` adds an evaluation's numbers."""
 from __future__ import annotations
 
 import json
@@ -15,11 +13,8 @@ from .recipe import RECIPE_FILE
 
 CARD_FILE = "README.md"
 TAGS = ["reward-model", "critcore", "text-classification"]
-HUB_NAMES = {  # the hub models the embedded aliases are (critcore.backbones.ALIASES)
-    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
-    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "gemma3-270m": "google/gemma-3-270m",
-}
+HUB_NAMES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+             "gemma3-270m": "google/gemma-3-270m"}  # the hub models the embedded aliases are (backbones.ALIASES)
 SOURCE_DATASETS = {  # a pair's `source` -> the hub dataset it comes from, where there is one
     "hh-rlhf": "Anthropic/hh-rlhf", "ultrafeedback": "HuggingFaceH4/ultrafeedback_binarized",
     "rewardbench": "allenai/reward-bench",
@@ -66,33 +61,8 @@ def _usage(repo: str, recipe: dict | None, chat: bool) -> str:
     response = ('critique = "..."  # the critique the critic above writes of this response\n'
                 f'content = {template("rm_critique.txt")!r}.format(completion="4", critique=critique)\n'
                 if critic else 'content = "4"\n')
-    return f"""## Score with transformers alone
-
-```python
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-tok = AutoTokenizer.from_pretrained("{repo}")
-model = AutoModelForSequenceClassification.from_pretrained("{repo}").eval()
-{response}messages = [{{"role": "user", "content": "What is 2+2?"}}, {{"role": "assistant", "content": content}}]
-text = tok.apply_chat_template(messages, tokenize=False)
-with torch.inference_mode():
-    reward = model(**tok(text, return_tensors="pt", add_special_tokens={not chat})).logits[0, 0].item()
-```
-
-Inputs longer than {(recipe or {}).get('max_length', 'max_length')} tokens were trimmed in training (prompt from the left first);
-critcore applies the same policy when it scores.
-
-## Score with critiques through critcore
-
-critcore writes the critique with the critic of the recipe (from its cache when it has it) and scores;
-it reads the recipe from a local folder:
-
-```bash
-{download}critcore score --model {local} --prompt "What is 2+2?" --response "4"
-critcore evaluate --model {local} --data pandalm=pandalm:testset-v1.json   # updates this card's results
-```
-"""
+    return template("card_usage.md").format(repo=repo, response=response, special=not chat, download=download,
+                                            local=local, max_length=(recipe or {}).get("max_length", "max_length"))
 
 
 def _results(summary: dict) -> list:

@@ -47,16 +47,14 @@ def _print(obj) -> None:
 # ---------------------------------------------------------------- commands
 
 
-# Each command checks its configuration, and the models it names, before it imports what runs it
-# (torch, seconds): a bad one fails at once.
-
-
-def _check_models(cfg) -> None:
-    """The backbone, model and local critic model a job names exist (critcore.backbones.check:
-    no model is loaded)."""
+def _job(args, command: str, extra: dict | None = None):
+    """The command's job (critcore.jobs) on its configuration, once that configuration and the
+    models it names (critcore.backbones.check: none is loaded) are checked; only then is what runs
+    it (torch, seconds) imported, so a bad one fails at once."""
     from .backbones import check
     from .critique import parse_critic_spec
 
+    cfg = _load(args, command, extra)
     if getattr(cfg, "backbone", None):
         check(cfg.backbone)
     if getattr(cfg, "model", None):
@@ -64,15 +62,15 @@ def _check_models(cfg) -> None:
     spec = parse_critic_spec(getattr(cfg, "critic", None))
     if spec is not None and spec["backend"] == "local":
         check(str(spec.get("model", "smollm2")), "critic model")
+    from . import jobs
+
+    return getattr(jobs, f"{command}_job")(cfg)
 
 
 def cmd_train(args) -> int:
-    cfg = _load(args, "train")
-    _check_models(cfg)
     from .report import results_row
-    from .jobs import train_job
 
-    summary = train_job(cfg)
+    summary = _job(args, "train")
     _print({"out": summary.get("out_dir"), "validation": summary["train"].get("validation"),
             "critic": summary.get("critic"), **results_row(summary)})
     return 0
@@ -96,31 +94,20 @@ def _data_flags(items) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    cfg = _load(args, "evaluate", _data_flags(args.eval_sets))
-    _check_models(cfg)
     from .report import results_row
-    from .jobs import evaluate_job
 
-    summary = evaluate_job(cfg)
+    summary = _job(args, "evaluate", _data_flags(args.eval_sets))
     _print({"out": summary["out_dir"], "critic": summary["critic"], **results_row(summary)})
     return 0
 
 
 def cmd_score(args) -> int:
-    cfg = _load(args, "score")
-    _check_models(cfg)
-    from .jobs import score_job
-
-    _print(score_job(cfg))
+    _print(_job(args, "score"))
     return 0
 
 
 def cmd_critique(args) -> int:
-    cfg = _load(args, "critique")
-    _check_models(cfg)
-    from .jobs import critique_job
-
-    _print(critique_job(cfg))
+    _print(_job(args, "critique"))
     return 0
 
 
@@ -133,9 +120,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from . import config
-
-    from . import studies  # noqa: F401 - registers the studies' schemas
+    from . import config, studies  # noqa: F401 - studies registers the studies' schemas
 
     cfg = config.load(args.params, args.set, schema=args.study)
     print(config.dump(cfg), end="")

@@ -1,17 +1,12 @@
 """Resolving parameters: every command, study and notebook gets its configuration the same way
-(`resolve`), as an instance of its schema (critcore.params; a study's in its study module):
+(`resolve`), as an instance of its schema (critcore.params, or the study's module):
 
     the schema's defaults  <-  a params YAML  <-  command-line flags and --set key=value
 
-merged deeply: a block such as `train:` merges key by key into its defaults, while a free mapping
-(`eval_data`, `critics`) given by a layer replaces the one before it; `--set a.b=v` changes one
-key wherever it is, and may reach into a data spec a flag gave (`--data pl=PATH --set
-eval_data.pl.limit=300`); a key that a flag and --set, or two --set, give different values is an
-error. Values are coerced to their declared types (YAML's `1e-4` is a float), every rule of the
-schema is checked, and an error names the file or flag that gave the key, the key and, for an
-unknown key, the nearest valid one. `${data}` in strings becomes the shared data folder.
-`critcore config PARAMS` prints the result; run.json records it; each notebook's `parameters`
-cell lists the same keys and defaults (tests/test_config.py keeps them in sync).
+A block such as `train:` merges key by key, a free mapping (`eval_data`, `critics`) is replaced;
+`--set a.b=v` may reach into a data spec a flag gave. An error names the file or flag that gave
+the key, the key and, for an unknown key, the nearest valid one. `${data}` becomes the shared data
+folder. Each notebook's `parameters` cell lists the same keys and defaults (parameters_cell).
 """
 from __future__ import annotations
 

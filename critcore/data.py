@@ -26,11 +26,8 @@ def write_pairs(path, pairs: Iterable[Pair]) -> None:
 
 
 def read_pairs(path) -> list[Pair]:
-    """Read critcore's JSONL strictly: every record is validated, nothing is skipped.
-
-    The shared training mix holds a few degenerate pairs (empty or identical responses), which
-    this refuses; `load_jsonl` counts and skips those instead.
-    """
+    """Read critcore's JSONL strictly: every record is validated, nothing is skipped (`load_jsonl`
+    counts and skips degenerate pairs instead)."""
     return [Pair.from_dict(d, where) for _, where, d in jsonl_records(Path(path))]
 
 
@@ -65,11 +62,8 @@ def _path_param(fmt: str) -> str | None:
 
 
 def spec_dict(spec) -> dict:
-    """A data spec as a mapping. A string is a JSON mapping when it starts with '{', FORMAT:PATH
-    when it starts with a known format, a format alone (its hub default), or else a path: a
-    Parquet or Arrow file or a `save_to_disk` folder is read as format trl, anything else as
-    critcore JSONL; a path may hold ':'. A Dataset, DatasetDict or DataFrame is read as format
-    trl (a list of records, as {"format": ..., "path": [...]}: a bare list is a list of specs)."""
+    """A data spec as a mapping: a JSON mapping, FORMAT:PATH, a format alone (its hub default), or a
+    path (a table is format trl, anything else critcore JSONL); a Dataset or DataFrame is format trl."""
     if table_object(spec) and not isinstance(spec, (list, tuple)):  # before dict: a DatasetDict is one; a list is specs
         return {"format": "trl", "path": spec}
     if isinstance(spec, dict):
@@ -178,10 +172,8 @@ def _load_one(s: Spec) -> Loaded:
 
 
 def load(spec) -> Loaded:
-    """Load a dataset from a data spec (see parse_spec), or a list of specs one after the other. A
-    limit applies `sample` (stratified by subset unless stratify is null) after loading; skipped
-    counts are those of the full load. No pairs at all is a DataError naming the file and the
-    skips."""
+    """Load a data spec (parse_spec), or a list of them one after the other, sampled after loading
+    (skips counted on the full load). No pairs at all is a DataError naming the file and the skips."""
     parts = []
     for s in parse_specs(spec):
         loaded = _load_one(s)
@@ -214,13 +206,9 @@ def pairs_of(data) -> list[Pair]:
 
 def sample(pairs: list[Pair], n: int | None = None, seed: int = 0,
            stratify: str | Callable[[Pair], Any] | None = "subset", per_stratum: int | None = None) -> list[Pair]:
-    """A deterministic sample of `pairs`, kept in input order.
-
-    Without stratify: n pairs drawn with `seed`. With stratify (a Pair attribute or a key
-    function): n is shared among strata in proportion to their sizes (largest remainder), and
-    per_stratum is a floor: every stratum gives at least min(per_stratum, its size), so the total
-    may exceed n; with n None each stratum gives exactly min(per_stratum, its size).
-    """
+    """A seeded sample of `pairs` in input order. With stratify (a Pair attribute or a key function)
+    n is shared among strata by size (largest remainder), and every stratum gives at least
+    min(per_stratum, its size), so the total may exceed n."""
     if n is not None and n < 0 or per_stratum is not None and per_stratum < 0:
         raise ValueError("n and per_stratum must be non-negative")
     rng = random.Random(seed)

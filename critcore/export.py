@@ -1,10 +1,7 @@
-"""Pairs out as a Hugging Face dataset: TRL's preference columns (prompt, chosen, rejected; the
-conversational format when any prompt is a list of messages) plus chosen_critique /
-rejected_critique and the critic's tags, as a Parquet file or a `save_to_disk` folder, written
-atomically. The critic's identity and the template a critique RM reads its response and critique
-with are in the dataset's info (its description; in a Parquet file's schema metadata too, under
-"critcore"), so TRL's RewardTrainer trains a critique RM from it with one `map` and no critcore
-code. critcore reads such a dataset back (format trl) with its critiques and their critic."""
+"""Pairs out as a Hugging Face dataset (a Parquet file or a `save_to_disk` folder, atomically): TRL's
+preference columns plus the critiques and the critic's tags, with the critic and the template a
+critique RM reads them with in the dataset's info, so TRL's RewardTrainer trains a critique RM from
+it with one `map`. critcore reads it back (format trl) with its critiques and their critic."""
 from __future__ import annotations
 
 import json

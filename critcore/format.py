@@ -1,12 +1,7 @@
-"""Turn (prompt, completion, critique) into the RM's input text and token ids.
-
-Text: the tokenizer's chat template where it has one (else templates/rm_plain.txt); a critique is
-appended to the completion behind templates/rm_critique.txt. Without a critique the text is exactly
-the No-Critiques baseline.
-
-Over-length policy: the critique and the end of the completion are kept; the prompt is trimmed from
-the left first (earliest turns first), then the completion from the left. Every trim is counted and
-returned; nothing is dropped. Only when the critique alone overflows is it cut from the right (counted).
+"""Turn (prompt, completion, critique) into the RM's input text and token ids: the tokenizer's chat
+template (else templates/rm_plain.txt), a critique appended to the completion behind
+templates/rm_critique.txt. Over length, the prompt is trimmed from the left first (earliest turns
+first), then the completion from the left, then the critique from the right; every trim is counted.
 """
 from __future__ import annotations
 

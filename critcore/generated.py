@@ -79,14 +79,9 @@ def _generated_pair(rng: random.Random, kind: str) -> tuple[str, dict, str, str,
 
 
 def generated_pairs(n: int, seed: int = 0, split: str = "train", kinds: Iterable[str] = GENERATED_KINDS) -> list[Pair]:
-    """`n` preference pairs with a known right answer: arithmetic questions (addition, subtraction,
-    multiplication) and capital-city facts, where `chosen` states the correct answer and
-    `rejected` the same sentence with a wrong one (so only correctness tells them apart).
-
-    Deterministic in (n, seed, split, kinds); a smaller n gives a prefix of a larger one. Splits
-    are disjoint by question: a question's split is a hash of it (test 20%, validation 10%, train
-    70%). Each pair's meta holds its ground truth (kind, operands, answer, wrong); see
-    `generated_truth`. subset = kind, source = "generated"."""
+    """`n` pairs whose `chosen` states the right answer and `rejected` the same sentence with a wrong
+    one. Deterministic (a smaller n gives a prefix of a larger one); splits are disjoint by question
+    (a hash of it: test 20%, validation 10%, train 70%); meta holds the ground truth."""
     if split not in GENERATED_SPLITS:
         raise ValueError(f"split must be one of {sorted(GENERATED_SPLITS)}, got {split!r}")
     kinds = tuple(kinds)

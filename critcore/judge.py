@@ -1,30 +1,11 @@
 """Generative judges (Ye et al. 2024, §5.3, Table 2 bottom): an LLM reads one (prompt, response)
-and writes a 0-10 score; a pair is right when the chosen response scores strictly higher.
-
-Two modes:
-
-- "direct" ("Gen"): the judge prompt (critcore/prompts/judge_direct.txt) asks for a score.
-- "critique" ("Gen + Critiques"): a critique of the response is written first, by `augment` with
-  the critic (by default the judge's own model, with the paper's critique template, so the
-  critiques are the very ones the critique cache holds for RM training), and placed in the judge
-  prompt (judge_with_critique.txt), which then asks for the score.
-
-Scoring rules (as the paper's): equal scores are a judge tie and count wrong; an output with no
-readable score in 0..10 is "unparseable" (never read as 0), and a pair with an unparseable side
-counts wrong. Both are counted and reported beside the accuracy.
-
-Backends are critcore.llm's, named as critics are (a local model, or any OpenAI-compatible
-server): the judge's prompts go through the one cached completion loop
-(critcore.llm.complete_cached), so batching, retries and concurrency are the backends'. A local
-model's answer is prefilled with `answer_prefix` ("Score (0-10):"): a chat model gets it at the
-start of its assistant turn, a base model without a chat template (Gemma 3 270M) after the prompt;
-the prefix is kept in the returned output. Tiny models then answer with a number at once; an
-OpenAI-compatible server gets no prefill.
-
-Outputs are stored in the critique cache, keyed by the backend's identity and generation
-parameters, the prompt template's sha256, the task name and the full rendered prompt, so a
-changed template, prompt, response, critique or parameter is a miss, reordering is not, and an
-interrupted run resumes from what it had committed.
+and writes a 0-10 score; a pair is right when the chosen response scores strictly higher. Mode
+"direct" ("Gen") asks for the score; "critique" ("Gen + Critiques") first has a critic (by default
+the judge's own model, through `augment` and the critique cache) critique the response, and puts
+the critique in the judge prompt. Equal scores are a judge tie and count wrong; an output with no
+readable score in 0..10 is "unparseable" (never 0) and its pair counts wrong; both are reported.
+The prompts go through critcore.llm's one cached completion loop (a local model's answer is
+prefilled with "Score (0-10):"), so an interrupted run resumes from what it had committed.
 """
 from __future__ import annotations
 
@@ -80,14 +61,8 @@ def _other_scale(m: re.Match, high: float) -> bool:
 
 
 def parse_score(text: str | None, low: float = SCORE_RANGE[0], high: float = SCORE_RANGE[1]) -> float | None:
-    """The 0-10 score in a judge's output, or None when there is none.
-
-    Reads, in this order of preference (the first kind found decides, and its last occurrence
-    counts, as a final verdict comes last): a labeled score ("Score: 7", "**Rating:** 7.5",
-    "Overall score (0-10): [[8]]", "rating is seven"; a label declaring another scale, as in
-    "Rating (10-100): 10", is passed over), a fraction ("7/10", "an 8 out of 10"), a verb phrase
-    ("I'd rate it 6"), a bold number ("**7**"), and a number opening the output ("7",
-    "8 - clear and correct", but not a list item "1. The response ..."). A number out of
+    """The 0-10 score in a judge's output, or None. The first kind of _PATTERNS found decides, its
+    last occurrence counting (a label declaring another scale is passed over); a number out of
     [low, high], signed, or on another scale ("4/5") makes the output unparseable: None."""
     if not text:
         return None
@@ -113,14 +88,9 @@ def default_name(model: str, mode: str) -> str:
 
 
 class Judge:
-    """A point-wise generative judge.
-
-    `backend`: the scoring model (a critic spec such as "smollm2", "gemma3-270m", a dict with
-    backend "openai", or a Critic). `mode`: "direct" or "critique". `template`: judge prompt
-    (name in critcore/prompts, path or text; default judge_direct / judge_with_critique).
-    `max_new_tokens`: for the score reply. `critic`: who writes the critiques in "critique" mode
-    (a spec or Critic; default the backend itself, with its own template and max_new_tokens).
-    `name`: the table label (default "<model> Gen" / "<model> Gen + Critiques")."""
+    """A point-wise generative judge: `backend` (a critic spec or Critic) scores; in "critique" mode
+    `critic` (default the backend itself) writes the critiques; `template`: a name in
+    critcore/prompts, a path or the text."""
 
     def __init__(self, backend="smollm2", mode: str = "direct", *, template=None, max_new_tokens: int = 32,
                  critic=None, answer_prefix: str = SCORE_PREFIX, max_chars: int | None = DEFAULT_MAX_CHARS,
@@ -151,14 +121,9 @@ class Judge:
 
 
 def judge_pairs(pairs: list[Pair], judge, cache=None, progress: bool = True) -> pd.DataFrame:
-    """Score both responses of every pair with `judge` (a Judge, a backend spec string, or a dict
-    of Judge arguments: backend, mode, template, ...).
-
-    One row per pair: id, subset, source, tie (annotator), score_chosen, score_rejected (NaN when
-    unparseable), parsed_chosen, parsed_rejected, judge_tie (both parsed and equal), correct,
-    output_chosen, output_rejected, critique_chosen, critique_rejected, len_chosen, len_rejected.
-    `cache` is a CritiqueCache, a path to one, or None (in memory); critiques ("critique" mode)
-    go through `augment` and the same cache."""
+    """Score both responses of every pair with `judge` (a Judge, a backend spec, or a dict of Judge
+    arguments): one row per pair with the scores (NaN when unparseable), outputs and critiques.
+    `cache`: a CritiqueCache, a path to one, or None (in memory)."""
     from .metrics import correct
 
     if isinstance(judge, (str, dict)):
@@ -176,23 +141,16 @@ def judge_pairs(pairs: list[Pair], judge, cache=None, progress: bool = True) -> 
     scores = [parse_score(o) for o in outputs]
     sc = np.array([np.nan if s is None else s for s in scores[0::2]], dtype=float)
     sr = np.array([np.nan if s is None else s for s in scores[1::2]], dtype=float)
+    critiqued = judge.mode == "critique"
     df = pd.DataFrame({
-        "id": [p.id for p in pairs],
-        "subset": [p.subset or p.source or "all" for p in pairs],
-        "source": [p.source for p in pairs],
-        "tie": [p.tie for p in pairs],
-        "score_chosen": sc,
-        "score_rejected": sr,
-        "parsed_chosen": ~np.isnan(sc),
-        "parsed_rejected": ~np.isnan(sr),
+        "id": [p.id for p in pairs], "subset": [p.subset or p.source or "all" for p in pairs],
+        "source": [p.source for p in pairs], "tie": [p.tie for p in pairs],
+        "score_chosen": sc, "score_rejected": sr, "parsed_chosen": ~np.isnan(sc), "parsed_rejected": ~np.isnan(sr),
         "judge_tie": sc == sr,  # NaN == NaN is False: a tie needs two readable scores
-        "output_chosen": outputs[0::2],
-        "output_rejected": outputs[1::2],
-        "critique_chosen": [p.chosen_critique if judge.mode == "critique" else None for p in pairs],
-        "critique_rejected": [p.rejected_critique if judge.mode == "critique" else None for p in pairs],
-        "len_chosen": [len(p.chosen) for p in pairs],
-        "len_rejected": [len(p.rejected) for p in pairs],
-    })
+        "output_chosen": outputs[0::2], "output_rejected": outputs[1::2],
+        "critique_chosen": [p.chosen_critique if critiqued else None for p in pairs],
+        "critique_rejected": [p.rejected_critique if critiqued else None for p in pairs],
+        "len_chosen": [len(p.chosen) for p in pairs], "len_rejected": [len(p.rejected) for p in pairs]})
     df["correct"] = correct(df)
     return df
 
@@ -245,12 +203,7 @@ def table_row(name: str, summary: dict, kind: str = "judge") -> dict:
 
 def format_table(rows: list[dict], columns=("Chat", "Chat Hard", "Safety", "Reasoning", "Score")) -> pd.DataFrame:
     """Rows as display strings "acc [lo, hi]" (percent), with the judge columns kept."""
-    shown = []
-    for r in rows:
-        d = {"model": r["model"], "kind": r["kind"], "n": r.get("n")}
-        for c in columns:
-            d[c] = "—" if r.get(c) is None else f"{r[c]:.1f} [{r[f'{c} lo']:.1f}, {r[f'{c} hi']:.1f}]"
-        for c in ("Ties %", "Unparseable %"):
-            d[c] = "—" if r.get(c) is None else f"{r[c]:.1f}"
-        shown.append(d)
-    return pd.DataFrame(shown)
+    return pd.DataFrame([{
+        "model": r["model"], "kind": r["kind"], "n": r.get("n"),
+        **{c: "—" if r.get(c) is None else f"{r[c]:.1f} [{r[f'{c} lo']:.1f}, {r[f'{c} hi']:.1f}]" for c in columns},
+        **{c: "—" if r.get(c) is None else f"{r[c]:.1f}" for c in ("Ties %", "Unparseable %")}} for r in rows])

@@ -14,20 +14,16 @@ it; any other bad record raises DataError naming file, record and field.
     duplicate_pair       a row without an id (TRL's formats) whose prompt and responses repeat an
                          earlier row's: its id, derived from that content, would repeat
 
-Every loader reads its records through critcore.readers.rows_of, so each format also loads from
-Parquet and Arrow files, `save_to_disk` folders, and `datasets.Dataset`, `DatasetDict` and
-pandas DataFrames in memory. A record a loader refuses that another format reads gets a hint
-naming that format (guess_format tries each format's own conversion: a hint is never a guess
-by key names).
-
-A record with several reasons is counted once, under the first: the source's own label
-(no_shared_prefix, tie, no_preference) before the content checks (empty, then identical).
+A record with several reasons is counted once, under the first: the source's own label before
+the content checks. Records come through critcore.readers.rows_of, so every format also reads
+tables; a refused record that another format reads gets a hint naming it (guess_format).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,31 +52,24 @@ def _hh_messages(prompt: str, where: str) -> list[dict]:
 
 
 def load_hh_rlhf(path_or_name="Anthropic/hh-rlhf", split="test", data_dir=None) -> Loaded:
-    """Anthropic HH-RLHF: {chosen, rejected} full dialogues, from the hub or a local JSONL.
-
-    The prompt is the chosen dialogue up to its final '\\n\\nAssistant:' (as chat messages); the
-    responses are what follows in each dialogue, stripped. This is the DPO reference code's
-    split; where the rejected dialogue does not start with that prompt (a response that itself
-    contains '\\n\\nAssistant:'), the row is skipped as 'no_shared_prefix' rather than guessed.
-    """
+    """Anthropic HH-RLHF: {chosen, rejected} full dialogues, from the hub or a local JSONL. The prompt
+    is the chosen dialogue up to its final '\\n\\nAssistant:' (the DPO reference code's split); a
+    rejected dialogue that does not start with it is skipped as 'no_shared_prefix', not guessed."""
     return _gather("hh-rlhf", path_or_name, rows_of(path_or_name, split, data_dir),
-                   _hh_rlhf(id_tag(path_or_name, split, data_dir), data_dir))
+                   partial(_hh_rlhf, id_tag(path_or_name, split, data_dir), data_dir))
 
 
-def _hh_rlhf(tag: str, data_dir: str | None) -> Convert:
-    def convert(i, where, row):
-        chosen, rejected = text_field(row, "chosen", where), text_field(row, "rejected", where)
-        cut = chosen.rfind(_ASSISTANT)
-        if cut < 0:
-            raise DataError(where, "chosen", "no '\\n\\nAssistant:' turn")
-        prompt = chosen[: cut + len(_ASSISTANT)]
-        if not rejected.startswith(prompt):
-            return "no_shared_prefix"
-        c, r = chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
-        return degenerate(c, r) or Pair(id=f"hh-rlhf/{tag}/{i}", prompt=_hh_messages(prompt, where),
-                                         chosen=c, rejected=r, subset=data_dir, source="hh-rlhf")
-
-    return convert
+def _hh_rlhf(tag: str, data_dir: str | None, i, where, row):
+    chosen, rejected = text_field(row, "chosen", where), text_field(row, "rejected", where)
+    cut = chosen.rfind(_ASSISTANT)
+    if cut < 0:
+        raise DataError(where, "chosen", "no '\\n\\nAssistant:' turn")
+    prompt = chosen[: cut + len(_ASSISTANT)]
+    if not rejected.startswith(prompt):
+        return "no_shared_prefix"
+    c, r = chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
+    return degenerate(c, r) or Pair(id=f"hh-rlhf/{tag}/{i}", prompt=_hh_messages(prompt, where),
+                                     chosen=c, rejected=r, subset=data_dir, source="hh-rlhf")
 
 
 # --- PandaLM human test set --------------------------------------------------------------------
@@ -91,45 +80,37 @@ def pandalm_majority(votes: list[int]) -> int:
 
 
 def load_pandalm(path_or_name) -> Loaded:
-    """PandaLM testset-v1.json (a JSON list; local only, it is a GitHub file).
-
-    The label is the majority of annotator1..3 (0 tie, 1 response1, 2 response2); three different
-    votes are a tie. Ties are kept, marked tie=True (chosen = response1), so one set of scores
-    gives both of PandaLM's policies (metrics.pandalm_accuracy): ties dropped, and ties counted
-    wrong. Training leaves tied pairs out. A response that is a JSON boolean instead of text (six
-    in the real file: a model's literal `true`) is no response text: the pair is skipped and
-    counted as 'non_text_response'.
-    """
+    """PandaLM testset-v1.json (a JSON list; local only, it is a GitHub file). The label is the
+    majority of annotator1..3 (0 tie, 1 response1, 2 response2). Ties are kept, tie=True, so one set
+    of scores gives both of PandaLM's tie policies (metrics.pandalm_accuracy); training leaves them
+    out. A response that is a JSON boolean (a model's literal `true`) counts as 'non_text_response'."""
     path = local_only(path_or_name, "pandalm", "https://github.com/WeOpenML/PandaLM (data/testset-v1.json)")
-    return _gather("pandalm", path, rows_of(path), _pandalm())
+    return _gather("pandalm", path, rows_of(path), _pandalm)
 
 
-def _pandalm() -> Convert:
-    def convert(i, where, row):
-        idx = row.get("idx")
-        if isinstance(idx, bool) or not isinstance(idx, int):
-            raise DataError(where, "idx", f"expected an integer, got {type(idx).__name__}")
-        votes = []
-        for k in ("annotator1", "annotator2", "annotator3"):
-            v = row.get(k)
-            if isinstance(v, bool) or v not in (0, 1, 2):
-                raise DataError(where, k, f"expected 0, 1 or 2, got {v!r}")
-            votes.append(v)
-        label = pandalm_majority(votes)
-        instruction, inp = text_field(row, "instruction", where), row.get("input", "")
-        inp = "" if inp is None else inp
-        if not isinstance(inp, str):
-            raise DataError(where, "input", f"expected a string, got {type(inp).__name__}")
-        if any(isinstance(row.get(k), bool) for k in ("response1", "response2")):
-            return "non_text_response"
-        r1, r2 = text_field(row, "response1", where), text_field(row, "response2", where)
-        chosen, rejected = (r2, r1) if label == 2 else (r1, r2)
-        meta = {"votes": votes, "cmp_key": row.get("cmp_key"), "motivation_app": row.get("motivation_app")}
-        return degenerate(chosen, rejected) or Pair(
-            id=f"pandalm/{idx}", prompt=instruction + (f"\n\n{inp}" if inp.strip() else ""),
-            chosen=chosen, rejected=rejected, subset="pandalm", source="pandalm", tie=label == 0, meta=meta)
-
-    return convert
+def _pandalm(i, where, row):
+    idx = row.get("idx")
+    if isinstance(idx, bool) or not isinstance(idx, int):
+        raise DataError(where, "idx", f"expected an integer, got {type(idx).__name__}")
+    votes = []
+    for k in ("annotator1", "annotator2", "annotator3"):
+        v = row.get(k)
+        if isinstance(v, bool) or v not in (0, 1, 2):
+            raise DataError(where, k, f"expected 0, 1 or 2, got {v!r}")
+        votes.append(v)
+    label = pandalm_majority(votes)
+    instruction, inp = text_field(row, "instruction", where), row.get("input", "")
+    inp = "" if inp is None else inp
+    if not isinstance(inp, str):
+        raise DataError(where, "input", f"expected a string, got {type(inp).__name__}")
+    if any(isinstance(row.get(k), bool) for k in ("response1", "response2")):
+        return "non_text_response"
+    r1, r2 = text_field(row, "response1", where), text_field(row, "response2", where)
+    chosen, rejected = (r2, r1) if label == 2 else (r1, r2)
+    meta = {"votes": votes, "cmp_key": row.get("cmp_key"), "motivation_app": row.get("motivation_app")}
+    return degenerate(chosen, rejected) or Pair(
+        id=f"pandalm/{idx}", prompt=instruction + (f"\n\n{inp}" if inp.strip() else ""),
+        chosen=chosen, rejected=rejected, subset="pandalm", source="pandalm", tie=label == 0, meta=meta)
 
 
 # --- RewardBench -------------------------------------------------------------------------------
@@ -137,21 +118,18 @@ def _pandalm() -> Convert:
 def load_rewardbench(path_or_name="allenai/reward-bench", split="filtered") -> Loaded:
     """RewardBench (or the local RewardBench-shaped JSONL): prompt, chosen, rejected, chosen_model,
     rejected_model, subset, id. Ids are 'rewardbench/<id>'; the models go to meta."""
-    return _gather("rewardbench", path_or_name, rows_of(path_or_name, split), _rewardbench())
+    return _gather("rewardbench", path_or_name, rows_of(path_or_name, split), _rewardbench)
 
 
-def _rewardbench() -> Convert:
-    def convert(i, where, row):
-        rid = row.get("id")
-        if rid is None:
-            raise DataError(where, "id", "missing")
-        c, r = text_field(row, "chosen", where), text_field(row, "rejected", where)
-        meta = {k: row.get(k) for k in ("chosen_model", "rejected_model")}
-        return degenerate(c, r) or Pair(id=f"rewardbench/{rid}", prompt=text_field(row, "prompt", where),
-                                         chosen=c, rejected=r, subset=text_field(row, "subset", where),
-                                         source="rewardbench", meta=meta)
-
-    return convert
+def _rewardbench(i, where, row):
+    rid = row.get("id")
+    if rid is None:
+        raise DataError(where, "id", "missing")
+    c, r = text_field(row, "chosen", where), text_field(row, "rejected", where)
+    meta = {k: row.get(k) for k in ("chosen_model", "rejected_model")}
+    return degenerate(c, r) or Pair(id=f"rewardbench/{rid}", prompt=text_field(row, "prompt", where),
+                                     chosen=c, rejected=r, subset=text_field(row, "subset", where),
+                                     source="rewardbench", meta=meta)
 
 
 # --- UltraFeedback binarized -------------------------------------------------------------------
@@ -178,34 +156,28 @@ def _final_turn(row: dict, key: str, where: str) -> tuple[list[dict], str]:
 
 def load_ultrafeedback(path_or_name="HuggingFaceH4/ultrafeedback_binarized", split="test_prefs",
                        keep_ties: bool = False) -> Loaded:
-    """UltraFeedback binarized: chosen/rejected message lists and GPT-4 scores (1-10).
-
-    The prompt is the messages before the last (assistant) one; margin = score_chosen -
-    score_rejected; rating from `ultrafeedback_rating`. Equal scores are skipped as 'tie', or
-    kept with tie=True (margin 0, no rating) when keep_ties.
-    """
+    """UltraFeedback binarized: chosen/rejected message lists and GPT-4 scores (1-10); margin =
+    score_chosen - score_rejected. Equal scores are skipped as 'tie', or kept with tie=True
+    (margin 0, no rating) when keep_ties."""
     return _gather("ultrafeedback", path_or_name, rows_of(path_or_name, split),
-                   _ultrafeedback(id_tag(path_or_name, split), keep_ties))
+                   partial(_ultrafeedback, id_tag(path_or_name, split), keep_ties))
 
 
-def _ultrafeedback(tag: str, keep_ties: bool) -> Convert:
-    def convert(i, where, row):
-        prompt, c = _final_turn(row, "chosen", where)
-        prompt_r, r = _final_turn(row, "rejected", where)
-        if prompt_r != prompt:
-            raise DataError(where, "rejected", "its prompt messages differ from those of 'chosen'")
-        sc, sr = number(row, "score_chosen", where), number(row, "score_rejected", where)
-        gap = sc - sr
-        if gap < 0:
-            raise DataError(where, "score_chosen", f"{sc} is below score_rejected {sr}")
-        if gap == 0 and not keep_ties:
-            return "tie"
-        return degenerate(c, r) or Pair(id=f"ultrafeedback/{tag}/{i}", prompt=prompt, chosen=c, rejected=r,
-                            rating=ultrafeedback_rating(gap) if gap else None, margin=float(gap),
-                            source="ultrafeedback", tie=gap == 0,
-                            meta={"score_chosen": sc, "score_rejected": sr})
-
-    return convert
+def _ultrafeedback(tag: str, keep_ties: bool, i, where, row):
+    prompt, c = _final_turn(row, "chosen", where)
+    prompt_r, r = _final_turn(row, "rejected", where)
+    if prompt_r != prompt:
+        raise DataError(where, "rejected", "its prompt messages differ from those of 'chosen'")
+    sc, sr = number(row, "score_chosen", where), number(row, "score_rejected", where)
+    gap = sc - sr
+    if gap < 0:
+        raise DataError(where, "score_chosen", f"{sc} is below score_rejected {sr}")
+    if gap == 0 and not keep_ties:
+        return "tie"
+    return degenerate(c, r) or Pair(id=f"ultrafeedback/{tag}/{i}", prompt=prompt, chosen=c, rejected=r,
+                                     rating=ultrafeedback_rating(gap) if gap else None, margin=float(gap),
+                                     source="ultrafeedback", tie=gap == 0,
+                                     meta={"score_chosen": sc, "score_rejected": sr})
 
 
 # --- AlpacaEval pairwise annotations ----------------------------------------------------------
@@ -218,36 +190,31 @@ def alpacaeval_rating(margin: float) -> str:
 def load_alpacaeval(path) -> Loaded:
     """AlpacaEval annotations (JSON list or JSONL; local only): instruction, output_1, output_2,
     generator_1, generator_2, preference in [1, 2], below 1.5 meaning output_1 is preferred.
-
-    margin = 2*|preference-1.5|; preference 1.5 is skipped as 'tie', null as 'no_preference'.
-    """
+    margin = 2*|preference-1.5|; preference 1.5 is skipped as 'tie', null as 'no_preference'."""
     path = local_only(path, "alpacaeval", "https://github.com/tatsu-lab/alpaca_eval (results/*/annotations.json)")
-    return _gather("alpacaeval", path, rows_of(path), _alpacaeval(id_tag(path, None)))
+    return _gather("alpacaeval", path, rows_of(path), partial(_alpacaeval, id_tag(path, None)))
 
 
-def _alpacaeval(tag: str) -> Convert:
-    def convert(i, where, row):
-        o1, o2 = text_field(row, "output_1", where), text_field(row, "output_2", where)
-        instruction = text_field(row, "instruction", where)
-        if "preference" not in row:
-            raise DataError(where, "preference", "missing")
-        if row["preference"] is None:
-            return "no_preference"
-        pref = number(row, "preference", where)
-        if not 1 <= pref <= 2:
-            raise DataError(where, "preference", f"{pref} is outside [1, 2]")
-        if pref == 1.5:
-            return "tie"
-        first = pref < 1.5
-        c, r = (o1, o2) if first else (o2, o1)
-        g1, g2 = row.get("generator_1"), row.get("generator_2")
-        margin = 2 * abs(pref - 1.5)
-        return degenerate(c, r) or Pair(
-            id=f"alpacaeval/{tag}/{i}", prompt=instruction, chosen=c, rejected=r,
-            rating=alpacaeval_rating(margin), margin=margin, source="alpacaeval",
-            meta={"preference": pref, "chosen_model": g1 if first else g2, "rejected_model": g2 if first else g1})
-
-    return convert
+def _alpacaeval(tag: str, i, where, row):
+    o1, o2 = text_field(row, "output_1", where), text_field(row, "output_2", where)
+    instruction = text_field(row, "instruction", where)
+    if "preference" not in row:
+        raise DataError(where, "preference", "missing")
+    if row["preference"] is None:
+        return "no_preference"
+    pref = number(row, "preference", where)
+    if not 1 <= pref <= 2:
+        raise DataError(where, "preference", f"{pref} is outside [1, 2]")
+    if pref == 1.5:
+        return "tie"
+    first = pref < 1.5
+    c, r = (o1, o2) if first else (o2, o1)
+    g1, g2 = row.get("generator_1"), row.get("generator_2")
+    margin = 2 * abs(pref - 1.5)
+    return degenerate(c, r) or Pair(
+        id=f"alpacaeval/{tag}/{i}", prompt=instruction, chosen=c, rejected=r,
+        rating=alpacaeval_rating(margin), margin=margin, source="alpacaeval",
+        meta={"preference": pref, "chosen_model": g1 if first else g2, "rejected_model": g2 if first else g1})
 
 
 # --- critcore's own JSONL and TRL's preference formats -------------------------------------
@@ -263,22 +230,12 @@ def load_jsonl(path) -> Loaded:
 
 
 def load_trl(path_or_name, split: str | None = None, data_dir: str | None = None) -> Loaded:
-    """Rows with TRL's preference columns, from any source: a JSONL, JSON, Parquet or Arrow file,
-    a `save_to_disk` folder, a hub name, or a Dataset, DatasetDict (`split`, or its only one) or
-    DataFrame in memory. TRL's formats:
-
-    - standard, explicit prompt: {prompt: str, chosen: str, rejected: str}
-    - conversational, explicit prompt: {prompt: [messages], chosen: [one assistant message], rejected: [...]}
-    - conversational, implicit prompt: {chosen: [messages], rejected: [messages]}, the prompt being
-      the messages before the last (assistant) one, which must be the same on both sides
-
-    TRL's standard implicit-prompt rows (whole texts, no prompt) are refused: nothing says where
-    their prompt ends. `id` is optional: a missing one is derived from the content
-    ('pair/' + 16 hex digits of a hash of prompt, chosen and rejected), the same in every run and
-    from every source; a row repeating an earlier row's content is skipped as 'duplicate_pair'.
-    critcore's own columns (chosen_critique, rejected_critique, rating, margin, subset, source,
-    tie) are read as critcore JSONL reads them, and the critic columns that `critcore critique`
-    writes (critic, critic_config) tag the critiques again; other columns go to meta."""
+    """Rows with TRL's preference columns from any source (a file, a `save_to_disk` folder, a hub
+    name, a Dataset, DatasetDict or DataFrame): standard or conversational with an explicit prompt,
+    or conversational with an implicit one (the messages before the last, the same on both sides).
+    Whole texts without a prompt are refused. A missing `id` is derived from the content (a row
+    repeating an earlier one is skipped as 'duplicate_pair'); critcore's own columns are read as
+    critcore JSONL reads them, other columns go to meta."""
     return _gather("trl", path_or_name, rows_of(path_or_name, split, data_dir, guess_format), _preference_row())
 
 
@@ -343,21 +300,16 @@ def _preference_row() -> Convert:
 _SAME = {"jsonl": "trl"}  # formats that read records alike: never hinted for each other
 
 
-def _converters() -> dict[str, Convert]:
-    """Each format's conversion of one record, most specific first (an UltraFeedback row is also a
-    TRL conversational row, a RewardBench row a critcore one)."""
-    return {"pandalm": _pandalm(), "alpacaeval": _alpacaeval("-"), "rewardbench": _rewardbench(),
-            "ultrafeedback": _ultrafeedback("-", keep_ties=True), "hh-rlhf": _hh_rlhf("-", None),
-            "trl": _preference_row()}
-
-
 def guess_format(record, exclude: str | None = None) -> str | None:
     """The format that reads `record` (its loader converts and validates it), or None; `exclude`:
     a format not to name (the one that just refused it)."""
     if not isinstance(record, dict):
         return None
     skip = {exclude, _SAME.get(exclude)}
-    for fmt, convert in _converters().items():
+    converters = {"pandalm": _pandalm, "alpacaeval": partial(_alpacaeval, "-"), "rewardbench": _rewardbench,
+                  "ultrafeedback": partial(_ultrafeedback, "-", True), "hh-rlhf": partial(_hh_rlhf, "-", None),
+                  "trl": _preference_row()}  # most specific first: an UltraFeedback row is also a TRL one
+    for fmt, convert in converters.items():
         if fmt in skip:
             continue
         try:

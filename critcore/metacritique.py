@@ -1,38 +1,14 @@
 """Metacritique (the paper's Appendix E, after Sun et al. 2024, "The critique of critique"):
-how good are a critic's critiques, measured against reference critiques.
+how good are a critic's critiques, measured against reference critiques. An LLM splits each
+critique into atomic information units (AIUs); precision checks each AIU of the critique under
+test against the reference, recall checks each reference AIU for coverage; Meta-P, Meta-R and
+Meta-F1 are the plain means over items, with bootstrap CIs (prompts: critcore/prompts/metacritique_*).
 
-For each item (a question, a response, the critique under test and a reference critique):
-
-1. AIUs: an LLM splits each critique into atomic information units (prompt
-   critcore/prompts/metacritique_aiu.txt; `parse_aius` reads a numbered or bulleted list, or
-   one claim per line).
-2. Precision: every AIU of the critique under test is checked true/false given the question,
-   the response and the reference critique (metacritique_precision.txt).
-3. Recall: every AIU of the reference critique is checked for whether the critique under test
-   covers it (metacritique_recall.txt).
-4. Per item P = true AIUs / AIUs of the critique, R = covered reference AIUs / reference AIUs,
-   F1 = their harmonic mean (0 when P or R is 0); Meta-P, Meta-R and Meta-F1 are the plain means
-   over items, as MetaCritique computes them, with bootstrap CIs over items.
-
-Conventions (MetaCritique divides by zero in both cases):
-
-- A critique under test with zero AIUs (empty, or nothing extractable) gets P = 0, so R = 0 and
-  F1 = 0 unless the reference is empty too: saying nothing earns no credit. Counted as
-  `empty_critiques`.
-- A reference critique with zero AIUs leaves nothing to recall: R and F1 are undefined (NaN) for
-  that item, which is left out of the Meta-R and Meta-F1 means and counted as
-  `empty_references`; its P still counts. The n of each mean is reported.
-- A verdict that cannot be read (no "true"/"false" or equivalent) counts as false (an AIU not
-  shown true, a reference AIU not shown covered) and is counted as `unparseable_verdicts`.
-
-The prompts follow MetaCritique's (critcore/prompts/metacritique_*.txt) without its few-shot
-examples, which the small local models copy verbatim. A local model's answer is prefilled
-("Claims:\n1." for AIUs, "Verdict:" for checks), so it answers at once; an OpenAI-compatible
-model gets no prefill and may reason first, as the prompts allow.
-
-Every LLM output is stored in the critique cache, keyed by content (backend identity and
-parameters, prompt template sha256, task and the full rendered prompt), never by list position
-as MetaCritique does, so reordering or extending the data reuses it, and a stopped run resumes.
+Where MetaCritique divides by zero: a critique with no AIUs gets P = 0 (counted `empty_critiques`);
+a reference with none leaves R and F1 undefined for that item, left out of their means (counted
+`empty_references`). An unreadable verdict counts as false (`unparseable_verdicts`). The prompts
+follow MetaCritique's without its few-shot examples, which small local models copy verbatim; a
+local model's answer is prefilled; every output is cached by content, so a stopped run resumes.
 """
 from __future__ import annotations
 
@@ -69,19 +45,9 @@ _NONE = re.compile(r"^\W*(?:none|no\s+claims?|n/?a|nothing|no\s+(?:atomic\s+)?in
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 
-def _clean(item: str) -> str:
-    item = re.sub(r"[*_`]{1,3}", "", item).strip()
-    return item.strip(" \t\"'")
-
-
 def parse_aius(text: str | None, max_aius: int | None = None) -> list[str]:
-    """The atomic information units in an extraction output.
-
-    A numbered ("1.", "2)", "(3)") or bulleted ("-", "*", "•") list gives its items (other lines,
-    such as "Here are the claims:", are dropped). Without list markers every non-empty line is a
-    unit, and a single line is split into sentences. Header lines ("Claims:"), "None", items of
-    fewer than two words (a reply cut off at "2. The"), and repeats (case-insensitive) are
-    dropped; at most `max_aius` are kept."""
+    """The AIUs in an extraction output: a numbered or bulleted list's items, else its lines (one line:
+    its sentences); headers, "None", items under two words and repeats dropped; at most `max_aius`."""
     if not text or _NONE.match(text.strip()):
         return []
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -93,7 +59,7 @@ def parse_aius(text: str | None, max_aius: int | None = None) -> list[str]:
         if len(items) == 1:
             items = _SENTENCE.split(items[0].strip())
     out, seen = [], set()
-    for item in map(_clean, items):
+    for item in (re.sub(r"[*_`]{1,3}", "", it).strip().strip(" \t\"'") for it in items):
         key = item.lower().rstrip(".")
         if len(re.findall(r"[A-Za-z]+", item)) < 2 or _HEADER.match(item) or _NONE.match(item) or key in seen:
             continue
@@ -113,11 +79,8 @@ _FIRST = re.compile(r"^[\s*_\"'`\[(#]*" + _WORD + r"\b(?!\s+(?:of|that|to|in)\b)
 
 
 def parse_verdict(text: str | None) -> bool | None:
-    """True / False from a verification output, or None when it has no readable verdict.
-
-    Reads the last "Verdict: X" (or Answer/Conclusion/Label: X), else the last "the claim is X",
-    else a verdict word opening the output ("True.", "No, the critique ..."), where X is
-    true/false, yes/no, correct/incorrect, covered/not covered, supported/not supported, ..."""
+    """True / False from a verification output (the last "Verdict: X", else the last "the claim is
+    X", else a verdict word opening it), or None when it has no readable verdict."""
     if not text:
         return None
     for pattern in (_VERDICT_LABEL, _CLAIM_IS, _FIRST):
@@ -132,11 +95,7 @@ def parse_verdict(text: str | None) -> bool | None:
 
 
 def example_scores(precision_verdicts: list, recall_verdicts: list) -> dict:
-    """P, R, F1 of one item from its verdicts (True / False / None = unparseable, counted false).
-
-    `precision_verdicts`: one per AIU of the critique under test; `recall_verdicts`: one per AIU
-    of the reference. No AIUs in the critique: P = 0. No AIUs in the reference: R = F1 = NaN.
-    F1 = 0 when P or R is 0 (as MetaCritique)."""
+    """P, R, F1 of one item from its verdicts (True / False / None = unparseable, counted false)."""
     n_p, n_r = len(precision_verdicts), len(recall_verdicts)
     true_p = sum(v is True for v in precision_verdicts)
     true_r = sum(v is True for v in recall_verdicts)
@@ -193,10 +152,8 @@ def _text_key(prompt: str, response: str) -> str:
 
 
 def load_references(path: str | os.PathLike) -> dict[str, str]:
-    """Reference critiques from a JSONL file. Each line is {"id": ..., "critique": ...} where id
-    names an item ("<pair id>#chosen"; or a pair id with "side": "chosen"), or
-    {"prompt": ..., "response": ..., "critique": ...} (prompt as text or chat messages).
-    Returns a lookup {key: critique} for `match_references`."""
+    """Reference critiques from a JSONL file ({id[, side], critique} or {prompt, response, critique})
+    as a lookup for `match_references`."""
     refs: dict[str, str] = {}
     first: dict[str, str] = {}
     for _, where, d in jsonl_records(Path(path)):
@@ -272,12 +229,8 @@ class MetaCritic:
 
 
 def metacritique(items: list[Item], evaluator, cache=None, progress: bool = True) -> pd.DataFrame:
-    """Meta-scores of each item's `critique` against its `reference` (both must be set).
-
-    `evaluator` is a MetaCritic or a backend spec for one. One row per item: id, precision,
-    recall, f1, n_aius, n_ref_aius, true_aius, covered_ref_aius, unparseable, and the AIUs,
-    verdicts and raw verdict outputs as JSON strings (aius, ref_aius, p_verdicts, r_verdicts,
-    p_outputs, r_outputs)."""
+    """Meta-scores of each item's `critique` against its `reference` (both must be set), one row per
+    item with the AIUs, verdicts and raw outputs as JSON strings. `evaluator`: a MetaCritic or a spec."""
     ev = evaluator if isinstance(evaluator, MetaCritic) else MetaCritic(evaluator)
     for it in items:
         if it.critique is None or it.reference is None:
@@ -317,21 +270,16 @@ def table_row(critic: str, summary: dict) -> dict:
     for key, name in (("meta_p", "Meta-P"), ("meta_r", "Meta-R"), ("meta_f1", "Meta-F1")):
         s = summary[key]
         row.update({name: pct(s["mean"]), f"{name} lo": pct(s["lo"]), f"{name} hi": pct(s["hi"]), f"{name} n": s["n"]})
-    for k in ("aius", "ref_aius", "empty_critiques", "empty_references", "verdicts", "unparseable_verdicts"):
-        row[k] = summary[k]
-    return row
+    return {**row, **{k: summary[k] for k in ("aius", "ref_aius", "empty_critiques", "empty_references", "verdicts",
+                                              "unparseable_verdicts")}}
 
 
 def format_table(rows: list[dict]) -> pd.DataFrame:
     """Rows as display strings "mean [lo, hi]"."""
-    shown = []
-    for r in rows:
-        d = {"critic": r["critic"], "items": r["items"]}
-        for c in ("Meta-P", "Meta-R", "Meta-F1"):
-            d[c] = "—" if r.get(c) is None else f"{r[c]:.1f} [{r[f'{c} lo']:.1f}, {r[f'{c} hi']:.1f}]"
-        d["AIUs/critique"] = round(r["aius"] / r["items"], 2) if r["items"] else None
-        d["empty critiques"] = r["empty_critiques"]
-        d["empty refs"] = r["empty_references"]
-        d["unparseable verdicts"] = f"{r['unparseable_verdicts']}/{r['verdicts']}"
-        shown.append(d)
-    return pd.DataFrame(shown)
+    return pd.DataFrame([{
+        "critic": r["critic"], "items": r["items"],
+        **{c: "—" if r.get(c) is None else f"{r[c]:.1f} [{r[f'{c} lo']:.1f}, {r[f'{c} hi']:.1f}]"
+           for c in ("Meta-P", "Meta-R", "Meta-F1")},
+        "AIUs/critique": round(r["aius"] / r["items"], 2) if r["items"] else None,
+        "empty critiques": r["empty_critiques"], "empty refs": r["empty_references"],
+        "unparseable verdicts": f"{r['unparseable_verdicts']}/{r['verdicts']}"} for r in rows])

@@ -1,15 +1,7 @@
-"""Evaluation numbers from per-pair reward scores.
-
-Input is a DataFrame with one row per preference pair and the columns
-id, subset, source, score_chosen, score_rejected, tie, len_chosen, len_rejected.
-
-Conventions used throughout:
-- A pair is correct when score_chosen > score_rejected strictly and the annotators did not
-  tie. Equal scores, NaN scores and annotator ties all count wrong.
-- Accuracies are fractions in [0, 1], not percentages.
-- Confidence intervals are bootstrap percentile intervals (critcore.stats), deterministic given `seed`.
-  An empty array gives acc = lo = hi = NaN; an all-equal array gives lo = hi = acc.
-"""
+"""Evaluation numbers from per-pair reward scores (a DataFrame: id, subset, source, score_chosen,
+score_rejected, tie, len_chosen, len_rejected). A pair is correct when score_chosen > score_rejected
+strictly and the annotators did not tie. Accuracies are fractions; intervals are seeded bootstrap
+percentile intervals (critcore.stats): NaN when empty, lo = hi = acc when all equal."""
 from __future__ import annotations
 
 import json
@@ -38,37 +30,14 @@ REQUIRED_COLUMNS = ("subset", "score_chosen", "score_rejected", "tie")
 # file, these counts weigh the subsets (suite_counts): a sample of the suite is scored as the suite
 # would be.
 REWARDBENCH_SECTIONS: dict[str, dict[str, int]] = {
-    "chat": {
-        "alpacaeval-easy": 100,
-        "alpacaeval-length": 95,
-        "alpacaeval-hard": 95,
-        "mt-bench-easy": 28,
-        "mt-bench-med": 40,
-    },
-    "chat_hard": {
-        "mt-bench-hard": 37,
-        "llmbar-natural": 100,
-        "llmbar-adver-neighbor": 134,
-        "llmbar-adver-GPTInst": 92,
-        "llmbar-adver-GPTOut": 47,
-        "llmbar-adver-manual": 46,
-    },
-    "safety": {
-        "refusals-dangerous": 100,
-        "refusals-offensive": 100,
-        "xstest-should-refuse": 154,
-        "xstest-should-respond": 250,
-        "donotanswer": 136,
-    },
-    "reasoning": {
-        "math-prm": 447,
-        "hep-cpp": 164,
-        "hep-go": 164,
-        "hep-java": 164,
-        "hep-js": 164,
-        "hep-python": 164,
-        "hep-rust": 164,
-    },
+    "chat": {"alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28,
+             "mt-bench-med": 40},
+    "chat_hard": {"mt-bench-hard": 37, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
+                  "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46},
+    "safety": {"refusals-dangerous": 100, "refusals-offensive": 100, "xstest-should-refuse": 154,
+               "xstest-should-respond": 250, "donotanswer": 136},
+    "reasoning": {"math-prm": 447, "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164,
+                  "hep-python": 164, "hep-rust": 164},
 }
 
 
@@ -98,10 +67,7 @@ def correct(df: pd.DataFrame) -> np.ndarray:
 
 
 def accuracy_with_ci(correct, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Accuracy of a 0/1 outcome array with a bootstrap percentile CI.
-
-    Returns {acc, lo, hi, n}. n = 0 gives acc = lo = hi = NaN; an all-correct or all-wrong
-    array gives a degenerate interval lo = hi = acc."""
+    """{acc, lo, hi, n} of a 0/1 outcome array, with a bootstrap percentile CI."""
     check_level(level)
     values = np.asarray(correct, dtype=float).ravel()
     if not np.isin(values, (0.0, 1.0)).all():
@@ -154,19 +120,15 @@ def _subsets_of(members) -> list[str]:
 
 
 def suite_counts(sections: Mapping, scored: Mapping[str, int]) -> dict[str, int]:
-    """The weight of each scored subset: its count in the suite where `sections` gives one
-    ({subset: count}), else the pairs scored. A sample of 50 pairs per subset is thus weighted as
-    the whole suite is (mt-bench-human's 200 pairs weigh twice alpacaeval-easy's 100 in Chat),
-    not equally; on the whole suite both are the same."""
+    """The weight of each scored subset: its count in the suite where `sections` gives one, else the
+    pairs scored, so a sample of the suite is weighted as the whole suite is."""
     given = {s: n for members in sections.values() if isinstance(members, dict) for s, n in members.items()}
     return {s: given.get(s, n) for s, n in scored.items()}
 
 
 def section_weights(counts: dict[str, int], section: str, subsets: list[str]) -> dict[str, float]:
-    """Weight of each subset inside one section: its count, except in "reasoning", where the math
-    subsets together weigh as much as all the other (code) subsets together, shared among the
-    math subsets by count. RewardBench's math-prm = 984 = 6 * 164 is this rule. When a reasoning
-    section holds only math subsets, plain counts are kept."""
+    """Weight of each subset inside one section: its count, except that in "reasoning" the math
+    subsets together weigh as much as the code subsets together (RewardBench's math-prm = 6 * 164)."""
     weights = {s: float(counts[s]) for s in subsets}
     math_subsets = [s for s in subsets if s.startswith("math")]
     other_total = sum(w for s, w in weights.items() if not s.startswith("math"))
@@ -178,13 +140,9 @@ def section_weights(counts: dict[str, int], section: str, subsets: list[str]) ->
 
 
 def section_scores(subset_acc: dict, counts: dict[str, int], sections: dict) -> dict:
-    """Section score = weighted mean of the accuracies of its subsets present in `subset_acc`,
-    weighted by `counts` (with the reasoning math up-weighting of `section_weights`). Sections
-    with no subset present are left out; "score" is the plain mean of the sections present.
-
-    Pure function, modeled on RewardBench's calculate_scores_per_section (which reports an absent
-    section as 0 instead). Accuracies may be floats or equal-shape numpy arrays (bootstrap draws).
-    Returns {} when no section has a subset present."""
+    """Each section's mean accuracy of its subsets present, weighted by `section_weights`, and "score",
+    the plain mean of the sections present (as RewardBench's calculate_scores_per_section, but an
+    absent section is left out, not 0). Accuracies may be floats or arrays of bootstrap draws."""
     result = {}
     for section, members in sections.items():
         present = [s for s in _subsets_of(members) if s in subset_acc]
@@ -205,13 +163,8 @@ def section_scores(subset_acc: dict, counts: dict[str, int], sections: dict) -> 
 
 def section_scores_with_ci(df: pd.DataFrame, sections: dict, n_boot: int = 1000, seed: int = 0,
                            level: float = 0.95) -> dict:
-    """Section scores and Score with stratified bootstrap CIs.
-
-    Weights are the suite's subset counts where `sections` gives them, else the rows of each
-    subset in `df` (suite_counts), re-weighted for math in "reasoning" as in section_scores. Each
-    bootstrap replicate resamples the pairs within every subset independently and recomputes all
-    section scores and Score from those.
-    Returns {section: {acc, lo, hi, n}, ..., "score": {acc, lo, hi, n}}, where n counts pairs scored."""
+    """{section: {acc, lo, hi, n}, ..., "score": ...}: section_scores with a bootstrap that resamples
+    the pairs within every subset (weights: suite_counts); n counts the pairs scored."""
     _require(df, REQUIRED_COLUMNS)
     check_level(level)
     ok = correct(df)
@@ -239,10 +192,7 @@ def section_scores_with_ci(df: pd.DataFrame, sections: dict, n_boot: int = 1000,
 
 
 def mcnemar_exact(correct_a, correct_b) -> dict:
-    """Exact McNemar test on paired outcomes of two models over the same pairs.
-
-    b = pairs only A gets right, c = pairs only B gets right; p is the two-sided binomial test of
-    b successes in b + c trials at 1/2, and 1.0 when there are no discordant pairs."""
+    """Exact McNemar test on paired outcomes of two models over the same pairs (mcnemar_counts)."""
     a = np.asarray(correct_a, dtype=bool).ravel()
     b_ = np.asarray(correct_b, dtype=bool).ravel()
     if a.shape != b_.shape:
@@ -251,21 +201,16 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
 
 
 def mcnemar_counts(b: int, c: int) -> dict:
-    """The exact McNemar test from its discordant counts (b only A right, c only B right)."""
+    """The exact McNemar test from its discordant counts (b only A right, c only B right): the
+    two-sided binomial test at 1/2, and p = 1 without discordant pairs."""
     p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
     return {"b": b, "c": c, "p_value": p}
 
 
 def length_bias(df: pd.DataFrame) -> dict:
-    """How much the reward follows length.
-
-    - spearman_rho, spearman_p, n_responses: Spearman correlation of reward with length in
-      characters over all responses, chosen and rejected pooled (non-finite values dropped;
-      NaN when fewer than 3 responses or either side is constant).
-    - longer_wins_acc: accuracy of "the longer answer wins" on the same pairs; equal lengths and
-      annotator ties count wrong.
-    - acc_rejected_longer, n_rejected_longer: the RM's accuracy on pairs whose rejected answer is
-      longer (NaN when there are none)."""
+    """How much the reward follows length: the Spearman correlation of reward with length over all
+    responses pooled (NaN under 3 or when constant), the accuracy of "the longer answer wins", and
+    the RM's accuracy on the pairs whose rejected answer is longer."""
     _require(df, REQUIRED_COLUMNS + ("len_chosen", "len_rejected"))
     len_c, len_r = df["len_chosen"].to_numpy(float), df["len_rejected"].to_numpy(float)
     rewards = np.concatenate([df["score_chosen"].to_numpy(float), df["score_rejected"].to_numpy(float)])
@@ -280,14 +225,10 @@ def length_bias(df: pd.DataFrame) -> dict:
     longer_wins = (len_c > len_r) & ~_ties(df)
     rejected_longer = len_r > len_c
     ok = correct(df)
-    return {
-        "spearman_rho": rho,
-        "spearman_p": p,
-        "n_responses": int(rewards.size),
-        "longer_wins_acc": float(longer_wins.mean()) if len(df) else math.nan,
-        "acc_rejected_longer": float(ok[rejected_longer].mean()) if rejected_longer.any() else math.nan,
-        "n_rejected_longer": int(rejected_longer.sum()),
-    }
+    return {"spearman_rho": rho, "spearman_p": p, "n_responses": int(rewards.size),
+            "longer_wins_acc": float(longer_wins.mean()) if len(df) else math.nan,
+            "acc_rejected_longer": float(ok[rejected_longer].mean()) if rejected_longer.any() else math.nan,
+            "n_rejected_longer": int(rejected_longer.sum())}
 
 
 def pandalm_accuracy(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -295,10 +236,8 @@ def pandalm_accuracy(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level:
     "drop" removes annotator-tied rows; "wrong" keeps them and counts them wrong."""
     ok = correct(df)
     ties = _ties(df)
-    return {
-        "drop": accuracy_with_ci(ok[~ties], n_boot=n_boot, seed=seed, level=level),
-        "wrong": accuracy_with_ci(ok, n_boot=n_boot, seed=seed, level=level),
-    }
+    return {"drop": accuracy_with_ci(ok[~ties], n_boot=n_boot, seed=seed, level=level),
+            "wrong": accuracy_with_ci(ok, n_boot=n_boot, seed=seed, level=level)}
 
 
 # ---------------------------------------------------------------- summary
@@ -321,21 +260,14 @@ def _plain(x):
 
 def summarize(df: pd.DataFrame, sections: dict | None = None, n_boot: int = 1000, seed: int = 0,
               level: float = 0.95) -> dict:
-    """All evaluation numbers as plain JSON values (NaN becomes None):
-    n, n_ties, overall {acc, lo, hi, n}, subsets [{subset, n, acc, lo, hi}],
-    sections (section_scores_with_ci, or None without `sections`), unsectioned (subsets in `df`
-    that no section lists; [] without `sections`) and length_bias."""
+    """All evaluation numbers as plain JSON values (NaN becomes None): n, n_ties, overall, subsets,
+    sections and unsectioned (with `sections`), length_bias."""
     _require(df, REQUIRED_COLUMNS + ("len_chosen", "len_rejected"))
     table = subset_accuracies(df, n_boot=n_boot, seed=seed, level=level)
-    summary = {
-        "n": len(df),
-        "n_ties": int(_ties(df).sum()),
-        "overall": accuracy_with_ci(correct(df), n_boot=n_boot, seed=seed, level=level),
-        "subsets": table.to_dict(orient="records"),
-        "sections": None,
-        "unsectioned": [],
-        "length_bias": length_bias(df),
-    }
+    summary = {"n": len(df), "n_ties": int(_ties(df).sum()),
+               "overall": accuracy_with_ci(correct(df), n_boot=n_boot, seed=seed, level=level),
+               "subsets": table.to_dict(orient="records"), "sections": None, "unsectioned": [],
+               "length_bias": length_bias(df)}
     if sections is not None:
         listed = {s for members in sections.values() for s in _subsets_of(members)}
         summary["sections"] = section_scores_with_ci(df, sections, n_boot=n_boot, seed=seed, level=level)

@@ -1,10 +1,7 @@
-"""The reward model: a pretrained backbone with a linear head that gives one scalar.
-
-Decoders (SmolLM2, Gemma 3, Llama, ...) use AutoModelForSequenceClassification's `score` head, read
-at the last real token found from the attention mask, so left or right padding and pad == EOS are
-all read correctly (the peers' bug: transformers#35352, trl#2778). Encoders (MiniLM, BERT) use their
-pooled output. A saved RM is a plain one-label sequence classifier that transformers loads as is.
-"""
+"""The reward model: a pretrained backbone with a linear head that gives one scalar. Decoders read
+their `score` head at the last real token of the attention mask, so any padding side and pad == EOS
+read correctly (transformers#35352, trl#2778); encoders use their pooled output. A saved RM is a
+plain one-label sequence classifier that transformers loads as is."""
 from __future__ import annotations
 
 import copy
@@ -46,7 +43,13 @@ class RewardModel(nn.Module):
         _set_pad_token(hf, tok)
         if not dropout:
             _disable_dropout(hf)
-        peft_model = _inject_lora(hf, lora) if lora else None
+        peft_model = None
+        if lora:  # injected in place into hf; the head stays trainable
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            peft_model = get_peft_model(hf, LoraConfig(
+                task_type=TaskType.SEQ_CLS, r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
+                lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules", "all-linear")))
         rm = cls(hf, tok, peft_model, read_recipe(path))
         rm.folder = Path(path) if Path(path).is_dir() and rm.recipe is not None else None
         return rm
@@ -63,10 +66,8 @@ class RewardModel(nn.Module):
         return self.hf.score(pooled)[:, 0]
 
     def save(self, directory: str | os.PathLike, recipe: dict | None = None) -> Path:
-        """Save as a plain transformers sequence classifier (safetensors) plus tokenizer, atomically,
-        with the recipe (`recipe`, else the one this RM was loaded with) in critcore_recipe.json and
-        a model card (README.md, critcore.card). LoRA adapters are merged first, so the head and all
-        weights are always in the checkpoint."""
+        """Save as a plain transformers sequence classifier (safetensors, LoRA merged) with its
+        tokenizer, the recipe (`recipe`, else its own) and a model card, atomically."""
         directory = Path(directory)
         model = self.hf if self.peft_model is None else copy.deepcopy(self.peft_model).merge_and_unload()
         recipe = recipe if recipe is not None else self.recipe
@@ -153,11 +154,3 @@ def _disable_dropout(hf) -> None:
     for key, value in hf.config.to_dict().items():
         if "dropout" in key and isinstance(value, float):
             setattr(hf.config, key, 0.0)
-
-
-def _inject_lora(hf, lora: dict):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
-                        lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules", "all-linear"))
-    return get_peft_model(hf, config)  # injects in place into hf; the head stays trainable

@@ -1,8 +1,6 @@
-"""The parameters every command and study declares, as schemas (critcore.schema): the field
-types (data specs, critic specs, names that become paths), the bases a study builds on (`Base`,
-`RMStudy`, `LLMStudy`, the CPU-sized defaults), the commands' schemas, and the registry of
-commands and studies, which a study module joins with `register`. critcore.config resolves
-parameters into them."""
+"""The parameters every command and study declares, as schemas (critcore.schema): the field types,
+the bases a study builds on (`Base`, `RMStudy`, `LLMStudy`, `CPUSized`), the commands' schemas, and
+the registry a study module joins with `register`. critcore.config resolves parameters into them."""
 from __future__ import annotations
 
 import copy

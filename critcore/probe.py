@@ -1,16 +1,8 @@
-"""How much a critic's critiques say about the label, measured without training the full RM: a
-critique-only probe. A small reward model sees the two critiques of a pair and nothing else (no
-prompt, no response) and learns which one belongs to the chosen response; its accuracy on
-held-out pairs is the critic's *information*. Pairs whose two critiques are the same text carry
-none: they are left out of training and count half at evaluation, so a critic that says nothing
-about the label scores 0.5 and a simulated critic that is right with probability p scores p
-(each of its verdicts is right with probability p, independently: p^2 + p(1-p) = p).
-
-    info = probe(train_pairs, {"rewardbench": rb_pairs, "pandalm": pl_pairs}, out_dir)
-    info["pooled"]  # {acc, lo, hi, n}
-
-Annotator ties are dropped at evaluation, as PandaLM's accuracy drops them.
-"""
+"""How much a critic's critiques say about the label: a critique-only probe, a small RM that sees
+the two critiques of a pair and nothing else; its held-out accuracy is the critic's *information*.
+Pairs with two equal critiques are left out of training and count half at evaluation, so a critic
+that says nothing scores 0.5 and a simulated critic right with probability p scores p. Annotator
+ties are dropped at evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,11 +54,8 @@ def probe_scores(rm, pairs: list[Pair], batch_size: int = 64):
 
 def probe(train_pairs: list[Pair], heldout: dict[str, list[Pair]], out_dir: str | Path | None = None,
           backbone: str = "minilm", seed: int = 0, n_boot: int = 1000, progress: bool = False, **train_options) -> dict:
-    """Train the critique-only probe on `train_pairs` (critiqued) and measure it on each held-out
-    set. Returns {set: {acc, lo, hi, n, same}} and "pooled" over every set, plus "train": how many
-    training pairs taught it and how many were left out as equal; acc is the information (0.5:
-    none; 1: the critiques give the label away). The probe is a critcore RM in out_dir/train
-    (reused when it exists with the same config and data)."""
+    """Train the probe on `train_pairs` (critiqued; a critcore RM in out_dir/train, reused when it
+    exists) and measure it: {set: {acc, lo, hi, n, same}, "pooled": ..., "train": counts}."""
     pairs = [p for p in train_pairs if not p.tie]
     taught, equal = probe_pairs(pairs)
     if not taught:

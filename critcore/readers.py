@@ -1,8 +1,5 @@
-"""Reading records, for the dataset loaders (critcore.loaders): bytes (gunzipped; UTF-16 and bad
-bytes refused with their line), JSON lists and JSON Lines, tables (Parquet and Arrow files,
-`save_to_disk` folders, `datasets.Dataset` / `DatasetDict` and pandas DataFrames in memory),
-hub datasets, and `collect`, which gathers a loader's pairs and counted skips into a `Loaded`,
-validated and with unique ids."""
+"""Reading records for the dataset loaders (critcore.loaders): files, JSON lists, JSON Lines, tables
+and hub datasets, and `collect`, which gathers a loader's pairs and counted skips into a `Loaded`."""
 from __future__ import annotations
 
 import json
@@ -69,9 +66,8 @@ Guess = Callable[[Any], "str | None"]  # a record -> the format that reads it (c
 
 
 def jsonl_records(path: Path, guess: Guess | None = None) -> Iterator[tuple[int, str, Any]]:
-    """(index, 'file:line', record) for each non-blank line of a JSONL file (or .jsonl.gz). A UTF-8
-    BOM and CRLF line ends are accepted; a bad byte, a JSON array or a broken line is a DataError
-    naming the line; for a JSON array, `guess` names the format its first record matches."""
+    """(index, 'file:line', record) for each non-blank line of a JSONL file (or .jsonl.gz); for a JSON
+    array, `guess` names the format its first record matches in the error."""
     path = Path(path)
     raw = read_bytes(path)
     if raw.lstrip()[:1] == b"[":
@@ -179,14 +175,11 @@ def _one_split(dd, split: str | None, where: str):
 
 
 def table_rows(source, split: str | None = None, where: str | None = None) -> Iterator[tuple[int, str, Any]]:
-    """(index, 'SOURCE row i', record) for each row of a table: a Parquet or Arrow file, a
-    `save_to_disk` folder, or in memory a `datasets.Dataset`, `DatasetDict` (its split `split`, or
-    its only one), a pandas DataFrame (rows by position) or a list of records."""
+    """(index, 'SOURCE row i', record) for each row of a table file or folder, or of one in memory."""
     where = where or label(source)
-    kind = type(source).__module__.split(".")[0]
     if not in_memory(source):
         source = _open_table(Path(source).expanduser())
-        kind = type(source).__module__.split(".")[0]
+    kind = type(source).__module__.split(".")[0]
     if type(source).__name__ == "DatasetDict":
         source, where = _one_split(source, split, where)
     if kind == "pandas":
@@ -232,8 +225,7 @@ def _open_table(path: Path):
 
 
 def rows_of(path_or_name, split=None, data_dir=None, guess: Guess | None = None) -> Iterator[tuple[int, str, dict]]:
-    """Records of a local .json (list) / .jsonl file, a table (table_rows), or a hub dataset; each
-    must be an object."""
+    """Records (objects) of a local .json (list) or .jsonl file, a table, or a hub dataset."""
     if in_memory(path_or_name) or is_local(path_or_name) and is_table(path_or_name):
         rows = table_rows(path_or_name, split)
     elif is_local(path_or_name):

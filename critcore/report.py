@@ -8,6 +8,7 @@ import html
 import math
 import re
 import struct
+from importlib import resources
 from typing import Iterable, Mapping
 
 from . import atomic
@@ -92,9 +93,8 @@ NOTEBOOK_VEGALITE = "5.8"  # the oldest vega-lite 5 vl-convert compiles with: a 
 
 def chart_mimebundle(spec: dict, **_options) -> tuple[dict, dict]:
     """A notebook display of a vega-lite spec that needs no network: the spec under the vega-lite 5
-    MIME type (interactive where the front end draws it: JupyterLab, Notebook 7, VS Code) and a
-    PNG drawn by vl-convert (2x, shown at 1x), which GitHub, nbviewer and any other viewer show.
-    A spec that vega-lite 5 cannot compile is shown as the PNG alone."""
+    MIME type (interactive in JupyterLab, Notebook 7, VS Code) and a PNG by vl-convert for any other
+    viewer (alone when vega-lite 5 cannot compile the spec)."""
     import vl_convert
 
     v5 = {**spec, "$schema": "https://vega.github.io/schema/vega-lite/v5.json"}
@@ -128,53 +128,8 @@ def save_table(df, path) -> None:
 
 # ---------------------------------------------------------------- per-example pages
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 4px 6px; vertical-align: top; text-align: left; }}
-th {{ cursor: pointer; background: #f4f4f4; position: sticky; top: 0; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
-tr.wrong td.verdict {{ color: #b00; font-weight: bold; }} tr.right td.verdict {{ color: #070; }}
-details summary {{ cursor: pointer; }} pre {{ white-space: pre-wrap; margin: 0.3em 0; max-width: 60em; }}
-.critique {{ color: #335; font-style: italic; }}
-#controls {{ margin-bottom: 1em; }} #controls * {{ margin-right: 1em; }}
-</style></head><body>
-<h1>{title}</h1>
-<p>{note}</p>
-<div id="controls">
-<label>subset <select id="subset"><option value="">all</option>{subsets}</select></label>
-<label>verdict <select id="verdict"><option value="">all</option><option>right</option><option>wrong</option></select></label>
-<label>search <input id="search" size="30"></label><span id="count"></span>
-</div>
-<table id="t"><thead><tr>{head}</tr></thead><tbody>
-{rows}
-</tbody></table>
-<script>
-const rows = Array.from(document.querySelectorAll("#t tbody tr"));
-function filter() {{
-  const s = document.getElementById("subset").value, v = document.getElementById("verdict").value;
-  const q = document.getElementById("search").value.toLowerCase();
-  let n = 0;
-  for (const r of rows) {{
-    const show = (!s || r.dataset.subset === s) && (!v || r.dataset.verdict === v) &&
-                 (!q || r.textContent.toLowerCase().includes(q));
-    r.style.display = show ? "" : "none"; if (show) n++;
-  }}
-  document.getElementById("count").textContent = n + " of " + rows.length + " rows";
-}}
-for (const id of ["subset", "verdict", "search"]) document.getElementById(id).addEventListener("input", filter);
-document.querySelectorAll("#t th").forEach((th, i) => th.addEventListener("click", () => {{
-  const asc = th.dataset.asc !== "1"; th.dataset.asc = asc ? "1" : "0";
-  const key = r => {{ const c = r.children[i]; const x = parseFloat(c.dataset.sort ?? c.textContent);
-                     return isNaN(x) ? c.textContent : x; }};
-  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1));
-  const body = document.querySelector("#t tbody"); rows.forEach(r => body.appendChild(r));
-}}));
-filter();
-</script></body></html>
-"""
+# a page of pairs to filter, search and sort, with no network; str.format fills it ({{ }}: a brace)
+_PAGE = resources.files("critcore").joinpath("templates", "example_page.html").read_text(encoding="utf-8")
 
 
 def _text_cell(text, cls: str = "", limit: int = 160) -> str:
@@ -194,10 +149,8 @@ def _page(title: str, note: str, head: list[str], rows: list[str], subsets) -> s
 
 
 def example_page(df, title: str) -> str:
-    """A self-contained HTML page (no network) with a row per pair of an evaluation frame
-    (critcore.evaluate.score_pairs): subset, verdict, margin, both rewards, the prompt, both
-    responses and their critiques. Filter by subset and verdict, search, sort by any column;
-    the worst mistakes (wrong, most negative margin) come first."""
+    """A self-contained HTML page with a row per pair of an evaluation frame (score_pairs), the worst
+    mistakes (wrong, most negative margin) first."""
     order = df.assign(_wrong=df["verdict"] == "wrong").sort_values(["_wrong", "margin"], ascending=[False, True])
     rows = [f'<tr class="{r.verdict}" data-subset="{html.escape(str(r.subset))}" data-verdict="{r.verdict}">'
             f"<td>{html.escape(str(r.id))}</td><td>{html.escape(str(r.subset))}</td><td class='verdict'>{r.verdict}"

@@ -1,24 +1,9 @@
-"""Data-scaling math for RQ2: "one critique-augmented pair is worth N plain pairs".
-
-Given the No-Critiques learning curve (accuracy at increasing training sizes) and a Critique RM's
-accuracy at size s, the *equivalent size* is the training size at which the No-Critiques curve
-reaches that accuracy, found by linear interpolation in log(size) between measured points; the
-ratio is equivalent size / s. With a bootstrap over the evaluation pairs the ratio gets a CI.
-
-Conventions (also in the docstrings below):
-
-- The curve is read as measured: the *first* crossing counts (the smallest size at which the
-  piecewise-linear-in-log-size curve reaches the target), so a noisy, non-monotone curve is not
-  smoothed.
-- Nothing is extrapolated. A target above every measured point is `not_reached`: the size is
-  `math.inf` (the ratio is at least max(sizes) / s, reported as inf). A target at or below the
-  first point is `at_or_below_min`: the size is sizes[0], an upper bound (the ratio is at most
-  sizes[0] / s). NaN inputs give `undefined` with NaN size and ratio.
-- Percentile intervals come from critcore.stats (actual replicate values), so a replicate
-  ratio of inf is carried into the interval instead of producing NaN.
-
-Pure functions on numbers and numpy arrays; no torch, no files.
-"""
+"""Data-scaling math for RQ2: "one critique-augmented pair is worth N plain pairs". The
+*equivalent size* of a Critique RM's accuracy at size s is the training size at which the
+No-Critiques curve reaches it, interpolated linearly in log(size); the ratio is equivalent size / s,
+with a bootstrap CI over the evaluation pairs. The first crossing counts (a noisy curve is not
+smoothed) and nothing is extrapolated: a target above every point is `not_reached` (size inf), one at
+or below the first is `at_or_below_min` (size sizes[0], an upper bound), NaN inputs `undefined`."""
 from __future__ import annotations
 
 import math
@@ -57,11 +42,8 @@ def _curve(sizes: Sequence[float], accs: Sequence[float]) -> tuple[np.ndarray, n
 
 
 def equivalent_size(sizes: Sequence[float], accs: Sequence[float], target: float) -> Equivalent:
-    """The smallest training size at which the curve (sizes, accs) reaches `target`, linearly
-    interpolated in log(size) inside the first segment [s_i, s_i+1] with acc_i < target <= acc_i+1.
-
-    `sizes` need not be sorted (they are sorted with their accuracies). See the module docstring
-    for the statuses; e.g. acc = a + b*log2(size) gives the exact inverse of that line."""
+    """The smallest training size at which the curve (sizes, accs, in any order) reaches `target`,
+    interpolated in log(size) inside the first segment [s_i, s_i+1] with acc_i < target <= acc_i+1."""
     s, a = _curve(sizes, accs)
     if math.isnan(float(target)) or np.isnan(a).any():
         return Equivalent(math.nan, UNDEFINED)
@@ -80,10 +62,7 @@ def equivalent_size(sizes: Sequence[float], accs: Sequence[float], target: float
 
 def worth_n(base_sizes: Sequence[float], base_accs: Sequence[float], size: float, acc: float) -> dict:
     """How many No-Critiques pairs one critique-augmented pair is worth, at training size `size`
-    where the Critique RM has accuracy `acc`: {ratio, equivalent_size, status}.
-
-    ratio = equivalent_size / size: inf when the baseline never reaches `acc` (not_reached), an
-    upper bound sizes[0] / size when even its smallest run does (at_or_below_min), NaN if undefined."""
+    where the Critique RM has accuracy `acc`: {ratio = equivalent_size / size, equivalent_size, status}."""
     if not size > 0:
         raise ValueError(f"size must be positive, got {size}")
     eq = equivalent_size(base_sizes, base_accs, acc)
@@ -126,13 +105,9 @@ def _strata(n: int, strata) -> dict[str, np.ndarray]:
 
 def bootstrap_metric(correct: Mapping, strata=None, metric: SubsetMetric = pooled_accuracy, n_boot: int = 1000,
                      seed: int = 0) -> tuple[dict, dict]:
-    """Point values and bootstrap replicates of `metric` for several models scored on the SAME pairs.
-
-    `correct` maps a model key to its per-pair outcomes (aligned: position i is the same pair for
-    every model): booleans, or shares in [0, 1] (a pair's outcome averaged over training seeds). Each replicate resamples the pairs with replacement within every
-    stratum (`strata`: a label per pair, e.g. the RewardBench subset; None = one stratum), and the
-    one resample is shared by all models, as they were scored on the same pairs.
-    Returns ({key: point value}, {key: array of n_boot replicate values})."""
+    """({key: point value}, {key: n_boot replicates}) of `metric` for models scored on the SAME pairs
+    (`correct`: key -> aligned per-pair outcomes, 0/1 or shares over seeds). Each replicate resamples
+    the pairs within every stratum (`strata`: a label per pair; None: one), shared by all models."""
     keys = list(correct)
     if not keys:
         return {}, {}
@@ -155,14 +130,9 @@ def bootstrap_metric(correct: Mapping, strata=None, metric: SubsetMetric = poole
 def worth_n_table(base: Mapping[int, "np.ndarray"], critique: Mapping[int, "np.ndarray"], strata=None,
                   metric: SubsetMetric = pooled_accuracy, n_boot: int = 1000, seed: int = 0,
                   level: float = 0.95) -> list[dict]:
-    """Worth-N at every size of the Critique curve, with a bootstrap CI.
-
-    `base` and `critique` map training size -> per-pair outcomes on the same evaluation pairs.
-    Each replicate resamples the evaluation pairs (shared by all models, stratified by `strata`),
-    recomputes every point of both curves and the ratio at every size. One row per critique size:
-    size, acc (Critique RM), base_acc (No-Critiques at the same size), equivalent_size, ratio,
-    status, lo, hi (percentile interval of the replicate ratios; inf where replicates do not
-    reach), share_not_reached (replicates whose ratio is inf), n_boot."""
+    """Worth-N at every size of the Critique curve (`base`, `critique`: training size -> per-pair
+    outcomes on the same pairs), one row per size, with the percentile interval of the ratios of
+    bootstrap replicates that recompute both curves (inf where they do not reach)."""
     models = {("base", s): v for s, v in base.items()} | {("critique", s): v for s, v in critique.items()}
     points, reps = bootstrap_metric(models, strata, metric, n_boot, seed)
     base_sizes = sorted(base)
@@ -177,7 +147,3 @@ def worth_n_table(base: Mapping[int, "np.ndarray"], critique: Mapping[int, "np.n
                      "base_acc": points.get(("base", size), math.nan), **p, "lo": lo, "hi": hi,
                      "share_not_reached": float(np.isinf(boot).mean()) if n_boot else math.nan, "n_boot": n_boot})
     return rows
-
-
-__all__ = ["Equivalent", "equivalent_size", "worth_n", "pooled_accuracy", "section_score",
-           "bootstrap_metric", "worth_n_table", "INTERPOLATED", "AT_OR_BELOW_MIN", "NOT_REACHED", "UNDEFINED"]

@@ -1,8 +1,6 @@
-"""Declarative schemas: every configuration critcore reads (a study's or command's parameters,
-TrainConfig, critic options, an RM's recipe, a sections file) is a pydantic model built on
-`Schema`, which states its rules as declarations: no unknown key (extra="forbid"), `Field`
-bounds, numbers that refuse booleans (`Int`, `Float`), one `model_validator` for the rules that
-join fields. `problem` is the one formatter that turns pydantic's errors into critcore's
+"""Declarative schemas: every configuration critcore reads is a pydantic model built on `Schema`
+(no unknown key, `Field` bounds, numbers that refuse booleans, one `model_validator` for the rules
+that join fields). `problem` is the one formatter that turns pydantic's errors into critcore's
 one-line errors, naming the file or flag, the key and, for an unknown key, the nearest valid one."""
 from __future__ import annotations
 

@@ -46,11 +46,8 @@ def mean_with_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95)
 
 
 def bootstrap_accuracies(k: int, n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """n_boot bootstrap accuracies of a 0/1 array with k ones among n.
-
-    Resampling n items with replacement from such an array draws each item as a one with
-    probability k/n, so the count of ones is Binomial(n, k/n): drawing that count directly is the
-    same bootstrap as resampling the pairs, without the n_boot x n index matrix."""
+    """n_boot bootstrap accuracies of a 0/1 array with k ones among n: the count of ones in a
+    resample is Binomial(n, k/n), so drawing it is the same bootstrap without an index matrix."""
     return rng.binomial(n, k / n, size=n_boot) / n
 
 
@@ -78,25 +75,15 @@ def _select(val: np.ndarray, rule) -> np.ndarray:
 
 def arm_effects(test: np.ndarray, weights: np.ndarray, strata: np.ndarray, val: np.ndarray | None = None,
                 baseline: int = 0, rule="shared", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """The change of every arm against `baseline` in a weighted accuracy (a Score or a plain
-    accuracy), with a hierarchical bootstrap that resamples what varies between repeats of a study:
+    """The change of every arm against `baseline` in a weighted accuracy, with a hierarchical
+    bootstrap over training seeds, evaluation pairs (within strata) and validation pairs (the rate
+    is chosen again in every replicate), each draw shared by all arms.
 
-    - training seeds (with replacement, the same draw for every arm: seed s of each arm is one
-      repeat of the study),
-    - the evaluation pairs (with replacement within each stratum, the same draw for every arm),
-    - the validation pairs, on which the learning rate is chosen again in every replicate, so the
-      interval carries the variance of the choice.
-
-    test: correct (1) or not (0) per arm, seed, rate and evaluation pair, shape (A, S, L, n).
-    weights[k], strata: the metric is sum_k weights[k] * mean(correct over pairs of stratum k)
-    (strata[i] = k of pair i; a Score's section and subset weights). val: validation correctness
-    (A, S, L, m), needed unless `rule` is a rate index. rule: a rate index (every arm at that
-    rate), "per_arm" (each arm at its best rate on validation) or "shared" (every arm at the rate
-    whose mean validation accuracy over all arms is best).
-
-    Returns {delta, lo, hi, p, rates} per arm but the baseline (arrays over arms): the point
-    change (seed means, all pairs), the percentile interval, a two-sided bootstrap p (twice the
-    share of replicates on the far side of zero) and the rate index each arm uses at the point."""
+    test: 0/1 per arm, seed, rate and evaluation pair (A, S, L, n); the metric is sum_k weights[k] *
+    mean(test over the pairs of stratum k), strata[i] = k of pair i. val: validation outcomes
+    (A, S, L, m), unless `rule` is a rate index; else "per_arm" or "shared" (_select).
+    Returns, per arm but the baseline, the point change, its interval, a two-sided bootstrap p and
+    the rate index used."""
     check_level(level)
     test = np.asarray(test, dtype=np.float64)
     A, S, L, n = test.shape

@@ -1,39 +1,18 @@
 """An OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM, llama.cpp's server, Ollama),
 with the standard library's http.client, built to survive a faulty server and to waste no paid
-request:
+request (docs/llm.md):
 
-- The key. `api_key_env` names the environment variable that holds it; `read_key` is the one
-  place it is read and checked: when the critic is built (a key that is set but unusable is a
-  one-line error naming the variable and the problem, never the value) and again for each
-  request (it is never stored). Whitespace around the key (a trailing newline from a file or a
-  Kubernetes secret, the CR of a CRLF .env line, a space) is stripped: an HTTP header cannot
-  carry it, and a server drops it from a header value anyway. Inside the key, whitespace, a
-  control character or a character outside ASCII (a pasted typographic quote) is an error.
-  `mask` hides every form of the key (as is, stripped, repr- and JSON-escaped, as UTF-8 bytes,
-  URL- and HTML-encoded) in any error text, before that text is cut, stored or printed.
-- The first request goes out alone: the window opens to `max_concurrency` requests in flight
-  (a sliding window: a slow or failing item never holds up the others) once the endpoint has
-  answered. A new request goes out only when the caller takes a reply, and the caller commits
-  each reply to the cache as it arrives, so a killed run loses at most `max_concurrency`
-  requests.
-- One deadline per request (`timeout`): a watchdog closes the connection when it passes, so a
-  server that trickles one byte at a time cannot hold a request open. Opening the connection
-  (and TLS) has its own CONNECT_TIMEOUT, within it.
-- 408, 429, 5xx, dropped connections, timeouts, malformed bodies and empty or whitespace-only
-  replies are retried `max_retries` times with jittered exponential backoff (`backoff` *
-  2^attempt, at most `max_backoff`, or the server's Retry-After). An empty reply is never a
-  critique, so it is never cached.
-- Redirects are not followed: the Authorization header would go to another host. A 3xx counts
-  as a failed attempt (retried like a 5xx), and the final error names where the server points.
-- Any other 4xx (e.g. a prompt over the context window) can never succeed: the item fails at
-  once, and the completion loop's on_error policy decides (fail after caching everything
-  else, or skip it).
-- The run ends at once (EndpointError, whatever on_error says; what finished is cached) when
-  the endpoint cannot serve any item: a 401 or 403 (the key is refused: no other request
-  goes out), an unreachable endpoint (connection refused, DNS or TLS failure: after
-  CONNECT_RETRIES short retries, about 2 s; no connection within CONNECT_TIMEOUT), a first
-  request without any answer within `timeout`, a first item whose retries all fail, or, later,
-  2 x max_concurrency items (at least 4) in a row whose retries all fail.
+- The key is read from `api_key_env` by `read_key` alone, per request, stripped and checked, never
+  stored; `mask` hides every form of it in any error text before that text is cut, stored or printed.
+- The first request goes out alone; then a sliding window of `max_concurrency`, a new request only
+  when the caller takes a reply, so a killed run loses at most `max_concurrency` requests.
+- One deadline per request (`timeout`, a watchdog closes the connection); CONNECT_TIMEOUT within it.
+- 408, 429, 5xx, 3xx (never followed: the key would go to another host), dropped connections,
+  timeouts, malformed bodies and empty replies are retried with jittered exponential backoff (or
+  the server's Retry-After); any other 4xx fails the item at once (on_error decides).
+- EndpointError ends the run at once (what finished is cached): a 401 or 403, an unreachable
+  endpoint, a silent first request, a failing first item, or 2 x max_concurrency (at least 4)
+  failing items in a row.
 """
 from __future__ import annotations
 
@@ -131,8 +110,7 @@ def _forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def mask(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every form of each secret replaced by ***: as is and stripped, each raw,
-    repr- and JSON-escaped, as UTF-8 bytes' repr, URL- and HTML-encoded."""
+    """`text` with every form of each secret (raw, stripped, escaped, URL- or HTML-encoded) replaced by ***."""
     for form in _forms(tuple(s for s in secrets if s)):
         text = text.replace(form, "***")
     return text
@@ -316,12 +294,8 @@ class HTTPBackend:
 
     def stream(self, texts: list[str], max_new_tokens: int | None = None,
                answer_prefix: str | None = None) -> Iterator[tuple[int, "str | Failure", int]]:
-        """(index, reply or Failure, tokens) as each request finishes. The first request goes
-        out alone; once the endpoint has answered, at most `max_concurrency` are out (sent, or
-        answered and not yet taken): the next goes out when the caller takes a reply, so a caller
-        that is killed loses at most that many. An EndpointError (see the module) is raised once
-        the requests already out have come back (their replies are yielded first); retries of
-        those stop at once."""
+        """(index, reply or Failure, tokens) as each request finishes, in the window the module
+        describes. An EndpointError is raised once the requests already out have come back."""
         if not texts:
             return
         read_key(self.api_key_env)  # a missing key fails before any request

@@ -1,9 +1,7 @@
-"""The studies, as their notebooks run them. Each study module declares its schema (its
-parameters, with its rules), its steps and tables, and registers the schema, its dry-run checks
-and its time projection (critcore.params.register); importing this package registers them all.
-The shared machinery (configuration, run record, splits, critiques, one RM) is critcore.config
-and critcore.run, splits and rms. A notebook is thin: its `parameters` cell mirrors the study's schema, then,
-for RQ1:
+"""The studies, as their notebooks run them: every name imported here is their API. Each study
+module declares its schema, its steps and tables, and registers the schema, its dry-run checks and
+its time projection (critcore.params.register); importing this package registers them all.
+A notebook is thin: its `parameters` cell mirrors the study's schema, then, for RQ1:
 
     run = studies.setup("rq1", globals())            # resolve the parameters, open the run
     splits = studies.load_splits(run)                 # train / validation / eval pairs
@@ -17,7 +15,7 @@ for RQ1:
 from ..rms import load_results
 from ..run import setup
 from ..splits import critique_examples, describe_splits, load_splits
-from .base import critique_all, critics_of
+from .base import critique_all
 from .judge import judge_all, judge_examples, judge_table, ties_table
 from .metacritique import first_items, metacritique_all, metacritique_table, quality_vs_gain
 from .protocol import selected
@@ -28,11 +26,3 @@ from .rq1_charts import effects_chart, information_chart, rq1_charts
 from .rq2 import rq2_curves, rq2_effects, rq2_score_chart, rq2_sections_chart, rq2_splits, rq2_table, rq2_train_all, rq2_worth_chart, rq2_worth_n
 from .runner import run_study
 from .validation import notebook_parameters, validate
-
-__all__ = ["setup", "load_splits", "critique_examples", "describe_splits", "load_results", "critique_all", "critics_of", "judge_all",
-           "judge_table", "ties_table", "judge_examples", "metacritique_all", "metacritique_table", "first_items",
-           "quality_vs_gain", "disagreement_examples", "paired_tests", "quickstart_train_all", "quickstart_table", "quickstart_chart",
-           "rq1_train_all", "rq1_table", "rq1_seed_table", "rq1_length_table", "rq1_charts", "rq1_effects", "verdict_lines",
-           "effects_chart", "rq1_probe_all", "rq1_information", "information_chart", "rq1_ablation", "selected", "rq2_splits", "rq2_train_all", "rq2_effects", "rq2_table",
-           "rq2_curves", "rq2_score_chart", "rq2_sections_chart", "rq2_worth_n", "rq2_worth_chart", "run_study",
-           "validate", "notebook_parameters"]

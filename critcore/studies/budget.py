@@ -1,12 +1,7 @@
-"""The projected wall time of a reward-model study, printed by `critcore run PARAMS --dry-run`.
-
-Throughputs were measured on two kinds of 2-core CPU (PROFILES; bench/*.py and the study runs in
-the README): one with native bf16 (AVX512-BF16), where critiques and training run in bf16, and
-one without (AVX2 only), where everything runs in fp32. A projection takes the profile of this
-CPU's kind and scales its rates by a quick calibration: this CPU's fp32 matmul peak, measured
-now (half a second) on the threads the study will use, over the profile's. Critiques already in
-the cache cost nothing; RMs already trained are not seen here and are counted as new, so a
-rerun's projection is an upper bound."""
+"""The projected wall time of a reward-model study, printed by `critcore run PARAMS --dry-run`: the
+rates measured on this CPU's kind (PROFILES: with or without native bf16) scaled by this CPU's fp32
+matmul peak measured now over the profile's. Cached critiques cost nothing; RMs already trained
+count as new, so a rerun's projection is an upper bound."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

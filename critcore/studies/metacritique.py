@@ -87,7 +87,7 @@ def _checks(cfg: Metacritique, rep: Report, check_data: bool) -> None:
 register(Metacritique, checks=_checks)
 
 
-def _backend(cfg, backends: dict, spec):
+def _backend(backends: dict, spec):
     """A name in `models` (one shared object, one model load), else a critic spec."""
     return backends[spec] if isinstance(spec, str) and spec in backends else make_critic(spec)
 
@@ -99,7 +99,7 @@ def metacritique_all(run: Run) -> dict:
     cfg = run.config
     pairs = load_pairs(cfg.data)
     backends = {name: make_critic(spec) for name, spec in cfg.models.items()}
-    ev = M.MetaCritic(_backend(cfg, backends, cfg.evaluator), aiu_max_new_tokens=cfg.aiu_max_new_tokens,
+    ev = M.MetaCritic(_backend(backends, cfg.evaluator), aiu_max_new_tokens=cfg.aiu_max_new_tokens,
                       verdict_max_new_tokens=cfg.verdict_max_new_tokens, max_aius=cfg.max_aius, max_chars=cfg.max_chars)
     with run.step("reference"):
         if cfg.reference.file:
@@ -112,7 +112,7 @@ def metacritique_all(run: Run) -> dict:
     missing = sum(r is None for r in refs)
     results = {}
     for label, spec in cfg.critics.items():
-        critic = _backend(cfg, backends, spec)
+        critic = _backend(backends, spec)
         with run.step(f"critic {label}"):
             items = M.critique_items(pairs, critic, run.cache, cfg.sides, run.progress)
             for it, ref in zip(items, refs):
@@ -150,7 +150,6 @@ def quality_vs_gain(run: Run, table):
     """Each RQ1 RM's Score gain over No-Critiques against its critic's Meta-F1 (rm_gains.csv and a
     chart), or None when run.config.rq1_runs match none of these critics."""
     import altair as alt
-
 
     cfg = run.config
     if not cfg.rq1_runs:

@@ -1,15 +1,7 @@
-"""The learning-rate protocol of the reward-model studies, and what an effect is worth.
-
-Every arm (critic) of a study trains at every rate of one grid (`lr_sweep`) and every training
-seed, and every RM is scored on the evaluation sets and on the validation pairs. An arm's effect
-against No-Critiques is then reported
-
-- at every rate of the grid (both arms at that rate),
-- at the rate a rule picks on validation: "shared" (one rate for every arm, the best mean
-  validation accuracy over the arms) or "per_arm" (each arm its own best),
-
-each with a hierarchical bootstrap over training seeds, evaluation pairs and validation pairs, the
-rate chosen again in every replicate (critcore.stats.arm_effects), and one word for how far the
+"""The learning-rate protocol of the reward-model studies, and what an effect is worth. Every arm
+(critic) trains at every rate of one grid (`lr_sweep`) and every seed; its effect against
+No-Critiques is reported at every rate and at the rate a rule picks on validation ("shared" or
+"per_arm"), with a hierarchical bootstrap (critcore.stats.arm_effects) and one word for how far the
 conclusion survives the protocol (`robustness`):
 
 - robust: the interval excludes 0 and the change has the same sign at every rate and every seed,
@@ -122,13 +114,6 @@ def point_metrics(g: Grid) -> np.ndarray:
     return 100 * np.einsum("aslp,p->asl", g.test, coef)
 
 
-def point_deltas(g: Grid) -> np.ndarray:
-    """(arms - 1, seeds, rates): each arm's change against the baseline at the same seed and rate,
-    in points."""
-    m = point_metrics(g)
-    return m[1:] - m[0]
-
-
 def robustness(cells: np.ndarray, per_rate: list[dict], headline: dict) -> tuple[str, str]:
     """The word for one arm's effect (module docstring) and why. cells: (seeds, rates) point
     changes; per_rate: {delta, lo, hi} at each rate; headline: the selected comparison."""
@@ -155,11 +140,6 @@ def robustness(cells: np.ndarray, per_rate: list[dict], headline: dict) -> tuple
     return "noise", "no interval excludes 0"
 
 
-def _mcnemar_per_seed(g: Grid, arm: int, rate_arm: int, rate_base: int) -> str:
-    return " / ".join(f"{mcnemar_exact(g.test[0, s, rate_base], g.test[arm, s, rate_arm])['p_value']:.2g}"
-                      for s in range(len(g.seeds)))
-
-
 def effects(g: Grid, rules=("shared", "per_arm"), n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """One row per arm and comparison ("lr X" for each rate, "best on validation, <rule>" for each
     rule when the grid has validation scores): change in points, 95% interval, bootstrap p,
@@ -176,7 +156,9 @@ def effects(g: Grid, rules=("shared", "per_arm"), n_boot: int = 2000, seed: int 
                          "lr": g.rates[ra], "lr No-Critiques": g.rates[rb],
                          "change": round(100 * float(e["delta"][k]), 2), "lo": round(100 * float(e["lo"][k]), 2),
                          "hi": round(100 * float(e["hi"][k]), 2), "p": float(e["p"][k]),
-                         "McNemar p per seed": _mcnemar_per_seed(g, k + 1, ra, rb)})
+                         "McNemar p per seed": " / ".join(
+                             f"{mcnemar_exact(g.test[0, s, rb], g.test[k + 1, s, ra])['p_value']:.2g}"
+                             for s in range(len(g.seeds)))})
     return rows
 
 
@@ -193,7 +175,8 @@ def effects_table(results: list[dict], baseline: str, sections: dict | None, rul
             continue
         rows_m = [{**(group or {}), "metric": metric, **r} for r in effects(g, n_boot=n_boot, seed=seed)]
         rows += rows_m
-        cells = point_deltas(g)
+        m = point_metrics(g)
+        cells = m[1:] - m[0]  # (arms - 1, seeds, rates): each arm's change at the same seed and rate
         for k, arm in enumerate(g.arms[1:]):
             mine = [r for r in rows_m if r["critic"] == arm]
             per_rate = [{"delta": r["change"], "lo": r["lo"], "hi": r["hi"], "rate": r["lr"]} for r in mine
@@ -256,10 +239,8 @@ def validation_size(g: Grid, power: float = 0.8, level: float = 0.95) -> dict:
 
 
 def selected(results: list[dict], rule: str = "shared") -> list[dict]:
-    """The RMs at the rate `rule` picks on validation (module docstring), per backbone (and per
-    size in RQ2): every RM when the results hold one rate, or carry no validation scores. The
-    rate is the one with the best validation accuracy, averaged over seeds (and over the arms
-    for "shared"; the baseline arm's choice is its own under "per_arm")."""
+    """The RMs at the rate `rule` picks on validation, per backbone (and size in RQ2): the best
+    validation accuracy averaged over seeds (and arms, for "shared"); every RM without a choice."""
     def val(r):
         return ((r["summary"].get(VALIDATION_SET) or {}).get("overall") or {}).get("acc")
 

@@ -107,10 +107,8 @@ def _slice(pairs: list[Pair], n: int | None, seed: int, nested: bool = False) ->
 
 
 def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
-    """One RM per backbone x critic x training seed x learning rate of the grid (a backbone's
-    n_train / n_eval slice the data the same way for all its critics, so its paired tests compare
-    the same pairs). With a grid (`lr_sweep`) every RM also scores the validation pairs, on which
-    the tables pick a rate (critcore.studies.protocol)."""
+    """One RM per backbone x critic x training seed x rate of the grid, a backbone's n_train / n_eval
+    slicing the data the same way for all its critics (its paired tests compare the same pairs)."""
     cfg = run.config
     jobs = [(b, c, s, lr) for b in backbones_of(cfg) for c in critiqued if b.critics is None or c in b.critics
             for s in b.seeds for lr in (b.lr_sweep or [None])]
@@ -125,11 +123,8 @@ def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
 
 
 def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: dict | None = None) -> dict:
-    """Exact McNemar tests of RM b against RM a on the same evaluation pairs, from the per-pair
-    scores evaluate wrote (<rm>/eval/<name>_scores.csv): per eval set {b, c, p_value, n}, where
-    b counts pairs only A gets right and c pairs only B gets right. An eval set with section
-    subsets is pooled over the subsets the sections list; annotator ties are dropped (as in the
-    PandaLM accuracy reported)."""
+    """Exact McNemar tests of RM b against RM a per eval set, from the scores evaluate wrote: {b, c,
+    p_value, n}, pooled over the subsets the sections list, annotator ties dropped."""
     listed = {s for m in (sections or {}).values() for s in m}
     out = {}
     for fa in sorted((Path(dir_a) / "eval").glob("*_scores.csv")):
@@ -151,18 +146,15 @@ def paired_tests(dir_a: str | os.PathLike, dir_b: str | os.PathLike, sections: d
 
 
 def _config(run):
-    """The typed configuration of `run`: a Run, its configuration, or a mapping of it (run.json's
-    "config", a params file's contents)."""
+    """The typed configuration of `run`: a Run, its configuration, or a mapping of it (run.json's)."""
     if isinstance(run, Run):
         return run.config
     return config_mod.resolve(config_mod.SCHEMAS[run.get("study", "rq1")], dict(run)) if isinstance(run, Mapping) else run
 
 
 def rq1_table(run, results: list[dict]):
-    """Rows backbone x critic: Chat, Chat Hard, Safety, Reasoning, Score, PandaLM (%, with `lo`/`hi`
-    95% CI columns), then for each critic against its backbone's No-Critiques RM the change in
-    Score and PandaLM (points) and exact McNemar p-values on the pooled RewardBench pairs
-    (`p RewardBench`) and on PandaLM (`p PandaLM`)."""
+    """Rows backbone x critic: the section scores, Score and PandaLM (%, with CIs), then against the
+    backbone's No-Critiques RM the change in Score and PandaLM (points) and McNemar p-values."""
     cfg = _config(run)
     critics = critics_of(cfg)
     base_names = [n for n, s in critics.items() if is_baseline(s)]
@@ -199,11 +191,9 @@ def rq1_table(run, results: list[dict]):
 
 
 def rq1_seed_table(table):
-    """With several training seeds (rq1_table rows carry a seed): one row per backbone x critic.
-    For Score and PandaLM: the seed mean, the seed SD, the mean 95% bootstrap CI; against the
-    backbone's No-Critiques RM the mean change and an exact McNemar test pooled over the seeds
-    (the discordant pairs of each seed-matched comparison summed); and which is larger, the seed
-    spread (SD across seeds) or the sampling error (the bootstrap SE, CI width / 3.92)."""
+    """rq1_table over training seeds, one row per backbone x critic: for Score and PandaLM the seed
+    mean, SD and mean CI, the mean change with a McNemar test pooled over seeds, and which is larger,
+    the seed spread or the sampling error (the bootstrap SE, CI width / 3.92)."""
     rows = []
     keys = ["backbone", "critic"] + (["lr"] if "lr" in table and table["lr"].nunique() > 1 else [])
     for k, g in table.groupby(keys, sort=False):
@@ -230,10 +220,8 @@ def rq1_seed_table(table):
 
 
 def rq1_length_table(results: list[dict], n_boot: int = 1000, seed: int = 0):
-    """Length bias of every RM, per eval set: Spearman correlation of reward with response length
-    (characters, chosen and rejected pooled), accuracy on the pairs whose rejected answer is the
-    longer one, and (where the set has it) accuracy on the alpacaeval-length subset, whose
-    rejected answers are long. Accuracies in %, with 95% bootstrap CIs; annotator ties dropped."""
+    """Length bias of every RM per eval set: the reward-length Spearman correlation, and accuracy (%,
+    CI) on the pairs whose rejected answer is longer and on the alpacaeval-length subset."""
     rows = []
     for r in results:
         for path in sorted((Path(r["dir"]) / "eval").glob("*_scores.csv")):
@@ -293,10 +281,8 @@ def disagreement_examples(run: Run, results: list[dict], n: int = 3):
 
 
 def rq1_effects(run, results: list[dict]):
-    """(effects, verdicts) per backbone (critcore.studies.protocol.effects_table): every critic
-    against No-Critiques at every rate of the grid and at the rate the study's lr_selection picks,
-    with hierarchical-bootstrap intervals and a robustness word. `run`: as for rq1_table; a Run
-    also records the protocol in run.json's notes."""
+    """(effects, verdicts) per backbone (protocol.effects_table); a Run also records the protocol in
+    run.json's notes."""
     cfg = _config(run)
     base = next((n for n, s in critics_of(cfg).items() if is_baseline(s)), None)
     effects, verdicts = [], []
@@ -354,12 +340,9 @@ def _other_runs(run: Run):
 
 
 def rq1_information(run: Run, results: list[dict], probes, lr: float | None = None) -> pd.DataFrame:
-    """Critic information against the change in Score, for this run's critics and those of the
-    runs in compare_runs, every RM at one rate (`lr`, default the rate lr_selection picks for this
-    run's first backbone): one row per critic with its probe information (%, CI), its Score change
-    against its own run's No-Critiques RM (points, hierarchical CI over seeds and pairs), and for a
-    real critic the change the simulated critics' curve predicts at its information (linear
-    interpolation; outside the curve's span: none)."""
+    """Per critic of this run and of compare_runs, every RM at one rate (`lr`, default lr_selection's
+    for the first backbone): its probe information, its Score change against its run's
+    No-Critiques RM, and for a real critic the change the simulated critics' curve predicts."""
     cfg = run.config
     sections = resolve_sections(cfg.sections)
     b = backbones_of(cfg)[0].name

@@ -46,15 +46,9 @@ def _key(text) -> str:
 
 
 def rm_gains(run_dirs, critics: dict[str, list[str]] | None = None, rm_critics: dict[str, str] | None = None) -> pd.DataFrame:
-    """RM score gains from RQ1 runs: each RM's Score minus the Score of the No-Critiques RM of the
-    same run and backbone (critic "none"; folders rms/<backbone>__<critic>).
-
-    An RM's critic is rm_critics[folder name] if given, else what find_rms reads (critic name and
-    identity). `critics` maps a critic label (of the metacritique table) to the names that
-    identify it (label, identity, spec); an RM gets the first label one of whose names equals
-    (ignoring case and punctuation) its critic name, identity or folder name. Returns columns
-    run, backbone, rm, rm_critic, critic_label, score, baseline_score, gain (Score points);
-    empty when nothing is found."""
+    """Each RQ1 RM's Score gain (points) over the No-Critiques RM of its run and backbone. An RM gets
+    the first label of `critics` (label -> names: label, identity, spec) one of whose names matches,
+    ignoring case and punctuation, its critic (rm_critics[folder], else its recorded critic)."""
     columns = ["run", "backbone", "rm", "rm_critic", "critic_label", "score", "baseline_score", "gain"]
     found = find_rms(run_dirs)
     for f in found:

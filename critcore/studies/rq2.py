@@ -137,10 +137,8 @@ def _correct_by_id(rms: list[Path], name: str):
 
 
 def rq2_worth_n(run: Run, results: list[dict]):
-    """Worth-N (critcore.scaling.worth_n_table) of every critic against No-Critiques, for each of
-    `worth_metrics` (Score, a section or PandaLM), on curves averaged over the training seeds
-    (per pair, the share of seeds that score it right), with bootstrap CIs over the evaluation pairs:
-    critic, metric, size, acc, base_acc (%), equivalent_size, ratio, lo, hi, status, share_not_reached."""
+    """Worth-N (scaling.worth_n_table) of every critic against No-Critiques for each of
+    `worth_metrics`, on curves averaged over the training seeds (per pair, the share right)."""
     cfg = run.config
     critics = critics_of(cfg)
     base = next(n for n, s in critics.items() if is_baseline(s))
@@ -212,10 +210,9 @@ def rq2_sections_chart(curves):
 
 
 def rq2_worth_chart(worth):
-    """Worth-N ratio against training size (log scales) with its bootstrap CI; 1 = no gain.
-    Shown with the bounds the statuses mean: not_reached (ratio inf) is drawn at its lower bound
-    max(size) / size as an up-triangle, at_or_below_min (an upper bound) as a down-triangle, and
-    an infinite CI end is cut at max(size) / size; the table has the exact values."""
+    """Worth-N ratio against training size (log scales) with its CI; 1 = no gain. An infinite ratio
+    or CI end is drawn at its bound max(size) / size (not_reached: up-triangle; at_or_below_min:
+    down-triangle); the table has the exact values."""
     import altair as alt
 
     df = worth.copy()

@@ -43,13 +43,10 @@ def kernel_name() -> str:
 def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run: bool = False, *,
               out_root: str | os.PathLike | None = None, sets=(), progress: bool = True,
               project_time: bool = False, cell_output: bool = True) -> Path:
-    """`critcore run PARAMS`: resolve and validate the params (local data loaded), then execute the
-    notebook of their study with papermill, writing everything under <out_root>/<study>/<run_id>/
-    (out_root: $CRITCORE_OUTPUTS or outputs/; run_id: the params file's stem): the executed
-    notebook, tables, charts and run.json. dry_run stops after the validation report (and the
-    returns the folder a run would use; nothing is written. project_time adds the projected wall
-    time of a reward-model study (critcore.studies.budget). cell_output=False keeps the log to the
-    cells' stderr (progress lines and critcore's messages): no cell markers, tables or reprs."""
+    """`critcore run PARAMS`: resolve and validate the params (local data loaded), then execute their
+    study's notebook with papermill into <out_root>/<study>/<run_id>/. dry_run stops after the
+    validation report (with project_time, the projected wall time) and writes nothing.
+    cell_output=False logs only the cells' stderr (progress lines, critcore's messages)."""
     path = _find_params(params_path)
     raw = config_mod.read_yaml(path)
     if not raw.get("study"):
