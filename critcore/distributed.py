@@ -23,12 +23,15 @@ def launched() -> bool:
 
 
 def state():
-    """accelerate's PartialState, joined on first use. `accelerate launch --cpu` is honoured here
-    too: a PartialState made without it would find no GPU and run each process alone."""
+    """accelerate's PartialState, joined on first use. Without a GPU (or with ACCELERATE_USE_CPU,
+    which `accelerate launch --cpu` sets) the processes join over gloo on the CPU: a PartialState
+    made otherwise finds no GPU and runs each launched process alone, as if it were the only one."""
+    import torch
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=TIMEOUT)
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
+    return PartialState(cpu=cpu, timeout=TIMEOUT)
 
 
 def world() -> int:

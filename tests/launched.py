@@ -47,7 +47,7 @@ def score(model: str, pairs_file: str, out: Path, batch_size: int) -> None:
     df = score_pairs(rm, pairs, batch_size=batch_size, with_critiques=False)
     summary = evaluate(rm, {"test": pairs}, out / "eval", batch_size=batch_size, with_critiques=False, n_boot=50)
     _write(out, {"rows": rows[0], "ids": df["id"].tolist(), "chosen": df["score_chosen"].tolist(),
-                 "rejected": df["score_rejected"].tolist(), "accuracy": summary["test"]["accuracy"]})
+                 "rejected": df["score_rejected"].tolist(), "overall": summary["test"]["overall"]})
 
 
 def critique(spec: str, pairs_file: str, cache_path: str, out: Path) -> None:

@@ -19,7 +19,7 @@ from critcore import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHED = Path(__file__).with_name("launched.py")
-CPU_CONFIG = ROOT / "configs" / "accelerate" / "cpu.yaml"  # 2 processes, gloo
+CPU_CONFIG = ROOT / "configs" / "accelerate" / "cpu.yaml"  # 2 processes (torchrun's launcher); gloo on the CPU
 
 
 # --- one process, and the order of shares ---------------------------------------------------------
@@ -68,16 +68,17 @@ def _free_port() -> int:
 
 
 def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
 
 
 def launch_cmd(*args, processes: int = 2, module: bool = False) -> list[str]:
-    """`accelerate launch` with configs/accelerate/cpu.yaml (gloo) of tests/launched.py, or of a
-    module (-m), on a free port; processes=1 runs it under plain python instead."""
+    """`accelerate launch` with configs/accelerate/cpu.yaml of tests/launched.py, or of a module
+    (-m), on a free port, on the CPU (ACCELERATE_USE_CPU, _env); processes=1 runs it under plain
+    python instead."""
     target = ["-m", *args] if module else [str(LAUNCHED), *args]
     if processes == 1:
         return [str(a) for a in (sys.executable, *target)]
-    return [str(a) for a in (sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_CONFIG, "--cpu",
+    return [str(a) for a in (sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_CONFIG,
                              "--num_processes", processes, "--main_process_port", _free_port(), *target)]
 
 
@@ -132,7 +133,7 @@ def test_two_processes_score_as_one_each_pair_once(scoring):
         assert r["ids"] == one["ids"]
         diff = max(abs(a - b) for key in ("chosen", "rejected") for a, b in zip(r[key], one[key]))
         assert diff <= 1e-4, diff
-        assert r["accuracy"] == one["accuracy"]
+        assert r["overall"] == one["overall"]
     # Each forward row is one side of one pair: 2 sides x 30 pairs, twice (score_pairs, then evaluate),
     # done once in total and shared between the processes.
     assert one["rows"] == 2 * 2 * 30
