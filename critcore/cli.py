@@ -41,7 +41,11 @@ def _floats(text: str) -> list[float]:
 
 
 def _print(obj) -> None:
-    print(json.dumps(obj, default=str))
+    """The command's result on stdout (once: under a launcher, by the main process)."""
+    from .distributed import is_main
+
+    if is_main():
+        print(json.dumps(obj, default=str))
 
 
 # ---------------------------------------------------------------- commands

@@ -55,8 +55,9 @@ def critique_texts(critic: Critic, items: list[tuple[str, str, bool | None]], ca
                    progress: bool = True, on_error: str = "fail") -> list:
     """Critiques of (prompt text, response, label) items through the cache (critcore.llm.cached):
     cached ones are reused, identical items generated once, the rest stream from the critic,
-    longest first, committed as they finish. With on_error="skip", an item the critic can never
-    answer comes back as its Failure (with the reason, the key masked)."""
+    longest first, committed as they finish (under a launcher, split between the processes for a
+    local model, from the main process for a server). With on_error="skip", an item the critic can
+    never answer comes back as its Failure (with the reason, the key masked)."""
     keys = [critic.key(text, response, label) for text, response, label in items]
 
     def generate(todo):
@@ -64,7 +65,7 @@ def critique_texts(critic: Critic, items: list[tuple[str, str, bool | None]], ca
         return critic.stream([(text, response) for text, response, _ in todo], labels)
 
     return cached(cache, keys, items, generate, critic.identity, critic.batch_size,
-                  f"critiques ({critic.identity})", progress, on_error)
+                  f"critiques ({critic.identity})", progress, on_error, getattr(critic.backend, "shards", True))
 
 
 def augment(pairs: list[Pair], critic, cache: CritiqueCache | str | os.PathLike | None = None,

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from .progress import tqdm_bar
 
-from . import atomic
+from . import atomic, distributed
 from .collate import pad_right, sorted_batches
 from .data import pairs_of
 from .errors import CriticMismatchError
@@ -34,20 +34,27 @@ def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
 @torch.inference_mode()
 def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32, progress: bool = False) -> list[float]:
     """Rewards for token-id sequences, in fp32. Batches are length-sorted and right-padded, so a
-    score does not depend on the batch size or on what else is in the batch."""
+    score does not depend on the batch size or on what else is in the batch. Under a launcher every
+    process scores its share (critcore.distributed.split of the length-sorted sequences) and every
+    process gets all the rewards, in order; every process must call it."""
     rm.eval()
     device = next(rm.parameters()).device
     if device.type == "cpu":
         reuse_freed_memory()
     pad = rm.tokenizer.pad_token_id
-    scores = [0.0] * len(sequences)
-    with tqdm_bar(total=len(sequences), desc="score", unit="text", disable=not progress) as bar:
-        for idx in sorted_batches([len(s) for s in sequences], batch_size):
-            ids, mask = pad_right([sequences[i] for i in idx], pad)
+    ranked = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    order = distributed.split(ranked)
+    mine = [0.0] * len(order)
+    with tqdm_bar(total=len(order), desc="score", unit="text", disable=not progress or not distributed.is_main()) as bar:
+        for idx in sorted_batches([len(sequences[i]) for i in order], batch_size):
+            ids, mask = pad_right([sequences[order[k]] for k in idx], pad)
             out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
-            for i, s in zip(idx, out):
-                scores[i] = s
+            for k, s in zip(idx, out):
+                mine[k] = s
             bar.update(len(idx))
+    scores = [0.0] * len(sequences)
+    for i, s in zip(ranked, distributed.gather(mine)):
+        scores[i] = s
     return scores
 
 
@@ -106,9 +113,11 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
              with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False,
              allow_critic_mismatch: bool = False) -> dict:
     """Score each named dataset (pairs, or anything critcore.data.load takes: a Dataset, a
-    DataFrame, a data spec); write `<name>_scores.csv` and `summary.json` under out_dir. A set
-    with RewardBench subsets that no section lists gets a warning naming them."""
+    DataFrame, a data spec); write `<name>_scores.csv` and `summary.json` under out_dir (the main
+    process writes; under a launcher every process scores its share and returns the summary). A
+    set with RewardBench subsets that no section lists gets a warning naming them."""
     datasets = {name: pairs_of(pairs) for name, pairs in datasets.items()}
+    write = out_dir is not None and distributed.is_main()
     listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():
@@ -121,11 +130,11 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
                           "score", UnsectionedWarning, stacklevel=2)
         if df["tie"].any() or (df["source"] == "pandalm").any():  # both tie policies, one set of scores
             summary[name]["pandalm"] = pandalm_accuracy(df, n_boot=n_boot, seed=seed)
-        if out_dir:
+        if write:
             path = Path(out_dir) / f"{name}_scores.csv"
             with atomic.atomic_open(path, "w", encoding="utf-8", newline="") as f:
                 df.to_csv(f, index=False)
             atomic.write_text(Path(out_dir) / f"{name}_report.html", example_page(df, f"{name}: {len(df)} pairs"))
-    if out_dir:
+    if write:
         atomic.write_json(Path(out_dir) / "summary.json", summary)
     return summary

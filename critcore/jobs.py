@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from . import atomic, card, config as config_mod
+from . import atomic, card, config as config_mod, distributed
 from . import data as data_mod
 from . import export
 from .backbones import check as check_backbone
@@ -41,7 +41,7 @@ def train_job(cfg) -> dict:
         if critic is not None:
             run.critique_stats[str(critic.identity)] = dict(run.cache.stats)
         run.notes["result"] = results_row(summary)
-        if cfg.push_to_hub:
+        if cfg.push_to_hub and distributed.is_main():
             with run.step("push to hub"):
                 run.notes["pushed"] = card.push(summary["model"], cfg.push_to_hub)
     return {**summary, "out_dir": str(run.out_dir)}
@@ -64,7 +64,7 @@ def _critique_as_trained(pairs: list[Pair], critic, expected, cache, progress: b
 def evaluate_job(cfg) -> dict:
     """`critcore evaluate`: score each eval set with a saved RM, critiqued as the RM was trained
     (its recipe), into cfg.out_dir (<name>_scores.csv, summary.json, run.json)."""
-    rm = RewardModel.load(cfg.model)
+    rm = RewardModel.load(cfg.model).to(distributed.device())
     critic, expected = critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
     sets = {name: load_pairs(spec) for name, spec in cfg.eval_data.items()}
     sections = resolve_sections(cfg.sections)  # bad input fails before the run folder exists
@@ -81,9 +81,10 @@ def evaluate_job(cfg) -> dict:
         summary["critic"] = next((u["identity"] for u in used if u), "none")
         summary["recipe_critic"] = expected
         summary["overlap"] = run.notes.get("overlap", {})
-        atomic.write_json(run.out_dir / "summary.json", summary)
-        if not cfg.allow_critic_mismatch:  # the card carries the numbers; a cross-critic experiment's are not its own
-            rm.add_results(summary)
+        if distributed.is_main():
+            atomic.write_json(run.out_dir / "summary.json", summary)
+            if not cfg.allow_critic_mismatch:  # the card carries the numbers; a cross-critic experiment's are not its own
+                rm.add_results(summary)
         run.notes["result"] = results_row(summary)
     return {**summary, "out_dir": str(run.out_dir)}
 
@@ -93,7 +94,7 @@ def score_job(cfg) -> dict:
     -> {reward, critique, critic, model}; or every pair of cfg.data -> a CSV at cfg.out. Says on
     stderr what it is doing: loading a critic can take a while (a GGUF model is dequantized once)."""
     log(f"loading the reward model {cfg.model}")
-    rm = RewardModel.load(cfg.model)
+    rm = RewardModel.load(cfg.model).to(distributed.device())
     critic, expected = (None, "given") if cfg.critique is not None else \
         critic_for_model(rm.recipe, cfg.critic, cfg.critic_options, cfg.allow_critic_mismatch)
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
@@ -105,7 +106,8 @@ def score_job(cfg) -> dict:
             pairs = _critique_as_trained(pairs, critic, expected, cache, cfg.progress)
             df = score_pairs(rm, pairs, cfg.max_length, cfg.batch_size, progress=cfg.progress,
                              allow_critic_mismatch=cfg.allow_critic_mismatch or critic is not None)
-            save_table(df, cfg.out)
+            if distributed.is_main():
+                save_table(df, cfg.out)
             return {"out": str(cfg.out), "pairs": len(df), "critic": critic.identity if critic else None}
         critique = cfg.critique
         if critique is None and critic is not None:
@@ -131,10 +133,8 @@ def critique_job(cfg) -> dict:
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
         out, skipped = drop_failed(augment(pairs, critic, cache, cfg.progress, cfg.critic_options.on_error))
         log_skipped(skipped)
-        if export.is_dataset_path(cfg.out):
-            export.write_dataset(cfg.out, out)
-        else:
-            data_mod.write_pairs(cfg.out, out)
+        if distributed.is_main():
+            (export.write_dataset if export.is_dataset_path(cfg.out) else data_mod.write_pairs)(cfg.out, out)
         return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": len(skipped),
                 "skipped": skipped, **cache.report(), "seconds": round(time.perf_counter() - start_t, 2),
                 "out": str(cfg.out)}

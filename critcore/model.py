@@ -65,14 +65,18 @@ class RewardModel(nn.Module):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.hf.score(pooled)[:, 0]
 
-    def save(self, directory: str | os.PathLike, recipe: dict | None = None) -> Path:
+    def save(self, directory: str | os.PathLike, recipe: dict | None = None, weights: dict | None = None) -> Path:
         """Save as a plain transformers sequence classifier (safetensors, LoRA merged) with its
-        tokenizer, the recipe (`recipe`, else its own) and a model card, atomically."""
+        tokenizer, the recipe (`recipe`, else its own) and a model card, atomically. `weights`: this
+        RM's whole state dict, when its own parameters are shards (FSDP, DeepSpeed)."""
         directory = Path(directory)
+        if weights is not None and self.peft_model is not None:
+            raise ValueError("saving sharded LoRA weights is not supported: train LoRA without FSDP or DeepSpeed")
         model = self.hf if self.peft_model is None else copy.deepcopy(self.peft_model).merge_and_unload()
         recipe = recipe if recipe is not None else self.recipe
+        state = None if weights is None else {k.removeprefix("hf."): v for k, v in weights.items() if k.startswith("hf.")}
         with atomic.atomic_dir(directory) as tmp, quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
             self.tokenizer.save_pretrained(tmp)
             portable(tmp, self.tokenizer.model_input_names)
             if recipe is not None:

@@ -14,7 +14,7 @@ import torch
 import transformers
 from .progress import tqdm_bar
 
-from . import atomic
+from . import atomic, distributed
 from .critique import augment, check_same_critic
 from .evaluate import evaluate
 from .records import Pair
@@ -90,8 +90,9 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     summary["critic"] = used["identity"] if used else "none"
     summary["critic_source"] = (result.summary.get("critic") or {}).get("source")
     summary["model"] = str(result.model.folder)  # the saved RM (the sweep's pick with lrs)
-    atomic.write_json(out_dir / "eval" / "summary.json", summary)
-    result.model.add_results(summary)
+    if distributed.is_main():
+        atomic.write_json(out_dir / "eval" / "summary.json", summary)
+        result.model.add_results(summary)
     return summary
 
 
@@ -121,7 +122,8 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
            **({"seed": seed} if seed is not None else {}), **results_row(summary),
            "lr": (tr.get("config") or {}).get("lr"), "train_seconds": tr.get("train_seconds"), "reused": reused}
     record = {"row": row, "summary": summary, "dir": str(out), "reused": reused}
-    atomic.write_json(out / "result.json", redact({k: v for k, v in record.items() if k != "dir"}))
+    if distributed.is_main():
+        atomic.write_json(out / "result.json", redact({k: v for k, v in record.items() if k != "dir"}))
     run.rms.append({"dir": str(out.relative_to(run.out_dir)), "reused": reused,
                     "seconds": run.timings.get(f"rm {out.name}")})
     return record

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from . import __version__, atomic, config as config_mod, progress
+from . import __version__, atomic, config as config_mod, distributed, progress
 from .errors import UserError
 from .llm import CritiqueCache, mask
 from .provenance import git_info, package_versions
@@ -165,22 +165,25 @@ class Run:
             self.artifacts.append(rel)
 
     def save_table(self, df, name: str) -> Path:
-        """`df` as <out_dir>/<name>.csv, atomically."""
+        """`df` as <out_dir>/<name>.csv, atomically (as every save_*, by the main process only)."""
         path = self.path(f"{name}.csv")
-        save_table(df, path)
+        if distributed.is_main():
+            save_table(df, path)
         self._record(path)
         return path
 
     def save_json(self, obj, name: str) -> Path:
         path = self.path(f"{name}.json")
-        atomic.write_json(path, redact(obj, _secret_values(self.params)))
+        if distributed.is_main():
+            atomic.write_json(path, redact(obj, _secret_values(self.params)))
         self._record(path)
         return path
 
     def save_chart(self, chart, name: str) -> tuple[Path, Path]:
         """An altair chart as <name>.html (offline) and <name>.png, each written atomically."""
         html, png = self.path(f"{name}.html"), self.path(f"{name}.png")
-        save_chart(chart, html, png)
+        if distributed.is_main():
+            save_chart(chart, html, png)
         self._record(html)
         self._record(png)
         return html, png
@@ -212,17 +215,18 @@ class Run:
             self.finish("completed" if kind is None else "failed")
 
     def finish(self, status: str = "completed") -> Path:
-        """Write run.json (earlier attempts of the same run id are kept under "history"), close
-        the critique cache and let go of the run folder (`atomic.claim`)."""
+        """Write run.json (earlier attempts of the same run id are kept under "history"; the main
+        process writes it), close the critique cache and let go of the run folder (`atomic.claim`)."""
         path = self.path("run.json")
-        record = self.record(status)
-        try:
-            before = json.loads(path.read_text())
-            history = before.pop("history", []) + [before["wall"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or damaged
-            history = []
-        record["history"] = history
-        atomic.write_json(path, record)
+        if distributed.is_main():
+            record = self.record(status)
+            try:
+                before = json.loads(path.read_text())
+                history = before.pop("history", []) + [before["wall"]]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or damaged
+                history = []
+            record["history"] = history
+            atomic.write_json(path, record)
         if self.cache is not None:
             self.cache.close()
             self.cache = None
@@ -256,8 +260,8 @@ def start(cfg, run_id: str | None = None) -> Run:
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = json.loads(os.environ.get(RUNNER_ENV) or "{}")
     try:
-        if runner.get("out_dir") != str(out_dir):  # else `critcore run` holds it for this notebook
-            atomic.claim(out_dir)  # one process per run folder
+        if runner.get("out_dir") != str(out_dir) and distributed.is_main():  # else `critcore run` holds it
+            atomic.claim(out_dir)  # one run per run folder (under a launcher, its main process holds it)
     except UserError:
         cache.close()
         raise

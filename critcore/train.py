@@ -1,6 +1,8 @@
 """Training: the paper's recipe (effective batch 32, 1 epoch, AdamW, warmup then cosine decay to 10%
 of the peak learning rate), through accelerate so `accelerate launch` spreads it over devices with
-no code change. Checkpoints every N steps; a killed run resumes to the same final model."""
+no code change: each process trains on its share of every step's pairs, the metrics count every
+process's, validation scoring is shared (critcore.distributed) and the main process writes.
+Checkpoints every N steps; a killed run resumes to the same final model."""
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from .progress import tqdm_bar
 from transformers import set_seed
 
-from . import __version__, atomic
+from . import __version__, atomic, distributed
 from .collate import PairCollator, length_grouped_batches
 from .errors import CriticMismatchError
 from .evaluate import score_pairs
@@ -117,7 +119,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         raise ValueError("no training pairs" + (f" ({ties} annotator ties left out)" if ties else ""))
     critic = _critic_of(train_pairs, config.with_critiques, critic)
     if config.bf16 is None:  # decided here, and part of the run key: a model trained in bf16 is another model
-        config = config.replace(bf16=use_bf16(PartialState().device.type))
+        config = config.replace(bf16=use_bf16(distributed.device().type))
     run_key = {"config": config.key(), "data": data_key(train_pairs)}
     out = Path(out_dir) if out_dir else None
     finished = _finished(out, run_key)
@@ -126,7 +128,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    if PartialState().device.type == "cpu":
+    if distributed.device().type == "cpu":
         reuse_freed_memory()
     set_seed(config.seed)
     rm = RewardModel.load(config.backbone, dropout=config.dropout, lora=config.lora)
@@ -134,14 +136,15 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         rm.hf.gradient_checkpointing_enable()
     features, trims = _features(rm, config, train_pairs)  # token ids and margins
 
-    accelerator = Accelerator(gradient_accumulation_steps=config.accumulation(PartialState().num_processes))
+    accelerator = Accelerator(gradient_accumulation_steps=config.accumulation(distributed.world()))
+    sharded = _sharded(accelerator, config, out)
     loader = torch.utils.data.DataLoader(features, batch_sampler=_batches(features, config),
                                          collate_fn=PairCollator(rm.tokenizer.pad_token_id))
-    params = [p for p in rm.parameters() if p.requires_grad]
     # The fused kernel steps ~7x faster than the default on CPU (bench/adamw_fused.py).
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                                  fused=accelerator.device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.AdamW([p for p in rm.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay, fused=accelerator.device.type in ("cpu", "cuda"))
     rm, optimizer, loader = accelerator.prepare(rm, optimizer, loader)
+    params = [p for p in rm.parameters() if p.requires_grad]  # after prepare: FSDP replaces them, clip those
     total_steps = math.ceil(len(loader) / accelerator.gradient_accumulation_steps)
     _warn_if_short(len(train_pairs), config, total_steps)
     scheduler = warmup_cosine(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps, config.min_lr_ratio)
@@ -150,7 +153,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
 
     loop = _Loop(accelerator, rm, optimizer, scheduler, params, config, out, run_key, step, seconds_before, total_steps)
     loop.run(loader, len(train_pairs), progress)
-    rm = accelerator.unwrap_model(rm).eval()
+    saved = recipe(config, train_pairs, critic) if out else None
+    rm = (_gathered(accelerator, rm, out / "model", saved) if sharded else accelerator.unwrap_model(rm)).eval()
     summary = {"run_key": run_key, "config": config.model_dump(), "train_pairs": len(train_pairs), "skipped_ties": ties,
                "steps": total_steps, "resumed_from_step": step or None, **loop.timing(),
                "tokens_per_pair": round(sum(len(f["chosen"]) + len(f["rejected"]) for f in features) / len(features), 1),
@@ -160,10 +164,38 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
                              with_critiques=config.with_critiques, allow_critic_mismatch=True)  # its recipe is not saved yet
         summary["validation"] = accuracy_with_ci(correct(scores))
     if out and accelerator.is_main_process:
-        rm.save(out / "model", recipe(config, train_pairs, critic))
+        if not sharded:
+            rm.save(out / "model", saved)
         atomic.write_json(out / "summary.json", summary)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return TrainResult(rm, summary)
+
+
+def _sharded(accelerator, config: TrainConfig, out: Path | None) -> bool:
+    """Whether FSDP or DeepSpeed shards the weights over the processes. Sharded training saves the
+    model to `out` (it needs one); a launch that asked for sharding and did not get it (accelerate
+    shards only over GPUs) gets a warning: every process holds the whole model."""
+    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    if accelerator.distributed_type.name == "DEEPSPEED":  # it cannot read the micro-batch from a batch sampler
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch_size
+    asked = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+    if asked and not sharded:
+        warnings.warn(f"the launch asked for {asked[0]}, but accelerate runs {accelerator.distributed_type.name} here "
+                      "(it shards only over GPUs): every process holds the whole model", TrainingWarning, stacklevel=3)
+    if sharded and out is None:
+        raise ValueError("sharded training (FSDP, DeepSpeed) needs an out_dir to gather the model in")
+    return sharded
+
+
+def _gathered(accelerator, rm, path: Path, saved: dict) -> RewardModel:
+    """A sharded RM whole: the main process saves it to `path` as one plain checkpoint with its
+    recipe, and every process loads it back (on its device) to score with."""
+    weights = accelerator.get_state_dict(rm)  # every process takes part; the main one gets them
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(rm).save(path, saved, weights)
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    return RewardModel.load(str(path)).to(accelerator.device)
 
 
 def _critic_of(pairs: list[Pair], with_critiques: bool, critic: dict | None) -> dict | None:
@@ -188,7 +220,7 @@ def _finished(out: Path | None, run_key: dict) -> TrainResult | None:
         return None
     if not isinstance(summary, dict) or summary.get("run_key") != run_key:
         return None
-    return TrainResult(RewardModel.load(str(out / "model")).to(PartialState().device).eval(), summary)
+    return TrainResult(RewardModel.load(str(out / "model")).to(distributed.device()).eval(), summary)
 
 
 def _features(rm: RewardModel, config: TrainConfig, pairs: list[Pair]) -> tuple[list[dict], Counter]:
@@ -239,7 +271,8 @@ def _resume(accelerator, out: Path | None, run_key: dict) -> tuple[int, float]:
 
 class _Loop:
     """The optimizer steps from `step` on, with a progress bar by pair, one metrics.jsonl row per
-    step (loss, accuracy, lr, pairs/s) and a checkpoint every config.save_every steps."""
+    step (loss, accuracy, lr, pairs/s: of the step's pairs on every process) and a checkpoint every
+    config.save_every steps."""
 
     def __init__(self, accelerator, rm, optimizer, scheduler, params, config: TrainConfig, out: Path | None,
                  run_key: dict, step: int, seconds_before: float, total_steps: int):
@@ -250,7 +283,7 @@ class _Loop:
 
     def run(self, loader, n_pairs: int, progress: bool) -> None:
         acc, config = self.accelerator, self.config
-        if self.metrics:
+        if self.metrics and acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(self.metrics, self.step)
         batches = acc.skip_first_batches(loader, self.step * acc.gradient_accumulation_steps) if self.step else loader
@@ -258,23 +291,21 @@ class _Loop:
         bar = tqdm_bar(total=n_pairs * config.epochs, initial=min(self.step * config.batch_size, n_pairs * config.epochs),
                    desc="train", unit="pair", disable=not progress or not acc.is_main_process)
         started = time.perf_counter()
-        window = {"loss": 0.0, "correct": 0, "pairs": 0}
+        window = [0.0, 0, 0]  # this process's loss x pairs, pairs ranked right and pairs since the last step
         for batch in batches:
             loss, n, right = self._forward_backward(batch)
-            window["loss"] += loss * n
-            window["correct"] += right
-            window["pairs"] += n
-            self.pairs_seen += n
-            bar.update(n * acc.num_processes)
+            window = [window[0] + loss * n, window[1] + right, window[2] + n]
             if not acc.sync_gradients:
                 continue
+            loss_sum, right, pairs = distributed.total(window)  # the step's pairs on every process
+            window = [0.0, 0, 0]
+            self.pairs_seen += pairs
+            bar.update(pairs)
             lr = self.scheduler.get_last_lr()[0]  # the rate this step used
             self.scheduler.step()
             self.step += 1
-            row = {"step": self.step, "loss": window["loss"] / window["pairs"],
-                   "accuracy": window["correct"] / window["pairs"], "lr": lr,
-                   "pairs_per_s": self.pairs_seen * acc.num_processes / (time.perf_counter() - started)}
-            window = {"loss": 0.0, "correct": 0, "pairs": 0}
+            row = {"step": self.step, "loss": loss_sum / pairs, "accuracy": right / pairs, "lr": lr,
+                   "pairs_per_s": self.pairs_seen / (time.perf_counter() - started)}
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
             self._log(row, time.perf_counter() - started)
         bar.close()
@@ -307,7 +338,7 @@ class _Loop:
 
     def timing(self) -> dict:
         return {"train_seconds": round(self.seconds_before + self.segment, 2),
-                "pairs_per_s": round(self.pairs_seen * self.accelerator.num_processes / max(self.segment, 1e-9), 3)}
+                "pairs_per_s": round(self.pairs_seen / max(self.segment, 1e-9), 3)}
 
 
 def _save_checkpoint(accelerator, root: Path, step: int, state: dict) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "critcore"
 LAYERS = [  # lowest first, one module each: a module imports only modules listed before it
-    "errors", "progress", "schema", "atomic", "hardware", "provenance", "stats", "report",
+    "errors", "progress", "schema", "atomic", "hardware", "distributed", "provenance", "stats", "report",
     "records", "generated", "readers", "loaders", "data", "backbones", "format", "export", "recipe", "card",
     "collate", "loss", "model", "metrics", "scaling", "evaluate", "train", "probe",
     "llm.cache", "llm.complete", "llm.prompts", "llm.http", "llm.local", "llm",

@@ -44,7 +44,9 @@ class CritiqueCache:
     `stats` counts, since this object was opened: hits and misses (unique keys looked up),
     duplicates (repeats of an item within one run, generated once), generated and tokens_generated
     (rows this process really inserted: when two processes share the file and both generate an
-    item, only the first insert counts), and failed (items the generator gave up on)."""
+    item, only the first insert counts), and failed (items the generator gave up on). Under a
+    launcher, critcore.llm.cached adds the other processes' generated, tokens and failed, so the
+    counts are the group's. The file takes several writers: WAL, a 60 s busy timeout, INSERT OR IGNORE."""
 
     def __init__(self, path: str | Path = ":memory:"):
         self.path = str(path)

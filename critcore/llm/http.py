@@ -136,6 +136,7 @@ class HTTPBackend:
 
     uses_prefix = False  # a server gets no prefilled answer
     batch_size = 1  # one item per request, committed to the cache as it arrives: each is paid for
+    shards = False  # under a launcher only the main process asks: the server spreads the load, not the processes
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, max_new_tokens: int = 256,
                  temperature: float = 0.0, seed: int | None = None, max_concurrency: int = 8, timeout: float = 120.0,

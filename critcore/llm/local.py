@@ -44,6 +44,7 @@ class LocalBackend:
     """A local causal LM. `complete` / `stream` take already-templated user messages."""
 
     uses_prefix = True
+    shards = True  # under a launcher each process generates its share of the items, on its own device
 
     def __init__(self, model: str = "smollm2", *, engine: str | None = None, compute_type: str | None = None,
                  max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0, batch_size: int = 16,
@@ -103,7 +104,9 @@ class LocalBackend:
         else:
             import ctranslate2
 
-            self._model = ctranslate2.Generator(str(ct2_model(path, self.compute_type)), device=self.device,
+            device, _, index = self.device.partition(":")  # "cuda" is the process's own GPU (critcore.distributed)
+            index = int(index) if index else torch.cuda.current_device() if device == "cuda" else 0
+            self._model = ctranslate2.Generator(str(ct2_model(path, self.compute_type)), device=device, device_index=index,
                                                 compute_type=self.compute_type, intra_threads=torch.get_num_threads())
 
     def _input_ids(self, text: str, answer_prefix: str | None) -> list[int]:
