@@ -201,9 +201,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_model(runs):
     assert _stable(s_killed) == _stable(s_ref)
     assert s_killed["config"]["save_every"] == 1 and s_ref["config"]["save_every"] == 0
     assert s_killed["resumed_from_step"] == runs["at_kill"] and s_ref["resumed_from_step"] is None
-    # train_seconds covers every segment: the steps before the kill too, not only the resumed ones
-    per_step = s_ref["train_seconds"] / STEPS
-    assert s_killed["train_seconds"] > 0.5 * per_step * STEPS
+    # train_seconds covers every segment: the seconds the checkpoint recorded before the kill, and more
+    # (compared with the run's own record, not with the reference's: the machine's speed may differ)
+    before = json.loads((runs["stale"] / "checkpoints" / f"step-{runs['at_kill']}" / "run_key.json").read_text())
+    assert 0 < before["train_seconds"] < s_killed["train_seconds"]
     assert s_ref["steps"] == STEPS and "validation" in s_ref
     torch.testing.assert_close(_scores(killed / "model", runs["val"]), _scores(ref / "model", runs["val"]),
                                atol=1e-5, rtol=0)
