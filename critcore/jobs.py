@@ -125,9 +125,9 @@ def score_job(cfg) -> dict:
 def critique_job(cfg) -> dict:
     """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out: critcore JSONL,
     or a dataset in TRL's columns (a .parquet file, or a save_to_disk folder: critcore.export)."""
+    pairs = load_pairs(cfg.data)  # the data's errors first, then the output's
     if export.is_dataset_path(cfg.out):
         export.check_target(cfg.out)  # before any critique is written
-    pairs = load_pairs(cfg.data)
     critic = make_critic(cfg.critic, cfg.critic_options)
     start_t = time.perf_counter()
     with CritiqueCache(config_mod.critique_cache_path(cfg.critique_cache)) as cache:
