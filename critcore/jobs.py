@@ -126,7 +126,8 @@ def critique_job(cfg) -> dict:
     """`critcore critique`: cfg.data with critiques by cfg.critic, written to cfg.out: critcore JSONL,
     or a dataset in TRL's columns (a .parquet file, or a save_to_disk folder: critcore.export)."""
     pairs = load_pairs(cfg.data)  # the data's errors first, then the output's
-    if export.is_dataset_path(cfg.out):
+    as_dataset = export.is_dataset_path(cfg.out)
+    if as_dataset:
         export.check_target(cfg.out)  # before any critique is written
     critic = make_critic(cfg.critic, cfg.critic_options)
     start_t = time.perf_counter()
@@ -134,7 +135,7 @@ def critique_job(cfg) -> dict:
         out, skipped = drop_failed(augment(pairs, critic, cache, cfg.progress, cfg.critic_options.on_error))
         log_skipped(skipped)
         if distributed.is_main():
-            (export.write_dataset if export.is_dataset_path(cfg.out) else data_mod.write_pairs)(cfg.out, out)
+            (export.write_dataset if as_dataset else data_mod.write_pairs)(cfg.out, out)
         return {"critic": critic.identity if critic else "none", "pairs": len(out), "pairs_skipped": len(skipped),
                 "skipped": skipped, **cache.report(), "seconds": round(time.perf_counter() - start_t, 2),
                 "out": str(cfg.out)}
