@@ -7,6 +7,8 @@ process: every function answers at once. Under a launcher (accelerate launch, to
 the group is accelerate's `PartialState`, the same one `Accelerator` joins in critcore.train."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 from datetime import timedelta
 from typing import Any, Sequence
@@ -31,7 +33,19 @@ def state():
     from accelerate.utils import parse_flag_from_env
 
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
-    return PartialState(cpu=cpu, timeout=TIMEOUT)
+    joined = PartialState(cpu=cpu, timeout=TIMEOUT)
+    _leave_at_exit()
+    return joined
+
+
+@functools.cache
+def _leave_at_exit() -> None:
+    """Leave the process group while the interpreter is still whole. A process that exits in it
+    can abort ("terminate called without an active exception"): gloo's worker threads still hold
+    Python objects when the interpreter is torn down (pytorch/pytorch#190489)."""
+    import torch.distributed as dist
+
+    atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
 
 
 def world() -> int:

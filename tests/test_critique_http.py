@@ -72,7 +72,7 @@ def test_every_fault_kind_is_survived_and_nothing_empty_is_cached(tmp_path, key)
     fault kind: all are critiqued, nothing empty is cached, the redirect target never hears from
     the client. The engine is an instant digest, so no outcome depends on the machine's speed:
     a hang and a trickle outlast any deadline by construction."""
-    pairs = read_pairs(MIX_VALIDATION)  # all of it: on a loaded machine a kill can land a dozen critiques late
+    pairs = read_pairs(MIX_VALIDATION)[:100]
     db = tmp_path / "c.sqlite"
     faults = {kind: 1 for kind in FAULTS}  # with block 30 (incl. 1 more 500): 9 of every 30 requests fail
     faults["500"] = 2
