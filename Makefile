@@ -32,9 +32,9 @@ notebook-parameters: setup
 # more options for JupyterLab, e.g. make lab LAB_ARGS="--port 8890 --no-browser"
 LAB_ARGS ?=
 
-lab: setup  # JupyterLab on notebooks/; as root (containers, cluster images) with --allow-root
-	@echo "JupyterLab on notebooks/: open the http://...lab?token=... URL it prints below; Ctrl-C stops it"
-	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+lab: setup  # JupyterLab on the project, opening notebooks/ (runs land in outputs/); as root with --allow-root
+	@echo "JupyterLab: open the http://...lab?token=... URL it prints below (notebooks/ holds the studies, outputs/ their runs); Ctrl-C stops it"
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -136,7 +136,7 @@ def cmd_demo(args) -> int:
     from .studies.quickstart import quickstart_summary
     from .studies.runner import run_study
 
-    print(quickstart_summary(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set, cell_output=False)))
+    print(quickstart_summary(run_study("params/quick.yaml", run_id=args.run_id, sets=args.set, brief=True)))
     return 0
 
 

@@ -5,12 +5,14 @@ it was started; progress reaches a log as whole lines; the command line answers 
 importing torch; a GGUF model is dequantized once per machine, whatever the clone."""
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -176,15 +178,19 @@ def test_make_lab_starts_and_prints_a_url_that_answers(tmp_path):
     proc = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS=--no-browser --port={port} "
                              "--ServerApp.port_retries=0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen, url = [], None
+    seen, url, lines = [], None, queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put("")], daemon=True).start()
     try:
         deadline = time.monotonic() + 300
         while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            try:
+                line = lines.get(timeout=5)
+            except queue.Empty:
+                continue
             if not line:
                 break
-            seen.append(line)
-            found = re.search(rf"(http://(?:127\.0\.0\.1|localhost):{port}/lab\?token=\w+)", line)
+            seen.append(line)  # the URL opens notebooks/ (LabApp.default_url)
+            found = re.search(rf"(http://(?:127\.0\.0\.1|localhost):{port}/lab/tree/notebooks\?token=\w+)", line)
             url = found.group(1) if found else None
         assert url, "".join(seen)[-3000:]
         url = re.sub(r"//localhost:", "//127.0.0.1:", url)  # localhost may name ::1 first
@@ -216,7 +222,7 @@ def _browser() -> str:
 
 
 def _start_lab(root: Path, port: int, token: str, tmp_path: Path) -> subprocess.Popen:
-    """JupyterLab on root (as `make lab` on notebooks/), on 127.0.0.1:port with a known token and
+    """JupyterLab on root (as `make lab` on the project), on 127.0.0.1:port with a known token and
     its own settings, answering /api/status; its log in tmp_path/lab.log."""
     env = {k: v for k, v in os.environ.items() if k not in RUN_ENV}
     env.update({name: str(tmp_path / "jupyter" / folder) for name, folder in (
@@ -245,10 +251,10 @@ def _start_lab(root: Path, port: int, token: str, tmp_path: Path) -> subprocess.
 @pytest.mark.slow  # 72 to 120 s here (2 cores), set-up of JupyterLab and Chromium included
 def test_quickstart_run_all_in_jupyterlab_draws_the_chart_offline_and_the_report_page_works(tmp_path):
     """A new user's first minutes, in Chromium with no network beyond the loopback: JupyterLab on
-    a project's notebooks/ (as `make lab`), quickstart.ipynb on the tiny parameters, Run All Cells
+    a project (as `make lab`), notebooks/quickstart.ipynb on the tiny parameters, Run All Cells
     with the critcore kernel. The chart cell draws the chart itself (vega's canvas or SVG, no
     "Error loading script" from a CDN), the bars are live widgets and the run lands in the
-    project's outputs/. Then the per-example report page of the run: sorting by margin, filtering
+    project's outputs/. Then the run's per-example report page, as Lab serves it: sorting by margin, filtering
     by subset and verdict, and searching show the rows its scores CSV says they should."""
     import pandas as pd
     from jupyter_client.kernelspec import KernelSpecManager
@@ -268,7 +274,7 @@ def test_quickstart_run_all_in_jupyterlab_draws_the_chart_offline_and_the_report
     chart_index = next(i for i, c in enumerate(nb.cells) if "quickstart_chart(" in c.source)
     out = project / "outputs" / "quickstart" / "lab"
     port, token = _free_port(), "front-door"
-    lab = _start_lab(project / "notebooks", port, token, tmp_path)
+    lab = _start_lab(project, port, token, tmp_path)
     offsite = []  # what the pages asked of any host but the loopback: refused, as on a plane
 
     def refuse(route):
@@ -285,7 +291,7 @@ def test_quickstart_run_all_in_jupyterlab_draws_the_chart_offline_and_the_report
             context.set_default_timeout(120_000)
             context.route(re.compile(rf"^(?!http://127\.0\.0\.1:{port}/)https?://"), refuse)
             page = context.new_page()
-            page.goto(f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}", timeout=300_000)
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/quickstart.ipynb?token={token}", timeout=300_000)
             expect(page.locator("#jp-main-statusbar")).to_contain_text(  # the kernel has started
                 re.compile(r"critcore \(Python 3\).*Idle", re.S), timeout=300_000)
 
@@ -317,7 +323,8 @@ def test_quickstart_run_all_in_jupyterlab_draws_the_chart_offline_and_the_report
             reports = sorted(out.glob("rms/*/eval/generated_report.html"))
             assert len(reports) == 2, sorted(str(p.relative_to(out)) for p in out.rglob("*.html"))
             scores = pd.read_csv(reports[-1].with_name("generated_scores.csv"), keep_default_na=False)
-            page.goto(reports[-1].as_uri())
+            # the page as Lab serves it (right-click, Open in New Browser Tab): outputs/ is in Lab's tree
+            page.goto(f"http://127.0.0.1:{port}/files/{reports[-1].relative_to(project).as_posix()}?token={token}")
             n = len(scores)
 
             def shows(ids, why: str) -> None:
@@ -401,20 +408,29 @@ def test_a_second_clone_reuses_the_dequantized_smollm2(tmp_path, monkeypatch):
 
 
 def test_demo_summary_shows_the_table_labels_zero_width_intervals_and_names_the_files(tmp_path):
+    """One row per metric, one column per RM; an interval without width is marked and explained
+    once; the run folder's files are named, a kind per line (it fits one screen)."""
     from critcore.studies.quickstart import NO_INTERVAL, quickstart_summary
 
     (tmp_path / "results.csv").write_text("backbone,critic,n_train,metric,acc,lo,hi,note\n"
                                           f"minilm,none,16,Chat,39.8,39.8,39.8,{NO_INTERVAL}\n"
+                                          "minilm,smollm2,16,Chat,59.2,40.0,70.1,\n"
+                                          "minilm,none,16,PandaLM,50.0,12.5,87.5,\n"
                                           "minilm,smollm2,16,PandaLM,62.5,25.0,87.5,\n")
-    for name in ("accuracy.html", "accuracy.png", "rms/minilm__none/eval/rewardbench_report.html"):
+    for name in ("accuracy.html", "accuracy.png", "disagree_a.html", "rms/minilm__none/eval/rewardbench_report.html",
+                 "rms/minilm__smollm2/eval/rewardbench_report.html", "quickstart.ipynb"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     lines = quickstart_summary(tmp_path).splitlines()
-    assert lines[1].split()[:5] == ["none", "Chat", "39.8", "[39.8,", "39.8]"] and lines[1].endswith(NO_INTERVAL)
-    assert lines[2].split() == ["smollm2", "PandaLM", "62.5", "[25.0,", "87.5]"]
+    assert lines[0].split()[-2:] == ["none", "smollm2"]
+    assert lines[1].split() == ["Chat", "39.8", "[39.8,", "39.8]*", "59.2", "[40.0,", "70.1]"]
+    assert lines[2].split() == ["PandaLM", "50.0", "[12.5,", "87.5]", "62.5", "[25.0,", "87.5]"]
+    assert lines[3] == f"* {NO_INTERVAL}"
     text = "\n".join(lines)
-    for name in ("accuracy.html", "accuracy.png", "rewardbench_report.html", "run.json"):
-        assert name in text
+    assert "accuracy.html, .png" in text and "disagree_a.html" not in text and "(2)" in text
+    for name in ("results.csv", "rms/*/eval/*_report.html", "disagree_*.html", "quickstart.ipynb", "run.json"):
+        assert f"  {name} " in text, name
+    assert len(lines) <= 20
 
 
 def test_progress_lines_carry_no_cursor_moves(capsys):

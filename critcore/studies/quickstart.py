@@ -2,6 +2,7 @@
 chart. Its steps are RQ1's (critcore.studies.rq1), with one backbone and one critic."""
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -82,16 +83,26 @@ def quickstart_chart(table):
 
 
 def quickstart_summary(out_dir: Path) -> str:
-    """What `critcore demo` prints at the end: the result table, then where the charts, the
-    per-example pages, the executed notebook and run.json are."""
+    """What `critcore demo` prints at the end, on one screen: accuracy per metric (rows) and RM
+    (columns) with its 95% CI, a mark on intervals without width, and what the run folder holds."""
     table = pd.read_csv(out_dir / "results.csv", keep_default_na=False)
-    lines = [f"{'critic':<10} {'metric':<10} {'acc %':>6}  95% CI"]
-    for r in table.itertuples():
-        ci = f"[{r.lo:.1f}, {r.hi:.1f}]"
-        lines.append(f"{r.critic:<10} {r.metric:<10} {r.acc:>6.1f}  {ci:<13} {r.note}".rstrip())
-    charts = sorted(p for png in out_dir.glob("*.png") for p in (png.with_suffix(".html"), png) if p.is_file())
-    pages = sorted(set(out_dir.glob("**/*.html")) - set(charts))  # per-example reports, disagreements
-    lines += ["", f"results:  {out_dir / 'results.csv'}", *(f"chart:    {p}" for p in charts),
-              *(f"page:     {p}" for p in pages), *(f"notebook: {p}" for p in sorted(out_dir.glob("*.ipynb"))),
-              f"record:   {out_dir / 'run.json'}"]
+    rm = table["critic"] if table["backbone"].nunique() == 1 else table["backbone"] + " " + table["critic"]
+    cells = table.assign(rm=rm, cell=[f"{a:.1f} [{lo:.1f}, {hi:.1f}]" + ("*" if note else "")
+                                      for a, lo, hi, note in zip(table["acc"], table["lo"], table["hi"], table["note"])])
+    wide = cells.pivot(index="metric", columns="rm", values="cell").reindex(index=cells["metric"].unique(),
+                                                                            columns=cells["rm"].unique())
+    width = max(22, *(len(c) + 3 for c in wide.to_numpy().ravel()))
+    lines = [f"{'accuracy % [95% CI]':<21}" + "".join(f"{c:<{width}}" for c in wide.columns).rstrip()]
+    lines += [f"{m:<21}" + "".join(f"{c:<{width}}" for c in row).rstrip() for m, row in wide.iterrows()]
+    if (table["note"] != "").any():
+        lines.append(f"* {NO_INTERVAL}")
+    where = Path(os.path.relpath(out_dir)) if Path.cwd() in out_dir.resolve().parents else out_dir
+    pages = sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("rms/*/eval/*_report.html"))
+    files = [("results.csv", "the table above"),
+             *((f"{p.name}, .png", "the chart") for p in sorted(out_dir.glob("*.html")) if p.with_suffix(".png").is_file()),
+             ("rms/*/eval/*_report.html", f"per-example pages, sortable and searchable ({len(pages)})"),
+             ("disagree_*.html", f"the pairs the RMs rank differently ({len(list(out_dir.glob('disagree_*.html')))})"),
+             *((p.name, "the executed notebook") for p in sorted(out_dir.glob("*.ipynb"))),
+             ("run.json", "the run record: parameters, versions, timings")]
+    lines += ["", f"in {where}/:"] + [f"  {name:<26}{what}" for name, what in files]
     return "\n".join(lines)

@@ -42,11 +42,12 @@ def kernel_name() -> str:
 
 def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run: bool = False, *,
               out_root: str | os.PathLike | None = None, sets=(), progress: bool = True,
-              project_time: bool = False, cell_output: bool = True) -> Path:
+              project_time: bool = False, brief: bool = False) -> Path:
     """`critcore run PARAMS`: resolve and validate the params (local data loaded), then execute their
     study's notebook with papermill into <out_root>/<study>/<run_id>/. dry_run stops after the
     validation report (with project_time, the projected wall time) and writes nothing.
-    cell_output=False logs only the cells' stderr (progress lines, critcore's messages)."""
+    brief (the demo's terminal) logs the validation in one line unless it finds a problem, and
+    only the cells' stderr (progress lines, critcore's messages), not papermill's own lines."""
     path = _find_params(params_path)
     raw = config_mod.read_yaml(path)
     if not raw.get("study"):
@@ -64,7 +65,7 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     out_dir = run_folder(cfg.out_dir, project) if cfg.out_dir else root / cfg.study / run_id
     check_out_dir(out_dir)
     report = validate(cfg, check_data=True, base=path.parent)
-    log(f"{path}:\n{report.text()}")
+    log(f"{path}: {report.text(brief)}" if brief else f"{path}:\n{report.text()}")
     report.raise_if_errors()
     if dry_run:
         projection = STUDIES[cfg.study].projection
@@ -85,13 +86,13 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
                                          "executed_notebook": final.name, "command": " ".join(sys.argv)})
     mode = os.environ.get(progress_mod.MODE_ENV)
     os.environ[progress_mod.MODE_ENV] = "lines"  # the kernel's bars reach the log as lines
-    _log_papermill()
+    _log_papermill(logging.WARNING if brief else logging.INFO)
     t0, error = time.perf_counter(), None
     try:  # the cells' output, bars included, goes to the log line by line (log_output), in place of papermill's bar
         papermill.execute_notebook(str(notebook), str(running), parameters=config_mod.to_dict(cfg),
                                    kernel_name=kernel_name(), cwd=str(Path.cwd()), progress_bar=False,
-                                   log_output=cfg.progress and cell_output,
-                                   stderr_file=sys.stderr if cfg.progress and not cell_output else None)
+                                   log_output=cfg.progress and not brief,
+                                   stderr_file=sys.stderr if cfg.progress and brief else None)
     except BaseException as e:
         error = e
         raise
@@ -108,13 +109,16 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     return out_dir
 
 
-def _log_papermill() -> None:
+def _log_papermill(level: int) -> None:
+    """papermill's messages at `level` on stderr, unless the caller set up logging itself."""
+    if logging.getLogger().handlers:
+        return
     logger = logging.getLogger("papermill")
-    if not logger.handlers and not logging.getLogger().handlers:
+    if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    logger.setLevel(level)
 
 
 def _finish_record(out_dir: Path, cfg, token: str, seconds: float, error) -> None:
