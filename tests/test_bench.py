@@ -94,3 +94,15 @@ def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
     assert here["ctranslate2:int8"] != "pass" and "other kind of CPU" in here["ctranslate2:int8"]
     assert bench.qualified(path, native_bf16=True)["ctranslate2:int8"] == "pass"
     assert bench.qualified(tmp_path / "missing.json", native_bf16=False) == {"transformers": "pass"}
+
+
+def test_distributed_smoke(shared_data):
+    """Both sides (accelerate's 2 processes x 1 thread, plain python's 1 x 2) of both stages run
+    and write the same critiques and scores."""
+    out = smoke("distributed.py")
+    result = written(out)
+    assert result["cpu"]["model"] and set(result["stages"]) == {"critique", "scoring"}
+    for stage in result["stages"].values():
+        (round_,) = stage["rounds"]
+        assert round_["same_output"] and set(round_["seconds"]) == {"1x2", "2x1"} and round_["ratio"] > 0
+    assert result["stages"]["scoring"]["rounds"][0]["max_abs_diff"] <= 1e-4
