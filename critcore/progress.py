@@ -23,15 +23,17 @@ def as_lines() -> bool:
 
 
 class _Lines:
-    """A file for tqdm that writes each redraw of a bar as one line on stderr."""
+    """A file for tqdm that writes each redraw of a bar that moved it as one line on stderr (a
+    redraw with the same count, as at close, only updates the times in brackets: no new line)."""
 
     def __init__(self):
         self.last = ""
 
     def write(self, text: str) -> None:
         text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).replace("\r", "").strip()  # no cursor moves in a log
-        if text and text != self.last:
-            self.last = text
+        count = re.sub(r"\[[^\]]*\]$", "", text)
+        if text and count != self.last:
+            self.last = count
             print(text, file=sys.stderr, flush=True)
 
     def flush(self) -> None:

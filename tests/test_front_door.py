@@ -439,6 +439,8 @@ def test_progress_lines_carry_no_cursor_moves(capsys):
     from critcore.progress import _Lines
 
     out = _Lines()
-    for text in ("\rtrain:  25%|##  | 8/32", "\x1b[A", "\n", "\rtrain:  25%|##  | 8/32\x1b[A", "\rtrain:  50%|#### | 16/32"):
-        out.write(text)
-    assert capsys.readouterr().err.splitlines() == ["train:  25%|##  | 8/32", "train:  50%|#### | 16/32"]
+    for text in ("\rtrain:  25%|##  | 8/32", "\x1b[A", "\n", "\rtrain:  25%|##  | 8/32\x1b[A", "\rtrain:  50%|#### | 16/32",
+                 "\rRMs: 100%|####| 2/2 [00:23<00:00, 11.92s/RM]", "\rRMs: 100%|####| 2/2 [00:23<00:00, 11.96s/RM]"):
+        out.write(text)  # the last is tqdm's redraw at close: the same count, new times
+    assert capsys.readouterr().err.splitlines() == ["train:  25%|##  | 8/32", "train:  50%|#### | 16/32",
+                                                    "RMs: 100%|####| 2/2 [00:23<00:00, 11.92s/RM]"]
