@@ -130,7 +130,7 @@ def quickstarts(args, engines: list[str]) -> list[dict]:
             generated = json.loads((out_dir / "run.json").read_text())["critique_cache"]["generated"]
             if name.endswith(":qint8") and generated:
                 raise SystemExit(f"{name}: the study wrote {generated} critiques of its own instead of the engine's")
-            table = pd.read_csv(out_dir / "results.csv")
+            table = pd.read_csv(out_dir / "results.csv", keep_default_na=False)  # an empty note is "", not NaN (invalid JSON)
             rows += [{"configuration": name, **r} for r in table.to_dict(orient="records")]
             print(f"quickstart {name}: {time.perf_counter() - t:.0f} s", flush=True)
     df = pd.DataFrame(rows)
