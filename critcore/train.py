@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import AutocastKwargs
 from .progress import tqdm_bar
 from transformers import set_seed
 
@@ -136,7 +137,10 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
         rm.hf.gradient_checkpointing_enable()
     features, trims = _features(rm, config, train_pairs)  # token ids and margins
 
-    accelerator = Accelerator(gradient_accumulation_steps=config.accumulation(distributed.world()))
+    # accelerate's state is one per process, and an earlier Accelerator may have set it to bf16
+    # (TRL's trainers do): accelerate's autocast follows the recipe (train.bf16), not that state.
+    accelerator = Accelerator(gradient_accumulation_steps=config.accumulation(distributed.world()),
+                              kwargs_handlers=[AutocastKwargs(enabled=bool(config.bf16))])
     sharded = _sharded(accelerator, config, out)
     loader = torch.utils.data.DataLoader(features, batch_sampler=_batches(features, config),
                                          collate_fn=PairCollator(rm.tokenizer.pad_token_id))

@@ -117,7 +117,7 @@ train(cfg, read_pairs(sys.argv[2]), read_pairs(sys.argv[3]), out_dir=sys.argv[4]
 
 CFG = TrainConfig(backbone="minilm", lr=3e-4, batch_size=16, micro_batch_size=8, epochs=1, max_length=64,
                   warmup_ratio=0.3, save_every=1, threads=1, eval_batch_size=16,
-                  bf16=False)  # fp32 is exact; a CPU with native bf16 would train in bf16 (ulps apart at 1e-3)
+                  bf16=False)  # fp32, exact on every CPU (one with native bf16 would train in bf16)
 N_TRAIN, N_VAL = 80, 16
 STEPS = N_TRAIN // CFG.batch_size  # 5
 WARMUP = math.ceil(CFG.warmup_ratio * STEPS)  # 2
@@ -146,6 +146,25 @@ def _stable(summary: dict) -> dict:
 def _scores(model_dir: Path, pairs: list[Pair]) -> torch.Tensor:
     df = score_pairs(RewardModel.load(str(model_dir)), pairs, max_length=64)
     return torch.tensor(df[["score_chosen", "score_rejected"]].to_numpy())
+
+
+def test_an_earlier_bf16_accelerator_does_not_change_the_training():
+    """accelerate keeps one state per process, and TRL's trainers set it to bf16 (RewardConfig's
+    default): an fp32 recipe trained after one must still train in fp32. It trained in bf16
+    unawares, and the slow resume test's in-process reference came out ulps of bf16 apart."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    pairs, cfg = color_pairs(32, seed=5, prefix="t"), CFG.replace(save_every=0)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        fresh = train(cfg, pairs, progress=False).model.state_dict()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        Accelerator(mixed_precision="bf16", cpu=True)  # as trl.RewardTrainer does with its defaults
+        after = train(cfg, pairs, progress=False).model.state_dict()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert max((fresh[k] - after[k]).abs().max().item() for k in fresh) <= 1e-6
 
 
 @pytest.fixture(scope="module")
