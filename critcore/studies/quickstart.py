@@ -97,10 +97,9 @@ def quickstart_summary(out_dir: Path) -> str:
     if (table["note"] != "").any():
         lines.append(f"* {NO_INTERVAL}")
     where = Path(os.path.relpath(out_dir)) if Path.cwd() in out_dir.resolve().parents else out_dir
-    pages = sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("rms/*/eval/*_report.html"))
     files = [("results.csv", "the table above"),
              *((f"{p.name}, .png", "the chart") for p in sorted(out_dir.glob("*.html")) if p.with_suffix(".png").is_file()),
-             ("rms/*/eval/*_report.html", f"per-example pages, sortable and searchable ({len(pages)})"),
+             ("rms/*/eval/*_report.html", f"per-example pages, sortable and searchable ({len(list(out_dir.glob('rms/*/eval/*_report.html')))})"),
              ("disagree_*.html", f"the pairs the RMs rank differently ({len(list(out_dir.glob('disagree_*.html')))})"),
              *((p.name, "the executed notebook") for p in sorted(out_dir.glob("*.ipynb"))),
              ("run.json", "the run record: parameters, versions, timings")]

@@ -36,11 +36,8 @@ class Report:
     def text(self, brief: bool = False) -> str:
         """A line per check; brief: only the warnings and errors under one line that counts the checks."""
         head = f"study {self.study}: {'OK' if self.ok else f'{len(self.errors)} problem(s)'}"
-        if brief:
-            return "\n".join([f"{head} ({len(self.checks)} checks passed)"] + [f"  warn  {w}" for w in self.warnings]
-                             + [f"  ERROR {e}" for e in self.errors])
-        lines = [head] + [f"  ok    {c}" for c in self.checks] + [f"  warn  {w}" for w in self.warnings]
-        lines += [f"  ERROR {e}" for e in self.errors]
+        lines = [f"{head} ({len(self.checks)} checks passed)"] if brief else [head] + [f"  ok    {c}" for c in self.checks]
+        lines += [f"  warn  {w}" for w in self.warnings] + [f"  ERROR {e}" for e in self.errors]
         return "\n".join(lines)
 
     def raise_if_errors(self) -> None:
