@@ -93,6 +93,27 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
+@contextmanager
+def made_once(path: str | os.PathLike, done: str):
+    """For a folder that several processes may need to build (a converted model in the cache):
+    yield True to the one that must build it, False where `path/done` already exists. Callers wait
+    for each other on an flock of .<name>.lock beside it, so none reads or replaces a folder that
+    another is still writing; build it with atomic_dir."""
+    import fcntl
+
+    path = Path(path)
+    if (path / done).exists():
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield not (path / done).exists()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 _HELD: dict[str, object] = {}  # folder -> the open lock file this process holds
 atexit.register(lambda: [f.close() for f in _HELD.values()])  # the OS would too, but quietly
 

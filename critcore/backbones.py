@@ -74,8 +74,13 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
     the folder is named by the GGUF file's content hash, so every clone (or copy) of the same
     file shares one."""
     out = cache_dir() / "dequantized" / content_sha256(directory / gguf_file)
-    if (out / "config.json").exists():
-        return out
+    with atomic.made_once(out, "config.json") as needed:
+        if needed:
+            _save_dequantized(directory, gguf_file, out)
+    return out
+
+
+def _save_dequantized(directory: Path, gguf_file: str, out: Path) -> None:
     print(f"{gguf_file}: dequantizing it once for this machine into {out}", file=sys.stderr, flush=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,10 +91,15 @@ def _dequantize(directory: Path, gguf_file: str) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
+    from safetensors.torch import save_model
+
     with atomic.atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # Not model.save_pretrained: in a process group it writes weights on rank 0 only, and this
+        # folder belongs to the machine, whichever process of a launch builds it.
+        model.config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tok.save_pretrained(tmp)
-    return out
 
 
 def check(name: str, what: str = "backbone", offline_ok: bool = False) -> str:

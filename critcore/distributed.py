@@ -103,6 +103,14 @@ def split(items: Sequence) -> list:
     return list(items[rank()::world()])
 
 
+def share(batch_size: int) -> int:
+    """This process's part of a batch of `batch_size` items that the processes split (`split` of a
+    length-sorted list): batch_size is the batch over all processes, as in training, so each
+    process's k-th batch is its share of the k-th batch one process would run, with the same
+    lengths and the same padding, and the processes finish together."""
+    return max(1, -(-int(batch_size) // world()))
+
+
 def gather(mine: list) -> list:
     """The results of every process's `split(items)` (one per item of its share), in the order of
     `items`, on every process."""

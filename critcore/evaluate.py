@@ -35,8 +35,9 @@ def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
 def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32, progress: bool = False) -> list[float]:
     """Rewards for token-id sequences, in fp32. Batches are length-sorted and right-padded, so a
     score does not depend on the batch size or on what else is in the batch. Under a launcher every
-    process scores its share (critcore.distributed.split of the length-sorted sequences) and every
-    process gets all the rewards, in order; every process must call it."""
+    process scores its share (critcore.distributed.split of the length-sorted sequences) in its
+    share of each batch (batch_size is over all processes) and every process gets all the
+    rewards, in order; every process must call it."""
     rm.eval()
     device = next(rm.parameters()).device
     if device.type == "cpu":
@@ -46,7 +47,7 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
     order = distributed.split(ranked)
     mine = [0.0] * len(order)
     with tqdm_bar(total=len(order), desc="score", unit="text", disable=not progress or not distributed.is_main()) as bar:
-        for idx in sorted_batches([len(sequences[i]) for i in order], batch_size):
+        for idx in sorted_batches([len(sequences[i]) for i in order], distributed.share(batch_size)):
             ids, mask = pad_right([sequences[order[k]] for k in idx], pad)
             out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
             for k, s in zip(idx, out):

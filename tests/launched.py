@@ -35,18 +35,19 @@ def score(model: str, pairs_file: str, out: Path, batch_size: int) -> None:
     from critcore.model import RewardModel
 
     rm = RewardModel.load(model)
-    rows = [0]
+    rows, largest = [0], [0]
     forward = rm.forward
 
     def counted(input_ids, attention_mask):
         rows[0] += input_ids.shape[0]
+        largest[0] = max(largest[0], input_ids.shape[0])
         return forward(input_ids, attention_mask)
 
     rm.forward = counted
     pairs = read_pairs(pairs_file)
     df = score_pairs(rm, pairs, batch_size=batch_size, with_critiques=False)
     summary = evaluate(rm, {"test": pairs}, out / "eval", batch_size=batch_size, with_critiques=False, n_boot=50)
-    _write(out, {"rows": rows[0], "ids": df["id"].tolist(), "chosen": df["score_chosen"].tolist(),
+    _write(out, {"rows": rows[0], "largest_batch": largest[0], "ids": df["id"].tolist(), "chosen": df["score_chosen"].tolist(),
                  "rejected": df["score_rejected"].tolist(), "overall": summary["test"]["overall"]})
 
 
@@ -56,19 +57,25 @@ def critique(spec: str, pairs_file: str, cache_path: str, out: Path) -> None:
     from critcore.llm import CritiqueCache
 
     critic = make_critic(json.loads(spec))
-    asked = []
+    asked, batches = [], []
     if critic.backend is not None:
-        stream = critic.backend.stream
+        stream, generate = critic.backend.stream, getattr(critic.backend, "_generate_transformers", None)
 
         def counted(texts, *args, **kwargs):
             asked.extend(texts)
             return stream(texts, *args, **kwargs)
 
+        def batch_counted(batch, *args):  # a local model's batches
+            batches.append(len(batch))
+            return generate(batch, *args)
+
         critic.backend.stream = counted
+        if generate is not None:
+            critic.backend._generate_transformers = batch_counted
     with CritiqueCache(cache_path) as cache:
         pairs = augment(read_pairs(pairs_file), critic, cache, progress=False)
         stats = dict(cache.stats)
-    _write(out, {"asked": len(asked), "stats": stats,
+    _write(out, {"asked": len(asked), "batches": batches, "stats": stats,
                  "critiques": [[p.chosen_critique, p.rejected_critique] for p in pairs]})
 
 

@@ -81,9 +81,9 @@ def launch_cmd(*args, processes: int = 2, module: bool = False) -> list[str]:
                              "--num_processes", processes, "--main_process_port", _free_port(), *target)]
 
 
-def launch(*args, processes: int = 2, module: bool = False, timeout: int = 1800) -> subprocess.CompletedProcess:
+def launch(*args, processes: int = 2, module: bool = False, timeout: int = 1800, **env: str) -> subprocess.CompletedProcess:
     res = subprocess.run(launch_cmd(*args, processes=processes, module=module), capture_output=True, text=True,
-                         env=_env(), cwd=ROOT, timeout=timeout)
+                         env={**_env(), **env}, cwd=ROOT, timeout=timeout)
     assert res.returncode == 0, res.stderr[-4000:]
     return res
 
@@ -137,6 +137,8 @@ def test_two_processes_score_as_one_each_pair_once(scoring):
     # done once in total and shared between the processes.
     assert one["rows"] == 2 * 2 * 30
     assert r0["rows"] + r1["rows"] == 2 * 2 * 30 and r0["rows"] > 0 and r1["rows"] > 0
+    # batch_size is over all processes: each scores its share of each batch of 3 (2 rows at most)
+    assert one["largest_batch"] == 8 and r0["largest_batch"] == r1["largest_batch"] == 2
     # The main process wrote the report, once: the same table one process writes.
     import pandas as pd
 
@@ -168,9 +170,13 @@ def critique_pairs(tmp_path_factory):
 def test_local_critic_writes_each_critique_once_from_its_share(tmp_path, critique_pairs):
     spec = json.dumps(LOCAL_CRITIC)
     cache = tmp_path / "cache.sqlite"
-    launch("critique", spec, critique_pairs, cache, tmp_path / "two")
+    # an empty model cache: one of the two processes dequantizes the GGUF while the other waits
+    # (transformers' save_pretrained would write no weights from rank 1)
+    launch("critique", spec, critique_pairs, cache, tmp_path / "two", CRITCORE_CACHE=str(tmp_path / "models"))
+    assert len(list((tmp_path / "models" / "dequantized").glob("*/model.safetensors"))) == 1
     r0, r1 = ranks(tmp_path / "two")
     assert r0["asked"] + r1["asked"] == 10 and r0["asked"] == r1["asked"] == 5  # each item generated once
+    assert r0["batches"] == r1["batches"] == [2, 2, 1]  # its share of each batch of 4
     assert _rows(cache) == 10
     for r in (r0, r1):  # the cache statistics count the group's inserts
         assert r["stats"]["generated"] == 10 and r["stats"]["misses"] == 10
@@ -178,7 +184,7 @@ def test_local_critic_writes_each_critique_once_from_its_share(tmp_path, critiqu
 
     launch("critique", spec, critique_pairs, tmp_path / "alone.sqlite", tmp_path / "one", processes=1)
     (one,) = ranks(tmp_path / "one")
-    assert one["asked"] == 10 and one["critiques"] == r0["critiques"]  # greedy fp32: what one process writes
+    assert one["asked"] == 10 and one["batches"] == [4, 4, 2] and one["critiques"] == r0["critiques"]  # greedy fp32: what one process writes
 
     launch("critique", spec, critique_pairs, cache, tmp_path / "again")  # everything cached: nothing generated
     for r in ranks(tmp_path / "again"):
@@ -232,8 +238,13 @@ def test_two_process_training_logs_and_scores_as_one(trained):
     # the same effective batch of 8: the same steps, with loss and accuracy over both processes' pairs
     rows1, rows2 = _metrics(one), _metrics(two)
     assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [1, 2, 3, 4]
+    # Step 1 is the same model on the same pairs: its loss, reduced over both processes, is the
+    # one process's. After it the weights differ by the order in which the micro-batches'
+    # gradients were summed, which Adam amplifies where a gradient is near zero (on an AMD EPYC
+    # with AVX2: 1.3e-4 in loss by step 4 and 3.6e-4 in test scores; 0 on the CPU before it).
+    assert rows2[0]["loss"] == pytest.approx(rows1[0]["loss"], abs=1e-6)
     for a, b in zip(rows1, rows2):
-        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
+        assert b["loss"] == pytest.approx(a["loss"], abs=2e-3)
         assert b["accuracy"] == a["accuracy"] and b["lr"] == pytest.approx(a["lr"], rel=1e-9)
     s1, s2 = (json.loads((run / "train" / "summary.json").read_text()) for run in (one, two))
     assert s2["train_pairs"] == s1["train_pairs"] == 32
@@ -243,7 +254,7 @@ def test_two_process_training_logs_and_scores_as_one(trained):
 
     a, b = pd.read_csv(one / "eval" / "test_scores.csv"), pd.read_csv(two / "eval" / "test_scores.csv")
     assert list(a["id"]) == list(b["id"])
-    assert max((a[k] - b[k]).abs().max() for k in ("score_chosen", "score_rejected")) <= 1e-4
+    assert max((a[k] - b[k]).abs().max() for k in ("score_chosen", "score_rejected")) <= 2e-3
 
 
 @pytest.mark.slow

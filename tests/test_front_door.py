@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from critcore import backbones
+from critcore import atomic, backbones
 from critcore.report import NOTEBOOK_VEGALITE_MIME
 from critcore.studies.runner import kernel_name
 
@@ -382,6 +382,45 @@ def test_content_hash_is_the_same_for_every_copy_and_read_once(tmp_path, monkeyp
     assert len(memos) == 2 and {m.read_text() for m in memos} == {expected}
     memos[0].write_text("remembered")  # a second look reads the memo, not the file
     assert "remembered" in {backbones.content_sha256(a), backbones.content_sha256(b)}
+
+
+_WAIT_AND_BUILD = """
+import sys
+from critcore import atomic
+with atomic.made_once(sys.argv[1], "done") as needed:
+    if needed:
+        with atomic.atomic_dir(sys.argv[1]) as tmp:
+            (tmp / "done").write_text("child")
+print(needed)
+"""
+
+
+def _waits_on_a_lock(pid: int) -> bool:
+    """/proc/locks marks a blocked request with '->'; its pid is the 5th field."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid) for line in Path("/proc/locks").read_text().splitlines()
+               if len(line.split()) > 5)
+
+
+def test_a_folder_another_process_is_building_is_waited_for_not_built_again(tmp_path):
+    """Two processes of one launch need the same converted model (the dequantized critic): the
+    second waits for the first's lock and then reuses its folder; it neither builds it again nor
+    replaces the folder under a process that is reading it."""
+    import fcntl
+
+    out = tmp_path / "dequantized" / "model"
+    with atomic.made_once(out, "done") as needed:
+        assert needed
+        child = subprocess.Popen([sys.executable, "-c", _WAIT_AND_BUILD, str(out)], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not _waits_on_a_lock(child.pid):
+            assert child.poll() is None and time.monotonic() < deadline, "the second process did not wait"
+            time.sleep(0.05)
+        with atomic.atomic_dir(out) as tmp:
+            (tmp / "done").write_text("first")
+    assert child.communicate(timeout=120)[0].strip() == "False"
+    assert (out / "done").read_text() == "first"
+    with open(tmp_path / "dequantized" / ".model.lock") as f:  # released: nothing holds it now
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @pytest.mark.slow

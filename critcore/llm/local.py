@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .. import atomic
+from .. import atomic, distributed
 from ..backbones import _file_key, cache_dir, check, from_pretrained, resolve
 from ..errors import UserError
 from ..hardware import use_bf16
@@ -151,9 +151,10 @@ class LocalBackend:
         return text, n
 
     def batches(self, lengths: list[int]) -> list[list[int]]:
-        """The batches `stream` runs, as indices into its texts: longest prompts first (less padding)."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        """The batches `stream` runs, as indices into its texts: longest prompts first (less padding).
+        Under a launcher the texts are this process's share, and so is the batch (distributed.share)."""
+        order, size = sorted(range(len(lengths)), key=lambda i: -lengths[i]), distributed.share(self.batch_size)
+        return [order[i:i + size] for i in range(0, len(order), size)]
 
     def _generate_transformers(self, batch: list[list[int]], n_new: int, b: int) -> list[list[int]]:
         import torch
@@ -198,12 +199,12 @@ def ct2_model(path: str, compute_type: str) -> Path:
     source = Path(path)
     stamp = _file_key(source / "config.json") if (source / "config.json").is_file() else "hub"
     out = cache_dir() / "ct2" / f"{source.name}-{stamp}-{compute_type}"
-    if (out / "model.bin").is_file():
-        return out
-    from ctranslate2.converters import TransformersConverter
+    with atomic.made_once(out, "model.bin") as needed:
+        if needed:
+            from ctranslate2.converters import TransformersConverter
 
-    quantization = {"int8_float32": "int8", "int8_bfloat16": "int8_bfloat16"}.get(compute_type, compute_type)
-    with atomic.atomic_dir(out) as tmp:
-        TransformersConverter(str(source), low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization,
-                                                                           force=True)
+            quantization = {"int8_float32": "int8", "int8_bfloat16": "int8_bfloat16"}.get(compute_type, compute_type)
+            with atomic.atomic_dir(out) as tmp:
+                TransformersConverter(str(source), low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization,
+                                                                                   force=True)
     return out
