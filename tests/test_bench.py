@@ -57,6 +57,9 @@ def test_train_throughput_smoke(shared_data):
     assert result["cpu"]["model"] and result["memory_gb_s"] > 0
     assert [r["stage"] for r in result["roofline"]] == ["training", "scoring"]
     assert all(0 < r["fraction"] and r["bound"] == "compute" for r in result["roofline"])
+    scoring = result["roofline"][1]  # each timed scoring round against a peak probed beside it
+    assert len(result["scoring"]["rounds"]) == 1 and scoring["fraction_rounds"] == [scoring["fraction"]]
+    assert scoring["bound_value"] == f"{result['scoring']['rounds'][0]['peak_gflops']} GFLOP/s"
     fast = "bf16" if result["cpu"]["native_bf16"] else "fp32"
     assert result["side_precision"] == {"critcore": fast, "trl": fast}  # --precision default: what is fast here
     assert ("emulated" in result["precision_note"]) != result["cpu"]["native_bf16"]
