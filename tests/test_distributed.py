@@ -241,7 +241,8 @@ def test_two_process_training_logs_and_scores_as_one(trained):
     # Step 1 is the same model on the same pairs: its loss, reduced over both processes, is the
     # one process's. After it the weights differ by the order in which the micro-batches'
     # gradients were summed, which Adam amplifies where a gradient is near zero (on an AMD EPYC
-    # with AVX2: 1.3e-4 in loss by step 4 and 3.6e-4 in test scores; 0 on the CPU before it).
+    # with AVX512-BF16: 1.3e-4 in loss by step 4 and 3.6e-4 in test scores; under 1e-4 on the
+    # AVX2 EPYC before it).
     assert rows2[0]["loss"] == pytest.approx(rows1[0]["loss"], abs=1e-6)
     for a, b in zip(rows1, rows2):
         assert b["loss"] == pytest.approx(a["loss"], abs=2e-3)
