@@ -21,12 +21,10 @@ its matmul peak (fp32 and bf16) and its memory bandwidth are measured in the sam
 (bench/roofline.py), for MFU: 6 x the non-embedding parameters x the real tokens, per second, over
 the peak of the precision used. Scoring: critcore's score_pairs against a plain per-pair
 transformers loop (each sequence alone), fp32, on the validation pairs: the speed ratio and the
-largest score difference; then scoring through torch.compile (compiled=True), after an untimed
-compile (`compile_s`). `roofline` in the JSON has one row per stage (training, scoring, scoring
-compiled): throughput, the bound and the fraction of it reached, with the peer's fraction beside it.
-The scoring fractions are the median of three rounds, each timing eager and compiled scoring
-against an fp32 peak probed beside them (`fraction_rounds`), since this kind of VM's peak drifts
-within minutes.
+largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
+throughput, the bound and the fraction of it reached, with the peer's fraction beside it. The
+scoring fraction is the median of three rounds, each against an fp32 peak probed beside it
+(`fraction_rounds`), since this kind of VM's peak drifts within minutes.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
     python bench/train_throughput.py --backbone smollm2 --pairs 64 --max-length 256 --repeats 3
@@ -429,30 +427,24 @@ def compare_scoring(args, val_pairs) -> dict:
         if best is None or seconds < best[1]:
             best = (batch, seconds, ours, meter)
     batch, critcore_s, ours, meter = best
-    t = time.perf_counter()  # compiling (untimed in the rounds): once per process and model shape
-    score_texts(rm, seqs[:batch], batch_size=batch, compiled=True)
-    compile_s = time.perf_counter() - t
-    compiled = score_texts(rm, seqs, batch_size=batch, compiled=True)
     # This VM's fp32 matmul peak moves by a fifth within minutes (probes of 134 and 164 GFLOP/s an
-    # hour apart), so each round times eager and compiled scoring with a probe beside them,
-    # alternating the order (ABBA): the fraction of the bound is the median over these rounds, as
-    # a ratio to a peer is.
+    # hour apart), so each timed scoring run gets its own probe beside it, alternating which goes
+    # first: the fraction of the bound is the median over these rounds, as a ratio to a peer is.
     rounds = []
     for r in range(1 if args.smoke else 3):
         row = {}
-        for what in ("peak", "eager", "compiled") if r % 2 == 0 else ("compiled", "eager", "peak"):
+        for what in ("peak", "score") if r % 2 == 0 else ("score", "peak"):
             if what == "peak":
                 row["peak_gflops"] = round(matmul_peak("float32", seconds=0.2 if args.smoke else 2.0) / 1e9, 1)
             else:
                 t = time.perf_counter()
-                score_texts(rm, seqs, batch_size=batch, compiled=what == "compiled")
-                row["seconds" if what == "eager" else "compiled_seconds"] = round(time.perf_counter() - t, 3)
+                score_texts(rm, seqs, batch_size=batch)
+                row["seconds"] = round(time.perf_counter() - t, 3)
         rounds.append(row)
     real = sum(len(x) for x in seqs)
     return {"sequences": len(seqs), "plain_loop_s": round(plain_s, 3), "critcore_s": round(critcore_s, 3),
             "critcore_batch": batch, "ratio": round(plain_s / critcore_s, 2),
-            "max_abs_diff": max(abs(a - b) for a, b in zip(plain, ours)), "compile_s": round(compile_s, 1),
-            "compiled_max_abs_diff": max(abs(a - b) for a, b in zip(ours, compiled)),
+            "max_abs_diff": max(abs(a - b) for a, b in zip(plain, ours)),
             "critcore_tokens_per_s": round(real / critcore_s, 1), "real_tokens": real, "lengths": [len(x) for x in seqs],
             "critcore_batches": -(-len(seqs) // batch), "rounds": rounds, "plain_meter": plain_meter.record(),
             "critcore_meter": meter.record()}
@@ -498,12 +490,6 @@ def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> lis
     row.update(fraction_rounds=[x["fraction"] for x in beside], peer="plain per-sequence loop",
                peer_fraction=round(flops / sc["plain_loop_s"] / (peaks["float32"] * 1e9), 3),
                fraction_against_first_probe=scoring(sc["critcore_s"], peaks["float32"])["fraction"])
-    rows.append(row)
-    fast = sorted((scoring(r["compiled_seconds"], r["peak_gflops"]) for r in sc["rounds"]), key=lambda x: x["fraction"])
-    row = dict(fast[len(fast) // 2], stage="scoring, compiled")
-    row.update(fraction_rounds=[x["fraction"] for x in fast], peer="eager scoring (the row above)",
-               peer_fraction=rows[-1]["fraction"], compile_s=sc["compile_s"],
-               speedup_rounds=sorted(round(r["seconds"] / r["compiled_seconds"], 3) for r in sc["rounds"]))
     rows.append(row)
     return rows
 
@@ -627,9 +613,7 @@ def main(argv=None) -> int:
     sc = result["scoring"]
     print(f"scoring {sc['sequences']} sequences: critcore {sc['critcore_s']:.2f}s against a per-pair loop "
           f"{sc['plain_loop_s']:.2f}s: {sc['ratio']:.1f}x, largest difference {sc['max_abs_diff']:.2e}, "
-          f"MFU {sc['mfu_fp32']:.1%}; compiled (after a {sc['compile_s']:.0f}s compile) "
-          f"{statistics.median(r['seconds'] / r['compiled_seconds'] for r in sc['rounds']):.2f}x eager, largest difference "
-          f"{sc['compiled_max_abs_diff']:.2e}")
+          f"MFU {sc['mfu_fp32']:.1%}")
     print("roofline:")
     print(table(result["roofline"]))
     name = f"train_throughput-{Path(args.backbone).name}{'' if args.precision == 'default' else '-' + args.precision}.json"

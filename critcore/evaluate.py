@@ -26,48 +26,22 @@ class UnsectionedWarning(UserWarning):
     """Evaluation pairs whose subset no section lists."""
 
 
-def scoring_forward(rm: RewardModel, compiled: bool):
-    """rm itself, or its forward through torch.compile: inductor freezes the weights into oneDNN's
-    packed matmuls and fuses the bias, GELU and layer norms. Measured on a 2-core EPYC (ABBA, same
-    process): MiniLM scores 1.02-1.13x faster with the same rewards (|diff| < 1e-7) after a compile
-    of about 20 s once per process; SmolLM2-135M 0.93-1.12x after 150 s, so it is opt-in, for many
-    encoder RMs scored in one process. Falls back to rm, with a warning, where compiling fails (no
-    C++ compiler, an operator inductor cannot lower)."""
-    if not compiled:
-        return rm
-    fn = torch.compile(rm, dynamic=True, options={"freezing": True})
-
-    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        nonlocal fn
-        if fn is not rm:
-            try:
-                return fn(ids, mask)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager model gives the same scores
-                warnings.warn(f"compiled scoring failed, scoring eagerly: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}", RuntimeWarning, stacklevel=2)
-                fn = rm
-        return rm(ids, mask)
-    return forward
-
-
 def max_length_of(rm: RewardModel, max_length: int | None = None) -> int:
     """`max_length` when given, else the one the RM was trained with (its recipe), else the default."""
     return int(max_length or (rm.recipe or {}).get("max_length") or MAX_LENGTH)
 
 
 @torch.inference_mode()
-def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32, progress: bool = False,
-                compiled: bool = False) -> list[float]:
+def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 32, progress: bool = False) -> list[float]:
     """Rewards for token-id sequences, in fp32. Batches are length-sorted and right-padded, so a
     score does not depend on the batch size or on what else is in the batch. Under a launcher every
     process scores its share (critcore.distributed.split of the length-sorted sequences) in its
     share of each batch (batch_size is over all processes) and every process gets all the
-    rewards, in order; every process must call it. compiled: through torch.compile (scoring_forward)."""
+    rewards, in order; every process must call it."""
     rm.eval()
     device = next(rm.parameters()).device
     if device.type == "cpu":
         reuse_freed_memory()
-    forward = scoring_forward(rm, compiled)
     pad = rm.tokenizer.pad_token_id
     ranked = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     order = distributed.split(ranked)
@@ -75,7 +49,7 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
     with tqdm_bar(total=len(order), desc="score", unit="text", disable=not progress or not distributed.is_main()) as bar:
         for idx in sorted_batches([len(sequences[i]) for i in order], distributed.share(batch_size)):
             ids, mask = pad_right([sequences[order[k]] for k in idx], pad)
-            out = forward(ids.to(device), mask.to(device)).float().cpu().tolist()
+            out = rm(ids.to(device), mask.to(device)).float().cpu().tolist()
             for k, s in zip(idx, out):
                 mine[k] = s
             bar.update(len(idx))
@@ -86,20 +60,18 @@ def score_texts(rm: RewardModel, sequences: list[list[int]], batch_size: int = 3
 
 
 def score_pairs(rm: RewardModel, pairs: list[Pair], max_length: int | None = None, batch_size: int = 32,
-                with_critiques: bool = True, progress: bool = False, allow_critic_mismatch: bool = False,
-                compiled: bool = False) -> pd.DataFrame:
+                with_critiques: bool = True, progress: bool = False, allow_critic_mismatch: bool = False) -> pd.DataFrame:
     """One row per pair, the whole example: id, subset, source, tie (annotators), score_chosen,
     score_rejected, margin (chosen minus rejected reward), verdict (right: chosen strictly above
     rejected and no annotator tie; else wrong), lengths (characters), whether critiques were
     used, and the texts: prompt, chosen, rejected, chosen_critique, rejected_critique.
     max_length: None takes the RM's recipe. The pairs must carry the critiques the RM was trained
-    with (its recipe; critcore.recipe.check_recipe) unless allow_critic_mismatch. compiled: score
-    through torch.compile (scoring_forward)."""
+    with (its recipe; critcore.recipe.check_recipe) unless allow_critic_mismatch."""
     check_recipe(trained_critic(rm.recipe), pairs if with_critiques else [], allow_critic_mismatch)
     fmt = Formatter(rm.tokenizer, max_length_of(rm, max_length))
     features, _ = fmt.encode_pairs(pairs, with_critiques)
     seqs = [f["chosen"] for f in features] + [f["rejected"] for f in features]
-    scores = score_texts(rm, seqs, batch_size, progress, compiled)
+    scores = score_texts(rm, seqs, batch_size, progress)
     n = len(pairs)
     used = [with_critiques and p.has_critiques for p in pairs]
     df = pd.DataFrame({
@@ -140,7 +112,7 @@ def score_one(rm: RewardModel, prompt, response: str, critique: str | None = Non
 def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os.PathLike | None = None,
              sections: dict | None = None, max_length: int | None = None, batch_size: int = 32,
              with_critiques: bool = True, n_boot: int = 1000, seed: int = 0, progress: bool = False,
-             allow_critic_mismatch: bool = False, compiled: bool = False) -> dict:
+             allow_critic_mismatch: bool = False) -> dict:
     """Score each named dataset (pairs, or anything critcore.data.load takes: a Dataset, a
     DataFrame, a data spec); write `<name>_scores.csv` and `summary.json` under out_dir (the main
     process writes; under a launcher every process scores its share and returns the summary). A
@@ -150,7 +122,7 @@ def evaluate(rm: RewardModel, datasets: dict[str, list[Pair]], out_dir: str | os
     listed = {s for members in (sections or {}).values() for s in members}
     summary = {}
     for name, pairs in datasets.items():
-        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques, progress, allow_critic_mismatch, compiled)
+        df = score_pairs(rm, pairs, max_length, batch_size, with_critiques, progress, allow_critic_mismatch)
         use_sections = sections if listed & set(df["subset"]) else None
         summary[name] = summarize(df, sections=use_sections, n_boot=n_boot, seed=seed)
         outside = sorted(set(df["subset"]) - listed) if use_sections or (df["source"] == "rewardbench").any() else []

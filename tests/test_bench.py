@@ -55,13 +55,11 @@ def test_train_throughput_smoke(shared_data):
     assert "ratio critcore/trl" in out and "scoring" in out
     result = written(out)
     assert result["cpu"]["model"] and result["memory_gb_s"] > 0
-    assert [r["stage"] for r in result["roofline"]] == ["training", "scoring", "scoring, compiled"]
+    assert [r["stage"] for r in result["roofline"]] == ["training", "scoring"]
     assert all(0 < r["fraction"] and r["bound"] == "compute" for r in result["roofline"])
-    for scoring in result["roofline"][1:]:  # each timed scoring round against a peak probed beside it
-        assert len(result["scoring"]["rounds"]) == 1 and scoring["fraction_rounds"] == [scoring["fraction"]]
-        assert scoring["bound_value"] == f"{result['scoring']['rounds'][0]['peak_gflops']} GFLOP/s"
-    assert result["scoring"]["compiled_max_abs_diff"] < 1e-5  # the same rewards as eager
-    assert result["roofline"][2]["peer_fraction"] == result["roofline"][1]["fraction"]
+    scoring = result["roofline"][1]  # each timed scoring round against a peak probed beside it
+    assert len(result["scoring"]["rounds"]) == 1 and scoring["fraction_rounds"] == [scoring["fraction"]]
+    assert scoring["bound_value"] == f"{result['scoring']['rounds'][0]['peak_gflops']} GFLOP/s"
     fast = "bf16" if result["cpu"]["native_bf16"] else "fp32"
     assert result["side_precision"] == {"critcore": fast, "trl": fast}  # --precision default: what is fast here
     assert ("emulated" in result["precision_note"]) != result["cpu"]["native_bf16"]
@@ -79,7 +77,7 @@ def test_train_throughput_skips_emulated_bf16(shared_data):
     out = smoke("train_throughput.py", "--precision", "bf16")
     result = written(out)
     assert "emulated" in result["skipped"] and result["runs"] == [] and "training skipped" in out
-    assert [r["stage"] for r in result["roofline"]] == ["scoring", "scoring, compiled"]
+    assert [r["stage"] for r in result["roofline"]] == ["scoring"]
 
 
 def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):

@@ -3,7 +3,6 @@ transformers (and the acceptance check), LoRA checkpoints, and batch-size-indepe
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -251,32 +250,3 @@ def test_scores_do_not_depend_on_batch_size(rm):
     assert frames[1]["id"].tolist() == [p.id for p in pairs]  # rows stay in the input order
     rerun = score(16)
     assert rerun[cols].equals(frames[16][cols])  # a rerun gives the very same numbers
-
-
-@pytest.mark.slow  # compiling takes 30 s for MiniLM and 150 s for SmolLM2 on one thread
-def test_compiled_scoring_gives_the_eager_scores(rm):
-    """Scoring through torch.compile (compiled=True) gives the eager rewards at any batch size, for
-    an encoder and for a decoder (read at the last real token)."""
-    fmt = Formatter(rm.tokenizer, 64)
-    seqs = [fmt.ids(t) for t in _texts(fmt)] * 3
-    seqs = [s[: 8 + 5 * i] for i, s in enumerate(seqs)]  # nine lengths
-    eager = torch.tensor(score_texts(rm, seqs, batch_size=4, compiled=False))
-    assert eager.std() > 1e-4
-    for bs in (2, 5):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
-            compiled = torch.tensor(score_texts(rm, seqs, batch_size=bs, compiled=True))
-        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
-
-
-@pytest.mark.slow  # dynamo traces the model (about 20 s) before the C++ compiler fails
-def test_scoring_falls_back_to_eager_where_compiling_fails(rm_minilm):
-    fmt = Formatter(rm_minilm.tokenizer, 64)
-    seqs = [fmt.ids(t) for t in _texts(fmt)]
-    eager = torch.tensor(score_texts(rm_minilm, seqs, compiled=False))
-    torch._dynamo.reset()  # nothing compiled earlier in this process may be reused
-    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}), \
-            pytest.warns(RuntimeWarning, match="compiled scoring failed, scoring eagerly"):
-        fallen = torch.tensor(score_texts(rm_minilm, seqs, compiled=True))
-    torch.testing.assert_close(fallen, eager, atol=1e-6, rtol=0)
-    torch._dynamo.reset()
