@@ -15,7 +15,11 @@
 #      split of rq1_cpu, so the CPU then trains rq1_cpu's Gemma column without generating them;
 #   2. one `accelerate launch` training of a SmolLM2 RM (No-Critiques) on 1,000 pairs, bf16, and the GPU's training
 #      pairs/s and MFU against the bf16 matmul peak measured on it (outputs/gpu/gpu.json);
-#   3. a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back.
+#   3. a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back;
+#   4. sharded training (issue 26): a SmolLM2 RM on 200 pairs through configs/accelerate/fsdp.yaml,
+#      gathered and saved as one plain checkpoint, then loaded back by plain transformers and by
+#      critcore, with the same reward (outputs/gpu/fsdp.json). The dry run trains without FSDP
+#      (accelerate shards only over GPUs) and runs the same checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -48,6 +52,7 @@ if [[ $DRY == 1 ]]; then
   LAUNCH=(--cpu --num_processes 1)
   EXTRA=(--set train.max_length=64 --set train.batch_size=8 --set train.micro_batch_size=8)
   PEAK=(512 0.5)
+  SHARDED=(--cpu --num_processes 1)
 else
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no GPU: use --dry-run')"
   RQ1=(--set critic_options.batch_size=128)
@@ -55,6 +60,7 @@ else
   LAUNCH=(--num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no)
   EXTRA=(--set train.max_length=384 --set train.micro_batch_size=16)
   PEAK=(8192 3.0)
+  SHARDED=(--config_file configs/accelerate/fsdp.yaml --num_processes 1)
 fi
 
 # 1. rq1_cpu's SmolLM2-backbone cells (and every Gemma critique rq1_cpu needs)
@@ -99,3 +105,37 @@ rm -f "$OUT/critiques.sqlite.tmp"
 $PY -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
   "${CRITCORE_CACHE:-$HOME/.cache/critcore}/critiques.sqlite" "$OUT/critiques.sqlite.tmp"
 mv "$OUT/critiques.sqlite.tmp" "$OUT/critiques.sqlite"
+
+# 4. sharded training, gathered into one plain checkpoint, loaded back two ways
+rm -rf "$OUT/fsdp"
+$PY -m accelerate.commands.launch "${SHARDED[@]}" -m critcore.cli train --quiet --backbone smollm2 \
+  --train "jsonl:\${data}/mix/train.jsonl" --critic none --limit $((N < 200 ? N : 200)) --out "$OUT/fsdp" \
+  "${EXTRA[@]}" > "$OUT/fsdp_train.json" 2> "$OUT/fsdp_train.log"
+$PY - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from critcore import atomic
+from critcore.evaluate import score_texts
+from critcore.format import Formatter
+from critcore.model import RewardModel
+
+out = Path(sys.argv[1])
+folder = out / "fsdp" / "train" / "model"
+log = (out / "fsdp_train.log").read_text()
+rm = RewardModel.load(str(folder))
+ids = Formatter(rm.tokenizer, 64).ids(Formatter(rm.tokenizer, 64).text("What is 2 + 2?", "4"))
+ours = score_texts(rm, [ids])[0]
+hf = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+with torch.no_grad():
+    plain = hf(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits.item()
+result = {"files": sorted(p.name for p in folder.iterdir()), "recipe": rm.recipe is not None,
+          "fsdp_warning": "asked for FSDP" in log, "critcore_reward": ours, "plain_reward": plain,
+          "same_reward": abs(ours - plain) < 1e-4}
+atomic.write_json(out / "fsdp.json", result)
+print(json.dumps(result), file=sys.stderr)
+sys.exit(0 if result["same_reward"] and result["recipe"] and "model.safetensors" in result["files"] else 1)
+PY

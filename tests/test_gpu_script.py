@@ -1,6 +1,6 @@
 """scripts/gpu.sh, the one-command GPU check, runs its dry path here on the CPU: the same steps
 (rq1_cpu_smollm2 checked, one `accelerate launch` training, pairs/s and MFU, the critique cache
-copied) at toy size."""
+copied, the sharded-training step's save and reload) at toy size."""
 import json
 import sqlite3
 import subprocess
@@ -22,6 +22,8 @@ def test_gpu_script_dry_run(shared_data):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["device"] == "cpu" and result["train_pairs"] == 8 and result["pairs_per_s"] > 0
     assert 0 < result["mfu"] < 1 and result["matmul_peak_tflops"] > 0
+    fsdp = json.loads((ROOT / "outputs" / "gpu" / "fsdp.json").read_text())  # step 4, unsharded on the CPU
+    assert fsdp["same_reward"] and fsdp["recipe"] and {"model.safetensors", "README.md"} <= set(fsdp["files"])
     assert "study rq1: OK" in (ROOT / "outputs" / "gpu" / "rq1_cpu_smollm2.log").read_text()
     source = cache_dir() / "critiques.sqlite"
     count = "SELECT count(*) FROM critiques"
