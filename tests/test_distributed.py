@@ -93,6 +93,30 @@ def ranks(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in found]
 
 
+def test_a_study_refuses_a_launcher_before_it_reads_anything(monkeypatch, tmp_path):
+    """A study notebook's kernel cannot join the process group: under a launcher `run_study` stops
+    at once, before the params are read or a run folder is made."""
+    from critcore.errors import ConfigError
+    from critcore.studies.runner import run_study
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what accelerate launch, torchrun and mpirun set
+    with pytest.raises(ConfigError, match=r"quick\.yaml: a study runs as one process, not under a launcher.*critcore train"):
+        run_study(ROOT / "params" / "quick.yaml", run_id="launched", out_root=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_critcore_run_under_accelerate_launch_exits_2(tmp_path):
+    res = subprocess.run(launch_cmd("critcore.cli", "run", "params/quick.yaml", "--run-id", "launched", module=True),
+                         capture_output=True, text=True, env={**_env(), "CRITCORE_OUTPUTS": str(tmp_path)}, cwd=ROOT,
+                         timeout=600)
+    assert res.returncode != 0
+    assert "a study runs as one process, not under a launcher" in res.stderr, res.stderr[-3000:]
+    assert "exitcode  : 2 " in res.stderr  # torchrun's report of the first process to stop; it stops the other
+    assert "/critcore/" not in res.stderr  # no traceback through critcore's files (torchrun prints its own)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_two_processes_share_items_and_gather_them_in_order(tmp_path):
     launch("gather", tmp_path)

@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .. import atomic
+from .. import atomic, distributed
 from .. import progress as progress_mod
 from .. import config as config_mod
 from ..params import STUDIES, check_run_id
@@ -49,6 +49,11 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     brief (the demo's terminal) logs the validation in one line unless it finds a problem, and
     only the cells' stderr (progress lines, critcore's messages), not papermill's own lines."""
     path = _find_params(params_path)
+    if distributed.launched():  # the env says so at once; nothing joins a process group
+        raise config_mod.ConfigError(
+            f"{path}: a study runs as one process, not under a launcher: each launched process would run its own "
+            "papermill kernel, outside the process group, and write the same run folder; launch its RMs as "
+            "`critcore train` jobs instead (docs/distributed.md)")
     raw = config_mod.read_yaml(path)
     if not raw.get("study"):
         raise config_mod.ConfigError(f"{path}: no `study:` key; a params file without one is for `critcore train`")
