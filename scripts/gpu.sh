@@ -116,7 +116,7 @@ import json, sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from critcore import atomic
 from critcore.evaluate import score_texts
@@ -127,15 +127,19 @@ out = Path(sys.argv[1])
 folder = out / "fsdp" / "train" / "model"
 log = (out / "fsdp_train.log").read_text()
 rm = RewardModel.load(str(folder))
-ids = Formatter(rm.tokenizer, 64).ids(Formatter(rm.tokenizer, 64).text("What is 2 + 2?", "4"))
+fmt = Formatter(rm.tokenizer, 64)
+ids = fmt.ids(fmt.text("What is 2 + 2?", "4"))
 ours = score_texts(rm, [ids])[0]
 hf = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
 with torch.no_grad():
     plain = hf(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits.item()
 result = {"files": sorted(p.name for p in folder.iterdir()), "recipe": rm.recipe is not None,
-          "fsdp_warning": "asked for FSDP" in log, "critcore_reward": ours, "plain_reward": plain,
+          # critcore warns when a launch asked for FSDP and accelerate did not shard: then the
+          # gather-and-save path this step exists for did not run
+          "asked_but_unsharded": "asked for FSDP" in log, "critcore_reward": ours, "plain_reward": plain,
           "same_reward": abs(ours - plain) < 1e-4}
 atomic.write_json(out / "fsdp.json", result)
 print(json.dumps(result), file=sys.stderr)
-sys.exit(0 if result["same_reward"] and result["recipe"] and "model.safetensors" in result["files"] else 1)
+ok = result["same_reward"] and result["recipe"] and {"model.safetensors", "README.md"} <= set(result["files"])
+sys.exit(0 if ok and not result["asked_but_unsharded"] else 1)
 PY
