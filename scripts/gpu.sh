@@ -3,6 +3,7 @@
 #
 #   scripts/gpu.sh            # on the GPU machine: about 6 to 8 minutes on one H200
 #   scripts/gpu.sh --dry-run  # here, on the CPU: the same steps at toy size (tests/test_gpu_script.py)
+#   STEPS="fsdp critiques" scripts/gpu.sh   # some steps only, in this order (default: all four)
 #
 # It runs with the project's .venv where there is one (`make setup`). Where there is none (the lent
 # H200: Python 3.12 with torch, no network), it installs the parts that scripts/gpu_bundle.sh made
@@ -15,11 +16,15 @@
 #      split of rq1_cpu, so the CPU then trains rq1_cpu's Gemma column without generating them;
 #   2. one `accelerate launch` training of a SmolLM2 RM (No-Critiques) on 1,000 pairs, bf16, and the GPU's training
 #      pairs/s and MFU against the bf16 matmul peak measured on it (outputs/gpu/gpu.json);
-#   3. a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back;
+#   3. critiques: every critique of params/rq1_cpu.yaml and params/rq1_ablation.yaml, in fp32 as
+#      those studies ask (the cache keys the CPU uses), for the CPU to train those studies' RMs
+#      without generating them: hours of a 2-core CPU (`critcore run ... --dry-run`), minutes here.
+#      $CRITIQUE_SECONDS (default 900) bounds it: what is done stays cached, a rerun resumes;
 #   4. sharded training (issue 26): a SmolLM2 RM on 200 pairs through configs/accelerate/fsdp.yaml,
 #      gathered and saved as one plain checkpoint, then loaded back by plain transformers and by
 #      critcore, with the same reward (outputs/gpu/fsdp.json). The dry run trains without FSDP
 #      (accelerate shards only over GPUs) and runs the same checks.
+# Last, whatever the steps: a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -27,6 +32,10 @@ DRY=0
 OUT=outputs/gpu
 mkdir -p "$OUT"
 RUN_ID=${RUN_ID:-gpu}
+STEPS=${STEPS:-rq1 train critiques fsdp}
+for step in $STEPS; do
+  [[ $step =~ ^(rq1|train|critiques|fsdp)$ ]] || { echo "gpu.sh: unknown step '$step' in STEPS (rq1, train, critiques, fsdp)" >&2; exit 2; }
+done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 PY=.venv/bin/python
 if [[ ! -x $PY && -e .gpu/part-00 ]]; then
@@ -53,6 +62,9 @@ if [[ $DRY == 1 ]]; then
   EXTRA=(--set train.max_length=64 --set train.batch_size=8 --set train.micro_batch_size=8)
   PEAK=(512 0.5)
   SHARDED=(--cpu --num_processes 1)
+  # a handful of pairs and short critiques (their own cache keys), with the studies' code path
+  SMALL='{"train_data": {"limit": 2}, "validation_data": {"limit": 2}, "critic_options": {"max_new_tokens": 4},
+          "eval_data": {"pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 2}}}'
 else
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no GPU: use --dry-run')"
   RQ1=(--set critic_options.batch_size=128)
@@ -61,11 +73,15 @@ else
   EXTRA=(--set train.max_length=384 --set train.micro_batch_size=16)
   PEAK=(8192 3.0)
   SHARDED=(--config_file configs/accelerate/fsdp.yaml --num_processes 1)
+  SMALL='{"critic_options": {"batch_size": 128}}'  # not in the cache key: the studies' critiques, faster
 fi
 
+rq1() {
 # 1. rq1_cpu's SmolLM2-backbone cells (and every Gemma critique rq1_cpu needs)
 critcore run params/rq1_cpu_smollm2.yaml --run-id "$RUN_ID" "${RQ1[@]}" > "$OUT/rq1_cpu_smollm2.log" 2>&1
+}
 
+train() {
 # 2. one `accelerate launch` training, then pairs/s and MFU
 rm -rf "$OUT/train"
 $PY -m accelerate.commands.launch "${LAUNCH[@]}" -m critcore.cli train --quiet --backbone smollm2 \
@@ -99,13 +115,42 @@ if summary.get("tokens_per_pair"):
 atomic.write_json(out / "gpu.json", result)
 print(json.dumps(result))
 PY
+}
 
-# 3. the critique cache, copied consistently (SQLite's backup) beside its place, then renamed into it
-rm -f "$OUT/critiques.sqlite.tmp"
-$PY -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
-  "${CRITCORE_CACHE:-$HOME/.cache/critcore}/critiques.sqlite" "$OUT/critiques.sqlite.tmp"
-mv "$OUT/critiques.sqlite.tmp" "$OUT/critiques.sqlite"
+# 3. every critique of rq1_cpu and rq1_ablation, bounded in time; what is done stays cached
+critiques() {
+  local status=0
+  timeout "${CRITIQUE_SECONDS:-900}" $PY - "$SMALL" params/rq1_cpu.yaml params/rq1_ablation.yaml \
+    > "$OUT/critiques.log" 2>&1 <<'PY' || status=$?
+import json, sys
+from pathlib import Path
 
+import yaml
+
+from critcore import studies
+
+def merge(base, extra):  # extra's dicts update base's, where base has them
+    for key, value in extra.items():
+        if isinstance(value, dict) and key != "eval_data":
+            if key in base:
+                merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+for path in sys.argv[2:]:
+    raw = yaml.safe_load(Path(path).read_text())
+    # the critiques only: no training, so nothing that concerns the RMs (earlier runs, the probe, the ablation)
+    keep = {k: v for k, v in raw.items() if k not in ("study", "notebook", "description", "compare_runs", "probe", "ablation")}
+    run = studies.setup("rq1", run_id=f"gpu-critiques-{Path(path).stem}", **merge(keep, json.loads(sys.argv[1])))
+    done = studies.critique_all(run, studies.load_splits(run))
+    print(path, "critiqued by", sorted(done), flush=True)
+PY
+  [[ $status == 124 ]] && echo "critiques: stopped after ${CRITIQUE_SECONDS:-900} s; a rerun resumes" >> "$OUT/critiques.log"
+  [[ $status == 0 || $status == 124 ]]
+}
+
+fsdp() {
 # 4. sharded training, gathered into one plain checkpoint, loaded back two ways
 rm -rf "$OUT/fsdp"
 $PY -m accelerate.commands.launch "${SHARDED[@]}" -m critcore.cli train --quiet --backbone smollm2 \
@@ -143,3 +188,13 @@ print(json.dumps(result), file=sys.stderr)
 ok = result["same_reward"] and result["recipe"] and {"model.safetensors", "README.md"} <= set(result["files"])
 sys.exit(0 if ok and not result["asked_but_unsharded"] else 1)
 PY
+}
+
+for step in $STEPS; do $step; done
+
+# Last: the critique cache, copied consistently (SQLite's backup) beside its place, then renamed into it
+rm -f "$OUT/critiques.sqlite.tmp"
+$PY -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+  "${CRITCORE_CACHE:-$HOME/.cache/critcore}/critiques.sqlite" "$OUT/critiques.sqlite.tmp"
+mv "$OUT/critiques.sqlite.tmp" "$OUT/critiques.sqlite"
+

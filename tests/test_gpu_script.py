@@ -1,7 +1,9 @@
 """scripts/gpu.sh, the one-command GPU check, runs its dry path here on the CPU: the same steps
-(rq1_cpu_smollm2 checked, one `accelerate launch` training, pairs/s and MFU, the critique cache
-copied, the sharded-training step's save and reload) at toy size."""
+(rq1_cpu_smollm2 checked, one `accelerate launch` training, pairs/s and MFU, the critiques of
+rq1_cpu and rq1_ablation, the sharded-training step's save and reload, the critique cache copied)
+at toy size."""
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -27,6 +29,13 @@ def test_gpu_script_dry_run(shared_data):
     fsdp = json.loads((ROOT / "outputs" / "gpu" / "fsdp.json").read_text())  # step 4, unsharded on the CPU
     assert fsdp["same_reward"] and fsdp["recipe"] and {"model.safetensors", "README.md"} <= set(fsdp["files"])
     assert "study rq1: OK" in (ROOT / "outputs" / "gpu" / "rq1_cpu_smollm2.log").read_text()
+    log = (ROOT / "outputs" / "gpu" / "critiques.log").read_text()
+    assert "params/rq1_cpu.yaml critiqued by ['gemma3-270m', 'none', 'smollm2']" in log
+    assert "params/rq1_ablation.yaml critiqued by ['gemma3-270m-t64']" in log
+    # a step name that does not exist is refused before anything runs
+    bad = subprocess.run(["scripts/gpu.sh", "--dry-run"], check=False, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "STEPS": "fsdp critiqes"}, timeout=600)
+    assert bad.returncode == 2 and "unknown step 'critiqes'" in bad.stderr
     source = cache_dir() / "critiques.sqlite"
     count = "SELECT count(*) FROM critiques"
     with sqlite3.connect(ROOT / "outputs" / "gpu" / "critiques.sqlite") as copy, sqlite3.connect(source) as db:
