@@ -3,7 +3,7 @@
 #
 #   scripts/gpu.sh            # on the GPU machine: about 6 to 8 minutes on one H200
 #   scripts/gpu.sh --dry-run  # here, on the CPU: the same steps at toy size (tests/test_gpu_script.py)
-#   STEPS="fsdp critiques" scripts/gpu.sh   # some steps only, in this order (default: all four)
+#   STEPS="fsdp critiques" scripts/gpu.sh   # some steps only, in this order (default: the first four)
 #
 # It runs with the project's .venv where there is one (`make setup`). Where there is none (the lent
 # H200: Python 3.12 with torch, no network), it installs the parts that scripts/gpu_bundle.sh made
@@ -24,6 +24,10 @@
 #      gathered and saved as one plain checkpoint, then loaded back by plain transformers and by
 #      critcore, with the same reward (outputs/gpu/fsdp.json). The dry run trains without FSDP
 #      (accelerate shards only over GPUs) and runs the same checks.
+#   studies (only when asked, after critiques): rq1_dose_cpu, rq1_cpu and rq1_ablation, in that
+#      order (each draws on the one before: compare_runs), at micro-batch 32 (the same batch of 32,
+#      one pass instead of four), bounded by $STUDY_SECONDS (default 1800); their folders without the
+#      model weights come back as outputs/gpu/studies.tar.gz. Days of this CPU's time, minutes there.
 # Last, whatever the steps: a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +38,7 @@ mkdir -p "$OUT"
 RUN_ID=${RUN_ID:-gpu}
 STEPS=${STEPS:-rq1 train critiques fsdp}
 for step in $STEPS; do
-  [[ $step =~ ^(rq1|train|critiques|fsdp)$ ]] || { echo "gpu.sh: unknown step '$step' in STEPS (rq1, train, critiques, fsdp)" >&2; exit 2; }
+  [[ $step =~ ^(rq1|train|critiques|fsdp|studies)$ ]] || { echo "gpu.sh: unknown step '$step' in STEPS (rq1, train, critiques, fsdp, studies)" >&2; exit 2; }
 done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 PY=.venv/bin/python
@@ -63,6 +67,7 @@ if [[ $DRY == 1 ]]; then
   PEAK=(512 0.5)
   SHARDED=(--cpu --num_processes 1)
   # a handful of pairs and short critiques (their own cache keys), with the studies' code path
+  STUDY=(--dry-run)
   SMALL='{"train_data": {"limit": 2}, "validation_data": {"limit": 2}, "critic_options": {"max_new_tokens": 4},
           "eval_data": {"pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 2}}}'
 else
@@ -73,6 +78,7 @@ else
   EXTRA=(--set train.max_length=384 --set train.micro_batch_size=16)
   PEAK=(8192 3.0)
   SHARDED=(--config_file configs/accelerate/fsdp.yaml --num_processes 1)
+  STUDY=(--set train.micro_batch_size=32)
   SMALL='{"critic_options": {"batch_size": 128}}'  # not in the cache key: the studies' critiques, faster
 fi
 
@@ -188,6 +194,22 @@ print(json.dumps(result), file=sys.stderr)
 ok = result["same_reward"] and result["recipe"] and {"model.safetensors", "README.md"} <= set(result["files"])
 sys.exit(0 if ok and not result["asked_but_unsharded"] else 1)
 PY
+}
+
+# the three RQ1 studies, bounded in time; what is done stays (a rerun resumes); the folders come back without weights
+studies() {
+  local status=0 deadline=$((SECONDS + ${STUDY_SECONDS:-1800}))
+  for study in rq1_dose_cpu rq1_cpu rq1_ablation; do
+    timeout $((deadline - SECONDS > 1 ? deadline - SECONDS : 1)) $PY -m critcore.cli run "params/$study.yaml" \
+      --set progress=false "${STUDY[@]}" > "$OUT/$study.log" 2>&1 || { status=$?; break; }
+  done
+  local folders
+  folders=$(cd outputs && ls -d rq1/rq1_dose_cpu rq1/rq1_cpu rq1/rq1_ablation 2>/dev/null || true)
+  rm -f "$OUT/studies.tar.gz"  # a dry run trains nothing: no folder, no archive
+  [[ -z $folders ]] || (cd outputs && tar --exclude=model --exclude='*.safetensors' --exclude='checkpoint*' \
+    -czf ../"$OUT"/studies.tar.gz $folders)
+  [[ $status == 0 ]] || echo "studies: $study stopped with status $status ($([[ $status == 124 ]] && echo 'out of time; a rerun resumes'))" >&2
+  [[ $status == 0 || $status == 124 ]]
 }
 
 for step in $STEPS; do $step; done
