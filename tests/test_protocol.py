@@ -2,12 +2,15 @@
 pairs and the rate choice (critcore.stats.arm_effects), the grid read from RM folders, the
 selection rules and the robustness words (critcore.studies.protocol)."""
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from critcore import metrics
+from critcore.errors import DataError
 from critcore.stats import arm_effects
 from critcore.studies import protocol
 
@@ -158,6 +161,11 @@ def test_the_grid_reads_rm_folders_and_scores_as_evaluation_does(tmp_path):
                                           "best on validation, per arm"}
     assert verdicts.loc[0, "Score robustness"] in protocol.WORDS
     assert len(verdicts.loc[0, "Score change by lr"].split(",")) == 2
+    # a folder without its per-pair scores (copied without them) is one line naming the file, not a TypeError
+    missing = Path(results[0]["dir"]) / "eval" / "rewardbench_scores.csv"
+    missing.unlink()
+    with pytest.raises(DataError, match=f"^{re.escape(str(missing))}: missing"):
+        protocol.grid(results, "none", "Score", SECTIONS)
     assert protocol.sentence(verdicts.iloc[0].to_dict()).startswith("minilm x: Score ")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
 from ..metrics import correct, mcnemar_exact, section_scores, suite_counts
 from ..report import eval_names
 from ..rms import VALIDATION_SET
@@ -82,6 +83,10 @@ def grid(results: list[dict], baseline: str, metric: str = "Score", sections: di
     if name is None or (metric == "Score" and not sections):
         return None
     frames = {(a, s, lr): _frame(cells[(a, s, lr)], name) for a in arms for s in seeds for lr in rates}
+    for key, f in frames.items():  # a run folder copied without its per-pair scores, say
+        if f is None:
+            raise DataError(str(Path(cells[key]) / "eval" / f"{name}_scores.csv"), None,
+                            f"missing, so the {metric} effects cannot be computed (the RM's per-pair scores; evaluate it again)")
     ref = frames[(baseline, seeds[0], rates[0])]
     keep = ~ref["tie"].astype(bool)
     if metric == "Score":
@@ -89,7 +94,7 @@ def grid(results: list[dict], baseline: str, metric: str = "Score", sections: di
         keep &= ref["subset"].isin(listed)
     ids = ref.index[keep]
     for key, f in frames.items():
-        if f is None or not ids.isin(f.index).all():
+        if not ids.isin(f.index).all():
             raise ValueError(f"{cells[key]}: not scored on the same {name} pairs as {cells[(baseline, seeds[0], rates[0])]}")
     test = np.array([[[frames[(a, s, lr)].loc[ids, "correct"].to_numpy() for lr in rates] for s in seeds] for a in arms])
     if metric == "Score":
