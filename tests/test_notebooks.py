@@ -182,6 +182,16 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert lb.loc[("none", "rewardbench"), "alpacaeval-length n"] == 1  # per_stratum 1
     assert lb.loc[("none", "pandalm"), "alpacaeval-length n"] == 0 and pd.isna(lb.loc[("none", "pandalm"), "alpacaeval-length"])
     assert (lb["rejected longer n"] > 0).all() and lb["rejected longer"].between(0, 100).all()
+    # An ablation run without No-Critiques of its own, over this run (compare_runs), as
+    # params/rq1_ablation.yaml: it has no effects of its own and still completes, with its ablation table.
+    params2 = _write(tmp_path / "abl.yaml", {**yaml.safe_load(params.read_text()), "critics": {"simulated-0.7": "simulated:0.7"},
+                                            "lr_sweep": [], "train": {**TINY_TRAIN, "lr": 1e-4}, "probe": False,
+                                            "compare_runs": [str(out)],
+                                            "ablation": [{"label": "0.7 vs 0.9", "arm": "simulated-0.7", "lr": 1e-4},
+                                                         {"label": "0.9", "arm": "simulated-0.9", "lr": 1e-4}]})
+    abl = studies.run_study(params2, out_root=tmp_path / "outputs", progress=False)
+    steps = pd.read_csv(abl / "rq1_ablation.csv")
+    assert list(steps["step"]) == ["0.7 vs 0.9", "0.9"] and steps["Score change"].notna().all()
 
 
 @pytest.mark.slow
