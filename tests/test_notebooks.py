@@ -184,7 +184,9 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     assert (lb["rejected longer n"] > 0).all() and lb["rejected longer"].between(0, 100).all()
     # An ablation run without No-Critiques of its own, over this run (compare_runs), as
     # params/rq1_ablation.yaml: it has no effects of its own and still completes, with its ablation table.
-    params2 = _write(tmp_path / "abl.yaml", {**yaml.safe_load(params.read_text()), "critics": {"simulated-0.7": "simulated:0.7"},
+    # Without validation data of its own, as there: its fixed-rate steps choose nothing on validation.
+    first = {k: v for k, v in yaml.safe_load(params.read_text()).items() if k != "validation_data"}
+    params2 = _write(tmp_path / "abl.yaml", {**first, "critics": {"simulated-0.7": "simulated:0.7"},
                                             "lr_sweep": [], "train": {**TINY_TRAIN, "lr": 1e-4}, "probe": False,
                                             "compare_runs": [str(out)],
                                             "ablation": [{"label": "0.7 vs 0.9", "arm": "simulated-0.7", "lr": 1e-4},

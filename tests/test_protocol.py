@@ -176,3 +176,16 @@ def test_selected_keeps_the_best_rate_on_validation(tmp_path):
     assert {(r["row"]["critic"], r["row"]["lr"]) for r in shared} == {("none", 5e-5), ("x", 5e-5)}
     per_arm = protocol.selected(results, "per_arm")
     assert {(r["row"]["critic"], r["row"]["lr"]) for r in per_arm} == {("none", 1e-4), ("x", 5e-5)}
+
+
+def test_a_fixed_rate_needs_no_validation(tmp_path):
+    """An ablation step at a fixed rate compares two RMs there and chooses nothing, so an arm trained
+    without validation data (params/rq1_ablation.yaml's own arm) still gets its effect."""
+    results = [_rm(tmp_path, critic, seed, 5e-5, RNG.random(70) < 0.6, RNG.random(30) < 0.6)
+               for critic in ("none", "x") for seed in (0, 1)]
+    for r in results[2:]:
+        (Path(r["dir"]) / "eval" / "validation_scores.csv").unlink()
+    e = protocol.protocol_effect(results, "none", "x", SECTIONS, rate=5e-5, rule="per_arm", n_boot=200)
+    assert e["lo"] <= e["change"] <= e["hi"] and e["seeds"] == 2 and e["lr"] == 5e-5
+    with pytest.raises(ValueError, match="chooses on validation"):  # choosing a rate still needs it
+        protocol.protocol_effect(results, "none", "x", SECTIONS, rule="per_arm", n_boot=200)

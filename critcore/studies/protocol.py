@@ -218,7 +218,8 @@ def protocol_effect(results: list[dict], baseline: str, arm: str, sections: dict
              rates=None if rate is None else [rate])
     if g is None:
         return {}
-    e = arm_effects(g.test, g.weights, g.strata, g.val, 0, 0 if rule is None else rule, n_boot=n_boot, seed=seed)
+    choose = 0 if rule is None or rate is not None else rule  # a fixed rate chooses nothing (no validation needed)
+    e = arm_effects(g.test, g.weights, g.strata, g.val, 0, choose, n_boot=n_boot, seed=seed)
     return {"change": round(100 * float(e["delta"][0]), 2), "lo": round(100 * float(e["lo"][0]), 2),
             "hi": round(100 * float(e["hi"][0]), 2), "p": float(e["p"][0]), "lr": g.rates[int(e["rates"][0])],
             "lr No-Critiques": g.rates[int(e["baseline_rate"])], "seeds": len(g.seeds)}
