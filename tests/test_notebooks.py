@@ -185,9 +185,9 @@ def test_rq1_notebook_table_tests_and_charts(tmp_path, shared_data):
     # An ablation run without No-Critiques of its own, over this run (compare_runs), as
     # params/rq1_ablation.yaml: it has no effects of its own and still completes, with its ablation table.
     # Without validation data of its own, as there: its fixed-rate steps choose nothing on validation.
-    first = {k: v for k, v in yaml.safe_load(params.read_text()).items() if k != "validation_data"}
+    first = {k: v for k, v in yaml.safe_load(params.read_text()).items() if k not in ("validation_data", "lr_sweep")}
     params2 = _write(tmp_path / "abl.yaml", {**first, "critics": {"simulated-0.7": "simulated:0.7"},
-                                            "lr_sweep": [], "train": {**TINY_TRAIN, "lr": 1e-4}, "probe": False,
+                                            "train": {**TINY_TRAIN, "lr": 1e-4}, "probe": False,
                                             "compare_runs": [str(out)],
                                             "ablation": [{"label": "0.7 vs 0.9", "arm": "simulated-0.7", "lr": 1e-4},
                                                          {"label": "0.9", "arm": "simulated-0.9", "lr": 1e-4}]})
