@@ -27,7 +27,7 @@
 #   studies (only when asked, after critiques): rq1_dose_cpu, rq1_cpu and rq1_ablation, in that
 #      order (each draws on the one before: compare_runs), at micro-batch 32 (the same batch of 32,
 #      one pass instead of four), bounded by $STUDY_SECONDS (default 1800); their folders without the
-#      model weights come back as outputs/gpu/studies.tar.gz. Days of this CPU's time, minutes there.
+#      model weights and pages come back as outputs/gpu/studies.tar.gz. Hours of this CPU's time, minutes there.
 # Last, whatever the steps: a copy of the critique cache, outputs/gpu/critiques.sqlite, to bring back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -206,7 +206,7 @@ studies() {
   local folders
   folders=$(cd outputs && ls -d rq1/rq1_dose_cpu rq1/rq1_cpu rq1/rq1_ablation 2>/dev/null || true)
   rm -f "$OUT/studies.tar.gz"  # a dry run trains nothing: no folder, no archive
-  [[ -z $folders ]] || (cd outputs && tar --exclude=model --exclude='*.safetensors' --exclude='checkpoint*' \
+  [[ -z $folders ]] || (cd outputs && tar --exclude=model --exclude='*.safetensors' --exclude='checkpoint*' --exclude='*.html' \
     -czf ../"$OUT"/studies.tar.gz $folders)
   [[ $status == 0 ]] || echo "studies: $study stopped with status $status ($([[ $status == 124 ]] && echo 'out of time; a rerun resumes'))" >&2
   [[ $status == 0 || $status == 124 ]]

@@ -3,13 +3,13 @@
 # and no copy of this project's .venv (the lent H200): the wheels in scripts/gpu_requirements.txt
 # (downloaded here for Python 3.12 on x86-64 Linux), ../shared/data and the critique cache
 # ($CRITCORE_CACHE or ~/.cache/critcore, so critiques made here are reused), as one tar stream cut into
-# parts of at most PART_MB MiB (default 56) under .gpu/ (git-ignored), so that a tool carrying at
+# parts of at most PART_MB MiB (default 48: with the project's own ~10 MB, one part fits a call) under .gpu/ (git-ignored), so that a tool carrying at
 # most 64 MiB per call can send them one part per call. gpu.sh reassembles and installs them.
 #
 #   scripts/gpu_bundle.sh          # here, where PyPI is reachable: about 10 s and 420 MB
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART_MB=${PART_MB:-56}
+PART_MB=${PART_MB:-48}
 rm -rf .gpu && mkdir -p .gpu/stage/whl
 platforms=()
 for p in manylinux1 manylinux2014 manylinux_2_17 manylinux_2_24 manylinux_2_27 manylinux_2_28 manylinux_2_31 manylinux_2_34 manylinux_2_35; do
