@@ -68,8 +68,8 @@ if [[ $DRY == 1 ]]; then
   SHARDED=(--cpu --num_processes 1)
   # a handful of pairs and short critiques (their own cache keys), with the studies' code path
   STUDY=(--dry-run)
-  SMALL='{"train_data": {"limit": 2}, "validation_data": {"limit": 2}, "critic_options": {"max_new_tokens": 4},
-          "eval_data": {"pandalm": {"format": "pandalm", "path": "${data}/pandalm/testset-v1.json", "limit": 2}}}'
+  SMALL=(train_data.limit=2 validation_data.limit=2 critic_options.max_new_tokens=4
+         'eval_data={pandalm: {format: pandalm, path: "${data}/pandalm/testset-v1.json", limit: 2}}')
 else
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no GPU: use --dry-run')"
   RQ1=(--set critic_options.batch_size=128)
@@ -79,7 +79,7 @@ else
   PEAK=(8192 3.0)
   SHARDED=(--config_file configs/accelerate/fsdp.yaml --num_processes 1)
   STUDY=(--set train.micro_batch_size=32)
-  SMALL='{"critic_options": {"batch_size": 128}}'  # not in the cache key: the studies' critiques, faster
+  SMALL=(critic_options.batch_size=128)  # not in the cache key: the studies' critiques, faster
 fi
 
 rq1() {
@@ -126,29 +126,23 @@ PY
 # 3. every critique of rq1_cpu and rq1_ablation, bounded in time; what is done stays cached
 critiques() {
   local status=0
-  timeout "${CRITIQUE_SECONDS:-900}" $PY - "$SMALL" params/rq1_cpu.yaml params/rq1_ablation.yaml \
+  timeout "${CRITIQUE_SECONDS:-900}" $PY - params/rq1_cpu.yaml params/rq1_ablation.yaml -- "${SMALL[@]}" \
     > "$OUT/critiques.log" 2>&1 <<'PY' || status=$?
-import json, sys
+import sys
 from pathlib import Path
 
-import yaml
+from critcore import config, studies
+from critcore.run import start
 
-from critcore import studies
-
-def merge(base, extra):  # extra's dicts update base's, where base has them
-    for key, value in extra.items():
-        if isinstance(value, dict) and key != "eval_data":
-            if key in base:
-                merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-for path in sys.argv[2:]:
-    raw = yaml.safe_load(Path(path).read_text())
+cut = sys.argv.index("--")
+for path in sys.argv[1:cut]:
+    raw = config.read_yaml(path)
+    # the --set items apply where the file has their block (rq1_ablation has no validation_data);
     # the critiques only: no training, so nothing that concerns the RMs (earlier runs, the probe, the ablation)
-    keep = {k: v for k, v in raw.items() if k not in ("study", "notebook", "description", "compare_runs", "probe", "ablation")}
-    run = studies.setup("rq1", run_id=f"gpu-critiques-{Path(path).stem}", **merge(keep, json.loads(sys.argv[1])))
+    sets = [s for s in sys.argv[cut + 1:] if s.split("=")[0].split(".")[0] in raw]
+    cfg = config.load(path, sets=[*sets, f"run_id=gpu-critiques-{Path(path).stem}", "compare_runs=[]", "probe=false",
+                                  "ablation=[]"])
+    run = start(cfg)
     done = studies.critique_all(run, studies.load_splits(run))
     print(path, "critiqued by", sorted(done), flush=True)
 PY
