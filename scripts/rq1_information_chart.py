@@ -9,23 +9,20 @@ writes OUT_DIR/rq1_information_curve.csv, .html and .png."""
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from critcore.report import offline_charts, save_chart, save_table
+from critcore.studies.rq1 import with_predictions
 from critcore.studies.rq1_charts import information_chart
 
 curve_dir, real_dir, out = map(Path, sys.argv[1:4])
 sim = pd.read_csv(curve_dir / "rq1_information.csv")
 real = pd.read_csv(real_dir / "rq1_information.csv")
-sim, real = sim[sim["kind"] == "simulated"].sort_values("information"), real[real["kind"] == "real"].copy()
+sim, real = sim[sim["kind"] == "simulated"], real[real["kind"] == "real"]
 if set(sim["lr"]) != set(real["lr"]):
     sys.exit(f"the runs compare at different rates: {sorted(set(sim['lr']))} and {sorted(set(real['lr']))}")
-inside = real["information"].between(sim["information"].min(), sim["information"].max())
-real["predicted change"] = np.where(inside, np.interp(real["information"], sim["information"], sim["Score change"]), np.nan).round(2)
-real["measured - predicted"] = (real["Score change"] - real["predicted change"]).round(2)
-info = pd.concat([sim, real], ignore_index=True)
+info = with_predictions(pd.concat([sim, real], ignore_index=True))
 save_table(info, out / "rq1_information_curve.csv")
 offline_charts()
 save_chart(information_chart(info), out / "rq1_information_curve.html", out / "rq1_information_curve.png")
-print(real[["critic", "information", "Score change", "lo", "hi", "predicted change", "measured - predicted"]].to_string())
+print(info[info["kind"] == "real"][["critic", "information", "Score change", "lo", "hi", "predicted change", "measured - predicted"]].to_string())

@@ -371,16 +371,23 @@ def rq1_information(run: Run, results: list[dict], probes, lr: float | None = No
                          "Score change": round(100 * float(e["delta"][k]), 2), "lo": round(100 * float(e["lo"][k]), 2),
                          "hi": round(100 * float(e["hi"][k]), 2), "seeds": len(g.seeds), "lr": lr})
     df = pd.DataFrame(rows)
-    if not len(df):
-        return df
-    curve = df[df["kind"] == "simulated"].sort_values("information")
+    return with_predictions(df) if len(df) else df
+
+
+def with_predictions(info: pd.DataFrame) -> pd.DataFrame:
+    """`info` (rq1_information's rows) with, for each real critic, the Score change that the
+    simulated critics' curve predicts at its information (inside the curve's range, two points or
+    more; else None) and measured - predicted."""
+    curve = info[info["kind"] == "simulated"].sort_values("information")
     def predict(x):
         if len(curve) < 2 or not curve["information"].min() <= x <= curve["information"].max():
             return None
         return round(float(np.interp(x, curve["information"], curve["Score change"])), 2)
-    df["predicted change"] = [predict(x) if k == "real" else None for x, k in zip(df["information"], df["kind"])]
-    df["measured - predicted"] = [None if p is None else round(m - p, 2) for m, p in zip(df["Score change"], df["predicted change"])]
-    return df
+    info = info.copy()
+    info["predicted change"] = [predict(x) if k == "real" else None for x, k in zip(info["information"], info["kind"])]
+    info["measured - predicted"] = [None if p is None else round(m - p, 2)
+                                    for m, p in zip(info["Score change"], info["predicted change"])]
+    return info
 
 
 def rq1_ablation(run: Run, results: list[dict]) -> pd.DataFrame:
