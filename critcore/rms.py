@@ -98,14 +98,16 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
 
 def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Splits, critic=None,
              train_overrides: Mapping | None = None, size: int | None = None, seed: int | None = None,
-             lr: float | None = None) -> dict:
+             lr: float | None = None, seed_in_name: bool = True) -> dict:
     """Train and evaluate one RM of a study in its stable folder: a finished RM with the same
     config and data is reused. `lr`: one rate of the study's grid (critcore.studies.protocol): the
     RM trains at it, its folder says so, and it scores the validation pairs too (eval set
-    "validation"), on which the study picks a rate. Returns {row, summary, dir, reused}."""
+    "validation"), on which the study picks a rate. `seed`: the training seed (None: train.seed),
+    in the folder's name unless `seed_in_name` is False (a study's only seed); the row always
+    records the seed the RM trained with. Returns {row, summary, dir, reused}."""
     cfg = run.config
     out = run.out_dir / "rms" / (f"{slug(label)}__{slug(critic_name)}" + (f"__n{size}" if size is not None else "")
-                                 + (f"__s{seed}" if seed is not None else "")
+                                 + (f"__s{seed}" if seed is not None and seed_in_name else "")
                                  + (f"__lr{float(lr):g}" if lr is not None else ""))  # see the module's docstring
     train_cfg = cfg.train.replace(backbone=backbone, **dict(train_overrides or {}),
                                   **({"seed": seed} if seed is not None else {}),
@@ -119,7 +121,7 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
     tr = summary.get("train") or {}
     row = {"backbone": label, "critic": critic_name, "critic_id": summary.get("critic"),
            "n_train": tr.get("train_pairs", len(splits.train)), **({"size": size} if size is not None else {}),
-           **({"seed": seed} if seed is not None else {}), **results_row(summary),
+           "seed": train_cfg.seed, **results_row(summary),
            "lr": (tr.get("config") or {}).get("lr"), "train_seconds": tr.get("train_seconds"), "reused": reused}
     record = {"row": row, "summary": summary, "dir": str(out), "reused": reused}
     if distributed.is_main():

@@ -566,3 +566,21 @@ from critcore import studies
 studies.setup("quickstart", None, **{params!r}).finish()
 """], capture_output=True, text=True, timeout=600)
     assert free.returncode == 0, free.stderr[-2000:]  # finish() let go of it
+
+
+@pytest.mark.filterwarnings("ignore::critcore.train.TrainingWarning")  # a tiny RM is all this needs
+def test_a_study_with_one_seed_trains_that_seed_and_records_it(tmp_path):
+    """A study with one training seed keeps its folder name without __s<seed>, but trains at that
+    seed (it trained at train.seed whatever was listed) and its row names the seed, so that an
+    ablation step naming the seed finds it; with no seed listed, the row names train.seed."""
+    from critcore.rms import train_rm
+
+    run = _tiny_quickstart(tmp_path, "r")
+    critiqued = studies.critique_all(run, studies.load_splits(run))
+    splits, critic = critiqued["none"]
+    default = train_rm(run, "minilm", "minilm", "none", splits, critic)
+    one = train_rm(run, "minilm", "minilm", "none", splits, critic, seed=1, seed_in_name=False)
+    run.finish()
+    assert default["row"]["seed"] == run.config.train.seed == 0 and Path(default["dir"]).name == "minilm__none"
+    assert one["row"]["seed"] == 1 and Path(one["dir"]).name == "minilm__none"
+    assert one["summary"]["train"]["config"]["seed"] == 1 and not one["reused"]  # another seed: trained again

@@ -98,7 +98,7 @@ def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
         sp, critic = critiqued[c]
         sub = dataclasses.replace(sp, train=sp.train[:n])
         results.append(train_rm(run, b.backbone, b.name, c, sub, critic, size=n,
-                                seed=s if cfg.seeds and len(cfg.seeds) > 1 else None, lr=lr))
+                                seed=s, lr=lr, seed_in_name=bool(cfg.seeds) and len(cfg.seeds) > 1))
     return results
 
 
@@ -121,7 +121,7 @@ def rq2_effects(run: Run, results: list[dict]):
 
 def rq2_curves(table):
     """Long format for the curves: critic, size, metric, acc, lo, hi (%), averaged over seeds."""
-    if "seed" in table:
+    if "seed" in table and table["seed"].nunique() > 1:
         numeric = [c for c in table.columns if c not in ("backbone", "critic", "critic_id", "size", "seed", "reused")
                    and table[c].dtype.kind in "fi"]
         table = table.groupby(["critic", "size"], as_index=False, sort=False)[numeric].mean()
