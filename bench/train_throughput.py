@@ -23,8 +23,9 @@ the peak of the precision used. Scoring: critcore's score_pairs against a plain 
 transformers loop (each sequence alone), fp32, on the validation pairs: the speed ratio and the
 largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
 throughput, the bound and the fraction of it reached, with the peer's fraction beside it. The
-scoring fraction is the median of three rounds, each against an fp32 peak probed beside it
-(`fraction_rounds`), since this kind of VM's peak drifts within minutes.
+scoring fraction is the median of --scoring-rounds rounds (5), each against an fp32 peak probed
+beside it (`fraction_rounds`), since this kind of VM's peak drifts within minutes. --repeats 0
+--no-warmup measures scoring alone.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
     python bench/train_throughput.py --backbone smollm2 --pairs 64 --max-length 256 --repeats 3
@@ -77,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--precision", choices=["default", "bf16", "fp32"], default="default",
                     help="default: each side's own defaults at the precision that is fast on this CPU; "
                          "bf16 or fp32: both sides, TRL without checkpointing")
+    ap.add_argument("--scoring-rounds", type=int, default=5,
+                    help="timed scoring runs, each beside its own fp32 peak probe; the fraction is their median")
     ap.add_argument("--smoke", action="store_true", help="8 pairs, 1 repeat, tiny lengths: checks that it runs")
     ap.add_argument("--no-group-by-length", action="store_true", help="critcore: random batches instead of length-grouped")
     ap.add_argument("--train", default=str(DATA / "train.jsonl"))
@@ -84,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="JSON path (default outputs/bench/train_throughput-<backbone>.json)")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.pairs, args.val_pairs, args.max_length, args.repeats = 8, 8, 48, 1
+        args.pairs, args.val_pairs, args.max_length, args.repeats = 8, 8, 48, min(args.repeats, 1)
         args.batch_size, args.micro_batch_size = 8, 8
     if args.pairs is None:
         args.pairs = DEFAULT_PAIRS.get(args.backbone, 64)
@@ -431,7 +434,7 @@ def compare_scoring(args, val_pairs) -> dict:
     # hour apart), so each timed scoring run gets its own probe beside it, alternating which goes
     # first: the fraction of the bound is the median over these rounds, as a ratio to a peer is.
     rounds = []
-    for r in range(1 if args.smoke else 3):
+    for r in range(1 if args.smoke else args.scoring_rounds):
         row = {}
         for what in ("peak", "score") if r % 2 == 0 else ("score", "peak"):
             if what == "peak":
@@ -519,7 +522,7 @@ def main(argv=None) -> int:
     g = geometry(args.backbone)
     n_params = g["non_embedding"]
     skipped = skipped_because(args.precision, peaks)
-    sides = [] if skipped else [args.only] if args.only else ["critcore", "trl"]
+    sides = [] if skipped or args.repeats == 0 else [args.only] if args.only else ["critcore", "trl"]
     if skipped:
         print(f"training skipped: {skipped}", file=sys.stderr, flush=True)
 
@@ -598,7 +601,7 @@ def main(argv=None) -> int:
           f"precision={args.precision} ({', '.join(f'{k} {v}' for k, v in result['side_precision'].items())})")
     if skipped:
         print(f"training skipped: {skipped}")
-    else:
+    elif sides:
         print(f"{'side':<10}{'pairs/s':>10}{'loop s':>9}{'padding':>9}{'MFU':>7}{'val acc':>9}  95% CI")
     for s in sides:
         rows = by_side[s]

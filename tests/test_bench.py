@@ -80,6 +80,16 @@ def test_train_throughput_skips_emulated_bf16(shared_data):
     assert [r["stage"] for r in result["roofline"]] == ["scoring"]
 
 
+def test_train_throughput_scores_alone(shared_data):
+    """--repeats 0 --no-warmup trains nothing and measures scoring alone (its fraction of the
+    roofline, against a peak probed beside it)."""
+    pytest.importorskip("trl", reason="TRL is the bench extra (pip install 'critcore[bench]')")
+    out = smoke("train_throughput.py", "--repeats", "0", "--no-warmup")
+    result = written(out)
+    assert result["runs"] == [] and result["summary"] == {} and "ratio_runs" not in result
+    assert [r["stage"] for r in result["roofline"]] == ["scoring"] and result["roofline"][0]["fraction"] > 0
+
+
 def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
     """A quality verdict taken on a CPU of the other kind (native bf16 or not) does not qualify an
     engine here; the fp32 reference always does; no file on record leaves only the reference."""
