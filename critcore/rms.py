@@ -21,7 +21,7 @@ from .records import Pair
 from .report import results_row, slug
 from .run import Run, log, redact
 from .splits import Splits
-from .train import critiques_of, data_key, lr_sweep, train
+from .train import as_trained, critiques_of, data_key, lr_sweep, train
 
 VALIDATION_SET = "validation"  # the evaluation-set name under which a study's grid RMs score the validation pairs
 
@@ -96,6 +96,32 @@ def fit_and_evaluate(train_cfg, splits: Splits, out_dir: Path, critic=None, cach
     return summary
 
 
+def folder_name(label: str, critic_name: str, size: int | None = None, seed: int | None = None,
+                lr: float | None = None, seed_in_name: bool = True) -> str:
+    """The stable folder of one RM of a study, under <run>/rms/ (the module's docstring)."""
+    return (f"{slug(label)}__{slug(critic_name)}" + (f"__n{size}" if size is not None else "")
+            + (f"__s{seed}" if seed is not None and seed_in_name else "")
+            + (f"__lr{float(lr):g}" if lr is not None else ""))
+
+
+def rm_train_config(cfg, backbone: str, train_overrides: Mapping | None = None, seed: int | None = None,
+                    lr: float | None = None):
+    """The TrainConfig of one RM of a study: the study's train block, the backbone's overrides, the
+    seed and the rate of the grid."""
+    return cfg.train.replace(backbone=backbone, **dict(train_overrides or {}), **({"seed": seed} if seed is not None else {}),
+                             **({"lr": float(lr)} if lr is not None else {}))
+
+
+def finished(folder: Path, train_cfg) -> bool:
+    """Whether `folder` holds a finished RM (its result.json) trained with `train_cfg`: a rerun
+    reuses it unless its training data changed."""
+    try:
+        result = json.loads((Path(folder) / "result.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ((result.get("summary") or {}).get("train") or {}).get("run_key", {}).get("config") == as_trained(train_cfg).key()
+
+
 def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Splits, critic=None,
              train_overrides: Mapping | None = None, size: int | None = None, seed: int | None = None,
              lr: float | None = None, seed_in_name: bool = True) -> dict:
@@ -106,12 +132,8 @@ def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Spli
     in the folder's name unless `seed_in_name` is False (a study's only seed); the row always
     records the seed the RM trained with. Returns {row, summary, dir, reused}."""
     cfg = run.config
-    out = run.out_dir / "rms" / (f"{slug(label)}__{slug(critic_name)}" + (f"__n{size}" if size is not None else "")
-                                 + (f"__s{seed}" if seed is not None and seed_in_name else "")
-                                 + (f"__lr{float(lr):g}" if lr is not None else ""))  # see the module's docstring
-    train_cfg = cfg.train.replace(backbone=backbone, **dict(train_overrides or {}),
-                                  **({"seed": seed} if seed is not None else {}),
-                                  **({"lr": float(lr)} if lr is not None else {}))
+    out = run.out_dir / "rms" / folder_name(label, critic_name, size, seed, lr, seed_in_name)
+    train_cfg = rm_train_config(cfg, backbone, train_overrides, seed, lr)
     if lr is not None and splits.validation:
         splits = dataclasses.replace(splits, eval={**splits.eval, VALIDATION_SET: splits.validation})
     before = _summaries(out)

@@ -102,6 +102,12 @@ def recipe(config: TrainConfig, train_pairs: list[Pair], critic: dict | None) ->
             "train_config": config.model_dump()}
 
 
+def as_trained(config: TrainConfig) -> TrainConfig:
+    """The configuration as train runs it, whose key() identifies the run: bf16 None decided for
+    this device (a model trained in bf16 is another model)."""
+    return config if config.bf16 is not None else config.replace(bf16=use_bf16(distributed.device().type))
+
+
 def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | None = None,
           out_dir: str | os.PathLike | None = None, progress: bool = True, critic: dict | None = None) -> TrainResult:
     """Train an RM on `train_pairs`. With `out_dir`, writes metrics.jsonl, checkpoints/, model/ and
@@ -119,8 +125,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair] | 
     if not train_pairs:
         raise ValueError("no training pairs" + (f" ({ties} annotator ties left out)" if ties else ""))
     critic = _critic_of(train_pairs, config.with_critiques, critic)
-    if config.bf16 is None:  # decided here, and part of the run key: a model trained in bf16 is another model
-        config = config.replace(bf16=use_bf16(distributed.device().type))
+    config = as_trained(config)
     run_key = {"config": config.key(), "data": data_key(train_pairs)}
     out = Path(out_dir) if out_dir else None
     finished = _finished(out, run_key)

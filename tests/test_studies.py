@@ -584,3 +584,23 @@ def test_a_study_with_one_seed_trains_that_seed_and_records_it(tmp_path):
     assert default["row"]["seed"] == run.config.train.seed == 0 and Path(default["dir"]).name == "minilm__none"
     assert one["row"]["seed"] == 1 and Path(one["dir"]).name == "minilm__none"
     assert one["summary"]["train"]["config"]["seed"] == 1 and not one["reused"]  # another seed: trained again
+
+
+@pytest.mark.filterwarnings("ignore::critcore.train.TrainingWarning")  # a tiny RM is all this needs
+def test_the_projection_leaves_out_rms_finished_in_the_run_folder(tmp_path):
+    """`critcore run --dry-run` projected every RM as new, so adding one rate to a 27-RM grid
+    projected all 27; RMs finished in the run folder with the same training configuration cost
+    nothing, and another configuration (here another rate) counts them again."""
+    from critcore.studies import budget
+
+    run = _tiny_quickstart(tmp_path, "r")
+    profile = budget.PROFILES["fp32"]
+    before = {x.step: x for x in budget.project(run.config, profile)}
+    studies.quickstart_train_all(run, studies.critique_all(run, studies.load_splits(run)))
+    run.finish()
+    after = {x.step: x for x in budget.project(run.config, profile)}
+    assert (before["train minilm"].count, before["train minilm"].reused) == (2, 0) and before["train minilm"].seconds > 0
+    assert (after["train minilm"].count, after["train minilm"].reused) == (0, 2) and after["train minilm"].seconds == 0
+    assert after["score minilm"].count == 0 < before["score minilm"].count
+    other = budget.project(run.config.replace(train=run.config.train.replace(lr=3e-5)), profile)
+    assert [(x.count, x.reused) for x in other if x.step == "train minilm"] == [(2, 0)]

@@ -1,14 +1,17 @@
 """The projected wall time of a reward-model study, printed by `critcore run PARAMS --dry-run`: the
 rates measured on this CPU's kind (PROFILES: with or without native bf16) scaled by this CPU's fp32
-matmul peak measured now over the profile's. Cached critiques cost nothing; RMs already trained
-count as new, so a rerun's projection is an upper bound."""
+matmul peak measured now over the profile's. Cached critiques cost nothing, nor do RMs finished in
+the run folder with the same training configuration, which a rerun reuses (one whose training
+pairs changed trains again, so the projection of such a rerun is a lower bound)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import critique_cache_path
 from ..critique import LocalCritic, make_critic
 from ..records import prompt_text
+from ..rms import finished, folder_name, rm_train_config
 from ..llm import CritiqueCache
 from ..run import choose_threads
 from ..splits import read_splits
@@ -65,6 +68,7 @@ class Line:
     step: str
     count: int
     seconds: float
+    reused: int = 0  # RMs finished in the run folder, not counted
 
 
 def _critic_rate(critic, profile: Profile) -> float | None:
@@ -101,19 +105,20 @@ def project(cfg, profile: Profile, scale: float = 1.0, sizes: list[int] | None =
             todo = len(keys) - len(cache.get_many(list(keys)))
             lines.append(Line(f"critiques {name}", todo, todo * rate / scale))
     eval_seqs = 2 * sum(len(v) for v in splits.eval.values())
+    rms = Path(cfg.out_dir) / "rms" if cfg.out_dir else None
     for b in backbones_of(cfg):
         name = b.backbone if b.backbone in profile.train_pairs_s else "smollm2"
         critics = [c for c in critics_of(cfg) if b.critics is None or c in b.critics]
-        seeds, lrs = len(b.seeds), len(b.lr_sweep or [None])
-        trained = sizes or [b.n_train or len(splits.train)]
         length = b.train.get("max_length", cfg.train.max_length) / 256
-        # every critic trains at every rate of the grid and every seed, and each RM scores the
-        # evaluation sets and the validation pairs
-        runs_per_size = len(critics) * lrs * seeds
-        pairs = runs_per_size * sum(min(n, len(splits.train)) for n in trained)
-        lines.append(Line(f"train {b.name}", runs_per_size * len(trained),
-                          pairs * length / (profile.train_pairs_s[name] * scale)))
-        scored = runs_per_size * len(trained) * (eval_seqs + (2 * len(splits.validation or []) if lrs > 1 else 0))
+        # every critic trains at every rate of the grid and every seed (and RQ2 size), in the folder
+        # critcore.rms.train_rm gives it, and each RM scores the evaluation sets and the validation pairs
+        jobs = [(c, n, s, lr) for c in critics for n in (sizes or [None]) for s in b.seeds for lr in (b.lr_sweep or [None])]
+        todo = [(c, n, s, lr) for c, n, s, lr in jobs if not (rms and finished(
+            rms / folder_name(b.name, c, n, s, lr, len(b.seeds) > 1), rm_train_config(cfg, b.backbone, b.train, s, lr)))]
+        pairs = sum(min(n or b.n_train or len(splits.train), len(splits.train)) for _, n, _, _ in todo)
+        reused = len(jobs) - len(todo)
+        lines.append(Line(f"train {b.name}", len(todo), pairs * length / (profile.train_pairs_s[name] * scale), reused))
+        scored = len(todo) * (eval_seqs + (2 * len(splits.validation or []) if b.lr_sweep else 0))
         lines.append(Line(f"score {b.name}", scored, scored * length / (profile.score_seqs_s[name] * scale)))
     return lines
 
@@ -143,7 +148,8 @@ def projection_text(cfg, sizes: list[int] | None = None) -> str:
     kind, profile, scale, peak = calibration(cfg)
     lines = project(cfg, profile, scale, sizes)
     total = sum(x.seconds for x in lines)
-    rows = [f"  {x.step:28} {x.count:8d}  {x.seconds / 60:7.1f} min" for x in lines]
+    rows = [f"  {x.step:28} {x.count:8d}  {x.seconds / 60:7.1f} min"
+            + (f"  ({x.reused} finished in the run folder: reused)" if x.reused else "") for x in lines]
     head = (f"projected wall time, rates of the '{kind}' profile ({profile.cpu}; critcore.studies.budget.PROFILES) "
             f"scaled by this CPU's fp32 matmul peak measured now, {peak:.0f} GFLOP/s against "
             f"{profile.fp32_peak_gflops:.0f} (x{scale:.2f}; load average {os.getloadavg()[0]:.1f}):")

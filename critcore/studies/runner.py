@@ -75,7 +75,7 @@ def run_study(params_path: str | os.PathLike, run_id: str | None = None, dry_run
     if dry_run:
         projection = STUDIES[cfg.study].projection
         if project_time and projection is not None:
-            log(projection(cfg))
+            log(projection(cfg.replace(out_dir=str(out_dir))))  # RMs finished there are reused
         log(f"dry run: nothing trained; a run would write to {out_dir}")
         return out_dir
     import papermill
