@@ -50,6 +50,11 @@ class Backbone:
     lr_sweep: list[float] | None = None  # the rates to sweep, its own or the study's; None: no sweep
     seeds: list = field(default_factory=lambda: [None])  # its own or the study's; [None]: train.seed only
 
+    @property
+    def seed_in_name(self) -> bool:
+        """Whether its RM folders name the seed (critcore.rms.folder_name): when it has several."""
+        return len(self.seeds) > 1
+
 
 def backbones_of(cfg) -> list[Backbone]:
     """The backbones of a study: RQ1's `backbones` (names or BackboneSpec), else its `backbone`,

@@ -114,7 +114,7 @@ def project(cfg, profile: Profile, scale: float = 1.0, sizes: list[int] | None =
         # critcore.rms.train_rm gives it, and each RM scores the evaluation sets and the validation pairs
         jobs = [(c, n, s, lr) for c in critics for n in (sizes or [None]) for s in b.seeds for lr in (b.lr_sweep or [None])]
         todo = [(c, n, s, lr) for c, n, s, lr in jobs if not (rms and finished(
-            rms / folder_name(b.name, c, n, s, lr, len(b.seeds) > 1), rm_train_config(cfg, b.backbone, b.train, s, lr)))]
+            rms / folder_name(b.name, c, n, s, lr, b.seed_in_name), rm_train_config(cfg, b.backbone, b.train, s, lr)))]
         pairs = sum(min(n or b.n_train or len(splits.train), len(splits.train)) for _, n, _, _ in todo)
         reused = len(jobs) - len(todo)
         lines.append(Line(f"train {b.name}", len(todo), pairs * length / (profile.train_pairs_s[name] * scale), reused))

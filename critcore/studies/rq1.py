@@ -118,7 +118,7 @@ def rq1_train_all(run: Run, critiqued: Mapping) -> list[dict]:
         sliced = Splits(_slice(sp.train, b.n_train, cfg.seed, nested=True), sp.validation,
                         {k: _slice(v, b.n_eval, cfg.seed) for k, v in sp.eval.items()}, sp.sections)
         results.append(train_rm(run, b.backbone, b.name, c, sliced, critic, dict(b.train),
-                                seed=s, lr=lr, seed_in_name=len(b.seeds) > 1))
+                                seed=s, lr=lr, seed_in_name=b.seed_in_name))
     return results
 
 

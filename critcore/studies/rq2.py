@@ -91,14 +91,13 @@ def rq2_train_all(run: Run, critiqued: Mapping) -> list[dict]:
     nested subset of that size."""
     cfg = run.config
     b = backbones_of(cfg)[0]
-    seeds = cfg.seeds or [None]
-    jobs = [(c, n, s, lr) for c in critiqued for n in cfg.sizes for s in seeds for lr in (b.lr_sweep or [None])]
+    jobs = [(c, n, s, lr) for c in critiqued for n in cfg.sizes for s in b.seeds for lr in (b.lr_sweep or [None])]
     results = []
     for c, n, s, lr in progress_bar(jobs, len(jobs), "reward models", run):
         sp, critic = critiqued[c]
         sub = dataclasses.replace(sp, train=sp.train[:n])
         results.append(train_rm(run, b.backbone, b.name, c, sub, critic, size=n,
-                                seed=s, lr=lr, seed_in_name=bool(cfg.seeds) and len(cfg.seeds) > 1))
+                                seed=s, lr=lr, seed_in_name=b.seed_in_name))
     return results
 
 
