@@ -28,13 +28,28 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
+# The variables that cap the instruction set of torch's own kernels, of MKL (its fp32 matmuls) and of
+# oneDNN (its bf16 matmuls), as a user sets them to run as an older CPU would.
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# oneDNN's levels below AVX512_CORE_BF16: capped at one of them, it emulates bf16 whatever the CPU has
+# (measured here under ONEDNN_MAX_CPU_ISA=AVX2: 0.9 GFLOP/s in bf16, as on an AVX2 CPU).
+_ONEDNN_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def isa_caps() -> dict[str, str]:
+    """The instruction-set caps set in this process's environment ({} where none is)."""
+    return {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+
+
 @lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX-BF16), where bf16 matmuls run
-    about twice as fast as fp32; elsewhere bf16 is emulated (measured on an AVX2 CPU: 1 GFLOP/s
-    against 173 in fp32)."""
+    about twice as fast as fp32, and oneDNN is not capped below them; elsewhere bf16 is emulated
+    (measured on an AVX2 CPU: 1 GFLOP/s against 173 in fp32)."""
     flags = set(_cpuinfo().get("flags", "").split())
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    caps = isa_caps()
+    onednn = caps.get("ONEDNN_MAX_CPU_ISA", caps.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and onednn not in _ONEDNN_WITHOUT_BF16
 
 
 def use_bf16(device_type: str) -> bool:
@@ -43,11 +58,12 @@ def use_bf16(device_type: str) -> bool:
 
 
 def cpu_info() -> dict:
-    """The CPU a measurement ran on: model, cores, its SIMD flags, and whether bf16 is native."""
+    """The CPU a measurement ran on: model, cores, its SIMD flags, the instruction-set caps in force,
+    and whether bf16 is native."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     return {"model": info.get("model name", platform.processor() or platform.machine()), "cores": os.cpu_count(),
-            "flags": [f for f in SIMD_FLAGS if f in flags], "native_bf16": native_bf16()}
+            "flags": [f for f in SIMD_FLAGS if f in flags], "isa_caps": isa_caps(), "native_bf16": native_bf16()}
 
 
 def matmul_peak(dtype: str = "float32", n: int = 1024, seconds: float = 2.0, device: str = "cpu") -> float:
