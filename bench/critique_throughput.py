@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadmeter import Meter  # noqa: E402
-from roofline import probes, quantize_int8, stage, table  # noqa: E402
+from roofline import machine_line, probes, quantize_int8, stage, table  # noqa: E402
 
 OUT = ROOT / "outputs" / "bench" / "critique_throughput.json"
 QUALITY = ROOT / "outputs" / "results" / "bench" / "critique_quality.json"
@@ -338,8 +338,7 @@ def main() -> None:
     engines = [e for e in engines if e not in skipped]
     verdicts = qualified(Path(args.quality), machine["cpu"]["native_bf16"])
     peaks = machine["matmul_peak_gflops"]
-    print(f"{machine['cpu']['model']} ({', '.join(machine['cpu']['flags'])}): matmul peak GFLOP/s "
-          f"{', '.join(f'{k} {v:.0f}' for k, v in peaks.items())}; memory {machine['memory_gb_s']:.1f} GB/s", flush=True)
+    print(machine_line(machine), flush=True)
     print(f"{len(items)} items, {args.max_new_tokens} new tokens, {args.threads} threads, load average "
           f"{os.getloadavg()[0]:.2f}; skipped: {skipped or 'none'}", flush=True)
     batches = sorted({int(b) for b in args.batches.split(",")} | ({REFERENCE_BATCH} if not args.smoke else set()))

@@ -60,6 +60,16 @@ def probes(seconds: float = 2.0, precisions: tuple[str, ...] = ("float32", "bflo
             "memory_gb_s": round(memory_bandwidth(seconds=seconds) / 1e9, 2), "loadavg": list(os.getloadavg())}
 
 
+def machine_line(machine: dict) -> str:
+    """The probes in one line: the CPU, its flags, the instruction-set caps in force, the peaks and
+    the memory bandwidth."""
+    cpu = machine["cpu"]
+    caps = "; capped: " + " ".join(f"{k}={v}" for k, v in cpu["isa_caps"].items()) if cpu["isa_caps"] else ""
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["matmul_peak_gflops"].items())
+    return (f"{cpu['model']} ({', '.join(cpu['flags'])}{caps}): matmul peak GFLOP/s {peaks}; "
+            f"memory {machine['memory_gb_s']:.1f} GB/s")
+
+
 def stage(name: str, *, seconds: float, flops: float, bytes_: float, peak_gflops: float, memory_gb_s: float,
           throughput: float, unit: str, precision: str, **extra) -> dict:
     """One row of the roofline table."""

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mix"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadmeter import Meter  # noqa: E402
-from roofline import probes, stage, table  # noqa: E402
+from roofline import machine_line, probes, stage, table  # noqa: E402
 DEFAULT_PAIRS = {"minilm": 256, "smollm2": 64}
 DEFAULT_VAL_PAIRS = {"minilm": None, "smollm2": 64}  # None: all 207
 
@@ -516,9 +516,7 @@ def main(argv=None) -> int:
     reuse_freed_memory()  # as critcore's training and scoring do; both sides run under it (one process)
     machine = probes(seconds=0.2 if args.smoke else 3.0)
     peaks = machine["matmul_peak_gflops"]
-    print(f"{machine['cpu']['model']} ({', '.join(machine['cpu']['flags'])}): matmul peak fp32 {peaks['float32']:.0f} "
-          f"GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s; memory {machine['memory_gb_s']:.1f} GB/s",
-          file=sys.stderr, flush=True)
+    print(machine_line(machine), file=sys.stderr, flush=True)
     g = geometry(args.backbone)
     n_params = g["non_embedding"]
     skipped = skipped_because(args.precision, peaks)

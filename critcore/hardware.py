@@ -28,9 +28,10 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
-# The variables that cap the instruction set of torch's own kernels, of MKL (its fp32 matmuls) and of
-# oneDNN (its bf16 matmuls), as a user sets them to run as an older CPU would.
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# The variables that cap the instruction set of torch's own kernels, of MKL (its fp32 matmuls), of
+# oneDNN (its bf16 matmuls) and of CTranslate2, as a user sets them to run as an older CPU would.
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+            "CT2_FORCE_CPU_ISA")
 # oneDNN's levels below AVX512_CORE_BF16: capped at one of them, it emulates bf16 whatever the CPU has
 # (measured here under ONEDNN_MAX_CPU_ISA=AVX2: 0.9 GFLOP/s in bf16, as on an AVX2 CPU).
 _ONEDNN_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}

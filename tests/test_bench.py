@@ -11,11 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def smoke(script: str, *args: str) -> str:
+def smoke(script: str, *args: str, env: dict | None = None, stderr: bool = False) -> str:
+    """The bench's stdout in its smoke mode (and its stderr after it, where the CPU line goes)."""
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=1800)
+                          text=True, cwd=ROOT, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return proc.stdout + proc.stderr if stderr else proc.stdout
 
 
 def written(out: str) -> dict:
@@ -68,16 +69,21 @@ def test_train_throughput_smoke(shared_data):
 
 def test_train_throughput_skips_emulated_bf16(shared_data):
     """On a CPU without native bf16, --precision bf16 would run some 100x slower: both sides are
-    skipped with the reason, and the bench still finishes (scoring, in fp32)."""
+    skipped with the reason, and the bench still finishes (scoring, in fp32). A CPU with native
+    bf16 runs as one without it under oneDNN's AVX2 cap, which the output names."""
+    import os
+
     from critcore.hardware import native_bf16
 
-    if native_bf16():
-        pytest.skip("this CPU runs bf16 natively")
     pytest.importorskip("trl", reason="TRL is the bench extra (pip install 'critcore[bench]')")
-    out = smoke("train_throughput.py", "--precision", "bf16")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"} if native_bf16() else None
+    out = smoke("train_throughput.py", "--precision", "bf16", env=env, stderr=True)
     result = written(out)
     assert "emulated" in result["skipped"] and result["runs"] == [] and "training skipped" in out
     assert [r["stage"] for r in result["roofline"]] == ["scoring"]
+    assert result["cpu"]["native_bf16"] is False
+    if env:
+        assert result["cpu"]["isa_caps"]["ONEDNN_MAX_CPU_ISA"] == "AVX2" and "capped: ONEDNN_MAX_CPU_ISA=AVX2" in out
 
 
 def test_train_throughput_scores_alone(shared_data):
