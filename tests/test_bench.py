@@ -96,14 +96,20 @@ def test_train_throughput_scores_alone(shared_data):
     assert [r["stage"] for r in result["roofline"]] == ["scoring"] and result["roofline"][0]["fraction"] > 0
 
 
-def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
-    """A quality verdict taken on a CPU of the other kind (native bf16 or not) does not qualify an
-    engine here; the fp32 reference always does; no file on record leaves only the reference."""
+def critique_bench():
+    """bench/critique_throughput.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("critique_throughput", ROOT / "bench" / "critique_throughput.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
+    """A quality verdict taken on a CPU of the other kind (native bf16 or not) does not qualify an
+    engine here; the fp32 reference always does; no file on record leaves only the reference."""
+    bench = critique_bench()
     record = {"engines": {"ctranslate2:int8": {"verdict": "pass", "cpu": {"native_bf16": True}},
                           "transformers:qint8": {"verdict": "fail: 0.0% of texts identical", "cpu": {"native_bf16": False}}}}
     path = tmp_path / "critique_quality.json"
@@ -113,6 +119,26 @@ def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
     assert here["ctranslate2:int8"] != "pass" and "other kind of CPU" in here["ctranslate2:int8"]
     assert bench.qualified(path, native_bf16=True)["ctranslate2:int8"] == "pass"
     assert bench.qualified(tmp_path / "missing.json", native_bf16=False) == {"transformers": "pass"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2:float32"])
+def test_the_prefill_clock_times_every_prompt_of_a_batch(shared_data, engine):
+    """The prompt pass of a batch ends when its last prompt has its first new token: the clock
+    times every prompt, and less than the whole generation. (It once stopped at CTranslate2's
+    first token, a third to a half of the pass: prefill read up to 2.1x the matmul peak.)"""
+    import time
+
+    bench = critique_bench()
+    args = type("Args", (), {"data": str(ROOT.parent / "shared" / "data" / "mix" / "train.jsonl"), "items": 4,
+                             "max_chars": 1200, "seed": 0})()
+    texts = bench.load_items(args)
+    backend = bench.backend_for(engine, 4, 8)
+    backend.complete(texts[:1], max_new_tokens=2)  # load and warm up, as the worker does
+    clock = bench.PrefillClock(backend)
+    start = time.perf_counter()
+    backend.complete(texts)
+    assert clock.prompts == 4 and 0 < clock.seconds < time.perf_counter() - start
 
 
 def test_distributed_smoke(shared_data):
