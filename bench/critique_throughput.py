@@ -7,9 +7,9 @@ Every configuration (engine x batch size) runs in its own process on the same re
 chosen and rejected responses of seeded-random pairs of the training mix, each under
 --max-chars characters), with the same --max-new-tokens and --threads, after a warm-up; the
 process reports generation seconds, tokens generated, the seconds spent in the prompt pass
-(prefill: the forward passes over whole prompts, timed by hooks; CTranslate2: up to the first
-new token of every prompt) and its peak memory (max RSS, model included). Engines: transformers in fp32 (the
-reference, named "transformers"), in bf16 (only where the CPU has bf16 natively: elsewhere it
+(prefill: the forward passes over whole prompts, timed by hooks; transformers only, since
+CTranslate2 overlaps a batch's prompt pass with its decoding) and its peak memory (max RSS, model
+included). Engines: transformers in fp32 (the reference, named "transformers"), in bf16 (only where the CPU has bf16 natively: elsewhere it
 is emulated, some 100x slower, and is skipped with the reason in `skipped`) and in qint8
 (torch's dynamic int8 of every Linear layer, applied here: critcore does not offer it),
 ctranslate2 (float32 and int8), and llama.cpp (llama-cpp-python on the GGUF file, batch 1 only, when it is installed).
@@ -25,7 +25,7 @@ ctranslate2 (float32 and int8), and llama.cpp (llama-cpp-python on the GGUF file
    other kind of CPU (native bf16 or not) do not count. The load average is recorded before and after every timed run,
    with the CPU other processes used meanwhile (bench/loadmeter.py); a ratio taken while others
    used more than a quarter of a core is flagged and left out of the headline.
-4. The roofline (bench/roofline.py) of every configuration, prefill and decode apart: prefill
+4. The roofline (bench/roofline.py) of every transformers configuration, prefill and decode apart: prefill
    against the matmul peak of the engine's precision (the int8 engines: torch's dynamic int8
    Linear), decode against the slower of that peak and the memory bandwidth (each decoding step
    streams the weights; each token reads its key/value cache).
@@ -101,17 +101,16 @@ def backend_for(engine: str, batch: int, max_new_tokens: int):
 
 
 class PrefillClock:
-    """Seconds spent in the prompt pass. transformers: the forward passes over more than one
-    token (hooks on the model). CTranslate2: from each generate_batch call to the last of its
-    prompts' first new tokens."""
+    """Seconds spent in the prompt pass of a transformers engine: the forward passes over more than
+    one token (hooks on the model), and the prompts they covered. CTranslate2 gets none: the prompts
+    of its batch get their first new tokens far apart (SmolLM2 fp32, 16 prompts of 224 to 333
+    tokens: from 4.8 to 11.4 s, while the batch with max_length=1 took 10.6 s), so its prompt pass
+    and its decoding overlap and no clock separates them; its rows carry whole-generation speed."""
 
     def __init__(self, backend):
-        self.seconds, self.prompts, self.backend = 0.0, 0, backend  # prompts: those the clock timed
-        if backend.engine == "transformers":
-            backend._model.register_forward_pre_hook(self._start, with_kwargs=True)
-            backend._model.register_forward_hook(self._stop, with_kwargs=True)
-        else:
-            backend._model = _TimedGenerator(backend._model, self)
+        self.seconds, self.prompts = 0.0, 0
+        backend._model.register_forward_pre_hook(self._start, with_kwargs=True)
+        backend._model.register_forward_hook(self._stop, with_kwargs=True)
 
     def _start(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -121,29 +120,6 @@ class PrefillClock:
     def _stop(self, module, args, kwargs, output):
         if self._t is not None:
             self.seconds += time.perf_counter() - self._t
-
-
-class _TimedGenerator:
-    """A ctranslate2.Generator whose generate_batch adds the time until every prompt of the batch
-    has its first new token to a clock. Not the batch's first token: the prompts of a CTranslate2
-    batch get their first tokens far apart (measured, SmolLM2 fp32, 16 prompts of 224 to 333
-    tokens: from 4.8 to 11.4 s, while the batch with max_length=1 took 10.6 s), so the first one
-    counted a third to a half of the prompt pass, and the prefill fraction read over 1."""
-
-    def __init__(self, generator, clock: PrefillClock):
-        self._generator, self._clock = generator, clock
-
-    def generate_batch(self, tokens, **kwargs):
-        start, first = time.perf_counter(), {}
-
-        def callback(step):
-            first.setdefault(step.batch_id, time.perf_counter())
-            return False
-
-        out = self._generator.generate_batch(tokens, callback=callback, **kwargs)
-        self._clock.seconds += (max(first.values()) if first else time.perf_counter()) - start
-        self._clock.prompts += len(first)
-        return out
 
 
 def worker(engine: str, batch: int, args) -> dict:
@@ -158,10 +134,11 @@ def worker(engine: str, batch: int, args) -> dict:
     else:
         backend = backend_for(engine, batch, args.max_new_tokens)
         backend.complete(texts[:1], max_new_tokens=4)  # load and warm up
-        clock = PrefillClock(backend)
+        clock = PrefillClock(backend) if backend.engine == "transformers" else None
         t = time.perf_counter()
         replies = backend.complete(texts)
-        out = {"seconds": time.perf_counter() - t, "prefill_seconds": clock.seconds, "prefill_prompts": clock.prompts,
+        out = {"seconds": time.perf_counter() - t,
+               **({"prefill_seconds": clock.seconds, "prefill_prompts": clock.prompts} if clock else {}),
                "tokens": sum(n for _, n in replies), "outputs": [r for r, _ in replies],
                "new_tokens": [n for _, n in replies],
                "batches": backend.batches([len(backend._input_ids(x, None)) for x in texts]),
@@ -214,7 +191,10 @@ def roofline_of(row: dict, g: dict, machine: dict) -> list[dict]:
     Linear weights, causal attention over the prompt, the head once per row; the weights streamed
     once per batch. Decode: the rest of the tokens, each through all weights and attention over
     its context; each step of a batch (as many as its longest answer) streams the weights once,
-    each token reads its context's key/value cache (fp32)."""
+    each token reads its context's key/value cache (fp32). None where no clock timed the prompt pass
+    (CTranslate2, llama.cpp)."""
+    if "prefill_seconds" not in row:
+        return []
     engine = row["engine"]
     precision = {"transformers:qint8": "qint8", "ctranslate2:int8": "qint8", "transformers:bfloat16": "bfloat16"}.get(
         engine, "float32")
@@ -358,7 +338,7 @@ def main() -> None:
         r["identical"] = sum(a == b for a, b in zip(r["outputs"], ref_texts))
         r["vs_reference"] = round(r["tok_s"] / reference["tok_s"], 3)
         r["quality"] = verdicts.get(r["engine"], "no quality check on record")
-        r["roofline"] = roofline_of(r, g, machine) if "prefill_seconds" in r else []
+        r["roofline"] = roofline_of(r, g, machine)
     best = {e: max((r for r in sweep if r["engine"] == e), key=lambda r: r["tok_s"]) for e in {r["engine"] for r in sweep}}
     passing = [r for r in sweep if r["quality"] == "pass"]
     fast = max(passing, key=lambda r: r["tok_s"])
