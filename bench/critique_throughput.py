@@ -9,8 +9,8 @@ chosen and rejected responses of seeded-random pairs of the training mix, each u
 process reports generation seconds, tokens generated, the seconds spent in the prompt pass
 (prefill: the forward passes over whole prompts, timed by hooks; transformers only, since
 CTranslate2 overlaps a batch's prompt pass with its decoding) and its peak memory (max RSS, model
-included). Engines: transformers in fp32 (the reference, named "transformers"), in bf16 (only where the CPU has bf16 natively: elsewhere it
-is emulated, some 100x slower, and is skipped with the reason in `skipped`) and in qint8
+included). Engines: transformers in fp32 (the reference, named "transformers"), in bf16 (only
+where the CPU has bf16 natively: elsewhere it is emulated, some 100x slower, and is skipped with the reason in `skipped`) and in qint8
 (torch's dynamic int8 of every Linear layer, applied here: critcore does not offer it),
 ctranslate2 (float32 and int8), and llama.cpp (llama-cpp-python on the GGUF file, batch 1 only, when it is installed).
 
@@ -183,7 +183,7 @@ def geometry() -> dict:
 
 def weight_bytes(engine: str) -> tuple[int, int]:
     """Bytes per weight of (the Linear layers, the output head) for an engine."""
-    return {"transformers:qint8": (1, 1), "ctranslate2:int8": (1, 1), "transformers:bfloat16": (2, 2)}.get(engine, (4, 4))
+    return {"transformers:qint8": (1, 1), "transformers:bfloat16": (2, 2)}.get(engine, (4, 4))
 
 
 def roofline_of(row: dict, g: dict, machine: dict) -> list[dict]:
@@ -196,8 +196,7 @@ def roofline_of(row: dict, g: dict, machine: dict) -> list[dict]:
     if "prefill_seconds" not in row:
         return []
     engine = row["engine"]
-    precision = {"transformers:qint8": "qint8", "ctranslate2:int8": "qint8", "transformers:bfloat16": "bfloat16"}.get(
-        engine, "float32")
+    precision = {"transformers:qint8": "qint8", "transformers:bfloat16": "bfloat16"}.get(engine, "float32")
     peak, bw = machine["matmul_peak_gflops"][precision], machine["memory_gb_s"]
     wb, hb = weight_bytes(engine)
     weights = g["linear"] * wb + g["head"] * hb
@@ -323,7 +322,6 @@ def main() -> None:
     skipped = skipped_engines(engines)
     engines = [e for e in engines if e not in skipped]
     verdicts = qualified(Path(args.quality), machine["cpu"]["native_bf16"])
-    peaks = machine["matmul_peak_gflops"]
     print(machine_line(machine), flush=True)
     print(f"{len(items)} items, {args.max_new_tokens} new tokens, {args.threads} threads, load average "
           f"{os.getloadavg()[0]:.2f}; skipped: {skipped or 'none'}", flush=True)
@@ -365,7 +363,7 @@ def main() -> None:
     won = h is not None and h["ratio_median"] >= 1
     ref_tok_s = statistics.median(r["b_tok_s"] for r in rows) if rows else reference["tok_s"]
     result = {
-        "cpu": machine["cpu"], "matmul_peak_gflops": peaks, "memory_gb_s": machine["memory_gb_s"],
+        "cpu": machine["cpu"], "matmul_peak_gflops": machine["matmul_peak_gflops"], "memory_gb_s": machine["memory_gb_s"],
         "items": len(items), "prompt_tokens": sum(reference["prompt_tokens"]), "max_new_tokens": args.max_new_tokens,
         "threads": args.threads, "batches": batches, "skipped": skipped,
         "reference": f"{REFERENCE} batch {reference['batch']}",
