@@ -68,6 +68,34 @@ def test_cache_key_changes_with_template_and_params_only():
     assert make_key("c", "t", {"a": 1, "b": 2}, "p", "r") == make_key("c", "t", {"b": 2, "a": 1}, "p", "r")
 
 
+def _open_cache(path, barrier, results):
+    barrier.wait()
+    try:
+        CritiqueCache(path)
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - the parent reports it
+        results.put(str(e))
+
+
+def test_processes_that_open_a_new_cache_at_once_all_get_it(tmp_path):
+    """Launched processes open one new cache file at the same moment. SQLite told one of them
+    "database is locked" at once, without waiting, and the run ended (4 of 10 trials of 6
+    processes, and a slow distributed test in `make test-slow`): now every opener gets the file."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for trial in range(6):
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_cache, args=(str(tmp_path / f"{trial}.sqlite"), barrier, results))
+                 for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        got = [results.get(timeout=600) for _ in procs]
+        for proc in procs:
+            proc.join()
+        assert got == ["ok"] * 6, (trial, got)
+
+
 def test_cache_hits_regardless_of_order_and_misses_on_change(tmp_path, val_pairs):
     db = tmp_path / "c.sqlite"
     pairs = val_pairs[:30]  # real data: some AlpacaEval responses recur across pairs

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +39,30 @@ def make_key(critic: str, template_sha: str, params: dict, prompt: str, completi
     return sha256_text(blob)
 
 
+BUSY_SECONDS = 60  # how long a process waits for another's lock on the file
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """The file, set up (WAL, the table). Processes that set up a new file at the same moment each
+    read it, then want to write: SQLite answers one of them "database is locked" at once, without
+    waiting (its deadlock rule; 4 of 10 trials of 6 processes), so the setup is tried again until
+    the busy timeout is spent."""
+    db = sqlite3.connect(path, timeout=BUSY_SECONDS)
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            db.commit()
+            return db
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            db.rollback()
+            time.sleep(0.05)
+
+
 class CritiqueCache:
     """Critiques by key. `path=":memory:"` keeps them for this process only.
 
@@ -53,11 +78,7 @@ class CritiqueCache:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
-            self._db.commit()
+            self._db = _open(self.path)
         except (OSError, sqlite3.DatabaseError) as e:  # a file that is no SQLite database, a folder, no rights
             why = (f"{e.filename} is a file, not a folder" if isinstance(e, FileExistsError)
                    else e.strerror if isinstance(e, OSError) and e.strerror else str(e))
