@@ -18,7 +18,7 @@ before and after each timed run, with the CPU that other processes used meanwhil
 (bench/loadmeter.py: the load average counts the benchmark itself); a ratio taken while others used
 more than a quarter of a core is flagged and left out of the headline. The CPU (model, SIMD flags),
 its matmul peak (fp32 and bf16) and its memory bandwidth are measured in the same run
-(bench/roofline.py), for MFU: 6 x the non-embedding parameters x the real tokens, per second, over
+(bench/roofline.py), for MFU: 6 x the Linear weights a token passes through (`matmul_params`) x the real tokens, per second, over
 the peak of the precision used. Scoring: critcore's score_pairs against a plain per-pair
 transformers loop (each sequence alone), fp32, on the validation pairs: the speed ratio and the
 largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
@@ -376,8 +376,12 @@ def skipped_because(precision: str, peaks: dict) -> str | None:
 
 
 def geometry(backbone: str) -> dict:
-    """What the arithmetic of a token costs: the non-embedding parameters (those a token's forward
-    and backward pay for), all parameters (AdamW steps them all), and the attention shape."""
+    """What the arithmetic of a token costs: the weights of the Linear layers every token passes
+    through (2 FLOPs each forward, 6 forward and backward), all parameters (AdamW steps them all),
+    and the attention shape. The embedding tables (words, positions, token types) are looked up,
+    not multiplied, and a pooler (BERT's) and the reward head see one token per sequence, so none
+    of them count: counting MiniLM's position table and pooler as per-token weights, as "all but
+    the word embeddings" did, overstated its arithmetic by 3.5%."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -386,9 +390,10 @@ def geometry(backbone: str) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(backbones.resolve(backbone), num_labels=1,
                                                                dtype=torch.float32)
     c = model.config.get_text_config()
-    embed = model.get_input_embeddings().weight.numel()
+    per_token = sum(m.weight.numel() for name, m in model.base_model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and not name.startswith("pooler"))
     total = sum(p.numel() for p in model.parameters())
-    return {"non_embedding": total - embed, "total": total, "layers": c.num_hidden_layers,
+    return {"matmul_params": per_token, "total": total, "layers": c.num_hidden_layers,
             "attention_width": c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads),
             "causal": hasattr(model, "score")}
 
@@ -455,13 +460,13 @@ def compare_scoring(args, val_pairs) -> dict:
 
 def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> list[dict]:
     """Training (critcore, TRL's fraction beside it) and scoring (critcore, the plain loop's beside
-    it). The arithmetic: 2 FLOPs per non-embedding parameter and token forward, 6 forward and
+    it). The arithmetic: 2 FLOPs per Linear weight (`geometry`) and token forward, 6 forward and
     backward, plus attention itself (which MFU leaves out). Training streams the weights three
     times per micro-batch (forward, and the two products of the backward pass) and AdamW's seven
     tensors once per step; scoring streams them once per batch. Both are compute-bound by far
     (thousands of tokens share each weight read)."""
     peaks, bw = machine["matmul_peak_gflops"], machine["memory_gb_s"]
-    n_params, rows = g["non_embedding"], []
+    n_params, rows = g["matmul_params"], []
     lengths = [len(f[k]) for f in runs[0]["_features"] for k in ("chosen", "rejected")] if runs else []
 
     def training(r: dict) -> dict:
@@ -518,7 +523,7 @@ def main(argv=None) -> int:
     peaks = machine["matmul_peak_gflops"]
     print(machine_line(machine), file=sys.stderr, flush=True)
     g = geometry(args.backbone)
-    n_params = g["non_embedding"]
+    n_params = g["matmul_params"]
     skipped = skipped_because(args.precision, peaks)
     sides = [] if skipped or args.repeats == 0 else [args.only] if args.only else ["critcore", "trl"]
     if skipped:
@@ -559,7 +564,7 @@ def main(argv=None) -> int:
               "threads": args.threads, "repeats": args.repeats, "warmup_s": warmup_s, "precision": args.precision,
               "side_precision": {s: "bf16" if side_bf16(args.precision) else "fp32" for s in ("critcore", "trl")},
               "precision_note": precision_note(args.precision),
-              "skipped": skipped, "group_by_length": not args.no_group_by_length, "non_embedding_params": n_params,
+              "skipped": skipped, "group_by_length": not args.no_group_by_length, "matmul_params": n_params,
               "cpu": machine["cpu"], "matmul_peak_gflops": peaks, "memory_gb_s": machine["memory_gb_s"],
               "summary": summary}
     if len(sides) == 2:

@@ -96,14 +96,42 @@ def test_train_throughput_scores_alone(shared_data):
     assert [r["stage"] for r in result["roofline"]] == ["scoring"] and result["roofline"][0]["fraction"] > 0
 
 
-def critique_bench():
-    """bench/critique_throughput.py as a module."""
+def bench_module(name: str):
+    """bench/<name>.py as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("critique_throughput", ROOT / "bench" / "critique_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    sys.path.insert(0, str(ROOT / "bench"))  # for the helpers it imports (roofline, loadmeter)
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
     return bench
+
+
+def critique_bench():
+    return bench_module("critique_throughput")
+
+
+def test_the_flop_count_is_the_linear_weights_every_token_passes_through(tmp_path):
+    """MiniLM (BERT): per layer the four attention projections and the two feed-forward ones; its
+    position and token-type tables are looked up and its pooler sees one token per sequence, so
+    they do not count (they did, as "all but the word embeddings": 10,993,153, 3.5% too many).
+    A small Llama (grouped keys and values, untied head) saved to disk: its projections only."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    geometry = bench_module("train_throughput").geometry
+    g = geometry("minilm")
+    h, i, layers = 384, 1536, 6
+    assert g["matmul_params"] == layers * (4 * h * h + 2 * h * i) == 10_616_832
+    assert g["total"] > 2 * g["matmul_params"] and g["causal"] is False
+    cfg = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    LlamaForSequenceClassification(cfg).save_pretrained(tmp_path)
+    g = geometry(str(tmp_path))
+    kv = 2 * 16  # two key-value heads of 16
+    assert g["matmul_params"] == 2 * (2 * 64 * 64 + 2 * 64 * kv + 3 * 64 * 96) and g["causal"] is True
 
 
 def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
