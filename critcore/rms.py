@@ -21,7 +21,7 @@ from .records import Pair
 from .report import results_row, slug
 from .run import Run, log, redact
 from .splits import Splits
-from .train import as_trained, critiques_of, data_key, lr_sweep, train
+from .train import as_trained, critiques_of, data_key, has_model, lr_sweep, train
 
 VALIDATION_SET = "validation"  # the evaluation-set name under which a study's grid RMs score the validation pairs
 
@@ -113,13 +113,14 @@ def rm_train_config(cfg, backbone: str, train_overrides: Mapping | None = None, 
 
 
 def finished(folder: Path, train_cfg) -> bool:
-    """Whether `folder` holds a finished RM (its result.json) trained with `train_cfg`: a rerun
-    reuses it unless its training data changed."""
+    """Whether `folder` holds a finished RM (its result.json and its saved model) trained with
+    `train_cfg`: a rerun reuses it unless its training data changed."""
     try:
         result = json.loads((Path(folder) / "result.json").read_text())
     except (OSError, ValueError):
         return False
-    return ((result.get("summary") or {}).get("train") or {}).get("run_key", {}).get("config") == as_trained(train_cfg).key()
+    key = ((result.get("summary") or {}).get("train") or {}).get("run_key", {}).get("config")
+    return key == as_trained(train_cfg).key() and has_model(Path(folder) / "train")
 
 
 def train_rm(run: Run, backbone: str, label: str, critic_name: str, splits: Splits, critic=None,

@@ -216,12 +216,17 @@ def _critic_of(pairs: list[Pair], with_critiques: bool, critic: dict | None) -> 
     return None if used is None else {**used, "source": "data"} if critic is None else {**critic, "source": "critic"}
 
 
+def has_model(out: Path) -> bool:
+    """Whether the training run in `out` saved its RM (a save is renamed into place whole)."""
+    return (Path(out) / "model" / "config.json").exists()
+
+
 def _finished(out: Path | None, run_key: dict) -> TrainResult | None:
     """The finished run in `out` with this run key, loaded (on a GPU when there is one), else None."""
     if out is None:
         return None
     atomic.clean_leftovers(out / "model")  # a save killed half-way
-    if not (out / "model" / "config.json").exists():
+    if not has_model(out):
         return None
     try:
         summary = json.loads((out / "summary.json").read_text())

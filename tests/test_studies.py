@@ -4,6 +4,7 @@ a rerun that reuses critiques and trained models."""
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -604,3 +605,8 @@ def test_the_projection_leaves_out_rms_finished_in_the_run_folder(tmp_path):
     assert after["score minilm"].count == 0 < before["score minilm"].count
     other = budget.project(run.config.replace(train=run.config.train.replace(lr=3e-5)), profile)
     assert [(x.count, x.reused) for x in other if x.step == "train minilm"] == [(2, 0)]
+    # an RM whose saved model is gone is trained again (critcore.train reuses only a saved model)
+    gone = sorted((Path(run.out_dir) / "rms").glob("*/train/model"))[0]
+    shutil.rmtree(gone)
+    damaged = {x.step: x for x in budget.project(run.config, profile)}
+    assert (damaged["train minilm"].count, damaged["train minilm"].reused) == (1, 1)
