@@ -24,7 +24,8 @@ transformers loop (each sequence alone), fp32, on the validation pairs: the spee
 largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
 throughput, the bound and the fraction of it reached, with the peer's fraction beside it. The
 scoring fraction is the median of --scoring-rounds rounds (5), each against an fp32 peak probed
-beside it (`fraction_rounds`), since this kind of VM's peak drifts within minutes. --repeats 0
+beside it (`fraction_rounds`), and each training run is measured against a peak probed beside it
+(`peak_gflops` of each run; `fraction_runs`), since this kind of VM's peak drifts within minutes. --repeats 0
 --no-warmup measures scoring alone.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
@@ -404,6 +405,13 @@ def attention_flops(g: dict, lengths: list[int]) -> float:
     return 4 * g["layers"] * g["attention_width"] * sum(t * t for t in lengths) * (0.5 if g["causal"] else 1.0)
 
 
+def probe_peak(args, precision: str) -> float:
+    """The matmul peak (GFLOP/s) of this precision, probed now: beside a timed run."""
+    from critcore.hardware import matmul_peak
+
+    return round(matmul_peak(precision, seconds=0.2 if args.smoke else 2.0) / 1e9, 1)
+
+
 def compare_scoring(args, val_pairs) -> dict:
     """critcore's scoring (length-sorted, right-padded batches under inference_mode) against a
     plain per-pair transformers loop (each sequence alone, as a user would first write it) on the
@@ -413,7 +421,6 @@ def compare_scoring(args, val_pairs) -> dict:
 
     from critcore.evaluate import score_texts
     from critcore.format import Formatter
-    from critcore.hardware import matmul_peak
     from critcore.model import RewardModel
 
     set_seed(args.seed)
@@ -443,7 +450,7 @@ def compare_scoring(args, val_pairs) -> dict:
         row = {}
         for what in ("peak", "score") if r % 2 == 0 else ("score", "peak"):
             if what == "peak":
-                row["peak_gflops"] = round(matmul_peak("float32", seconds=0.2 if args.smoke else 2.0) / 1e9, 1)
+                row["peak_gflops"] = probe_peak(args, "float32")
             else:
                 t = time.perf_counter()
                 score_texts(rm, seqs, batch_size=batch)
@@ -460,7 +467,7 @@ def compare_scoring(args, val_pairs) -> dict:
 
 def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> list[dict]:
     """Training (critcore, TRL's fraction beside it) and scoring (critcore, the plain loop's beside
-    it). The arithmetic: 2 FLOPs per Linear weight (`geometry`) and token forward, 6 forward and
+    it), each timed run against the peak probed beside it, the median run. The arithmetic: 2 FLOPs per Linear weight (`geometry`) and token forward, 6 forward and
     backward, plus attention itself (which MFU leaves out). Training streams the weights three
     times per micro-batch (forward, and the two products of the backward pass) and AdamW's seven
     tensors once per step; scoring streams them once per batch. Both are compute-bound by far
@@ -474,13 +481,13 @@ def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> lis
         micro = -(-r["pairs"] // result["micro_batch_size"])
         return stage("training", seconds=r["train_loop_s"], flops=6 * n_params * tokens + 3 * attention_flops(g, lengths),
                      bytes_=4 * (3 * micro * n_params + 7 * r["steps"] * g["total"]),
-                     peak_gflops=peaks["bfloat16" if r["bf16"] else "float32"], memory_gb_s=bw,
+                     peak_gflops=r["peak_gflops"], memory_gb_s=bw,
                      throughput=r["pairs_per_s"], unit="pairs/s", precision="bf16" if r["bf16"] else "fp32")
 
     by_side = {s: [r for r in runs if r["side"] == s] for s in ("critcore", "trl")}
     if by_side["critcore"]:
-        rs = [training(r) for r in by_side["critcore"]]
-        row = sorted(rs, key=lambda x: x["fraction"])[len(rs) // 2]  # the median run
+        rs = sorted((training(r) for r in by_side["critcore"]), key=lambda x: x["fraction"])
+        row = dict(rs[len(rs) // 2], fraction_runs=[x["fraction"] for x in rs])  # the median run, against its own probe
         if by_side["trl"]:
             peer = sorted(training(r)["fraction"] for r in by_side["trl"])
             row.update(peer="TRL RewardTrainer", peer_fraction=peer[len(peer) // 2])
@@ -535,15 +542,21 @@ def main(argv=None) -> int:
         warmup_s = round(warmup(args, train_pairs), 2)
     runners = {"critcore": run_critcore, "trl": run_trl}
     runs: list[dict] = []
+    # Each timed run gets a peak probed beside it (before one run, after the next), as each scoring
+    # round does: this kind of VM's peak moves by a fifth within minutes, which one probe at the
+    # start would put into every fraction (201 GFLOP/s there against 177 to 189 beside the rounds).
+    precision = "bfloat16" if side_bf16(args.precision) else "float32"
     for r in range(args.repeats if sides else 0):
         order = sides if r % 2 == 0 else sides[::-1]
         for side in order:
             print(f"[repeat {r + 1}/{args.repeats}] training {side} ...", file=sys.stderr, flush=True)
+            probe_first = len(runs) % 2 == 0
+            peak = probe_peak(args, precision) if probe_first else None
             with Meter() as meter:
                 row = runners[side](args, train_pairs, val_pairs, score=(r == 0))  # models are deterministic
-            row.update(repeat=r + 1, **meter.record())
+            row.update(repeat=r + 1, peak_gflops=peak if probe_first else probe_peak(args, precision), **meter.record())
             flops = 6 * n_params * row["padding"]["real_tokens"]
-            row["mfu"] = round(flops / row["train_loop_s"] / (peaks["bfloat16" if row["bf16"] else "float32"] * 1e9), 3)
+            row["mfu"] = round(flops / row["train_loop_s"] / (row["peak_gflops"] * 1e9), 3)
             runs.append(row)
             acc = f", val acc {row['validation']['acc']:.3f}" if row["validation"] else ""
             print(f"  {side}: {row['pairs_per_s']:.2f} pairs/s, loop {row['train_loop_s']:.1f}s, MFU {row['mfu']:.1%}, "

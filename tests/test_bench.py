@@ -58,6 +58,10 @@ def test_train_throughput_smoke(shared_data):
     assert result["cpu"]["model"] and result["memory_gb_s"] > 0
     assert [r["stage"] for r in result["roofline"]] == ["training", "scoring"]
     assert all(0 < r["fraction"] and r["bound"] == "compute" for r in result["roofline"])
+    training, mine = result["roofline"][0], [r for r in result["runs"] if r["side"] == "critcore"]
+    assert all(r["peak_gflops"] > 0 for r in result["runs"])  # each timed run against a peak probed beside it
+    assert len(training["fraction_runs"]) == len(mine) and training["fraction"] in training["fraction_runs"]
+    assert training["bound_value"] in {f"{r['peak_gflops']} GFLOP/s" for r in mine}
     scoring = result["roofline"][1]  # each timed scoring round against a peak probed beside it
     assert len(result["scoring"]["rounds"]) == 1 and scoring["fraction_rounds"] == [scoring["fraction"]]
     assert scoring["bound_value"] == f"{result['scoring']['rounds'][0]['peak_gflops']} GFLOP/s"
