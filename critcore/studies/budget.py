@@ -42,7 +42,8 @@ PROFILES = {
         score_seqs_s={"minilm": 30.0, "smollm2": 3.1}),
     # 2 cores of an AMD EPYC, AVX2 only (bf16 emulated: 1 GFLOP/s), quiet, fp32 peak 173 GFLOP/s
     # (issue 27): MiniLM trains at 5.1 pairs/s in fp32 (256 pairs, max_length 256) and scores at
-    # 79.6% of the fp32 peak (0.90x the bf16 machine's tokens/s, which scales its scoring rates);
+    # 79.6% of the fp32 peak by the FLOP count of the time, 3.5% high (0.90x the bf16 machine's
+    # tokens/s, which scales its scoring rates);
     # SmolLM2-135M fp32 critiques at 49.1 tok/s against 56.5 there (batch 16), bf16 (emulated) at
     # 12. SmolLM2's training rate is MiniLM's scaled by the FLOPs per pair (non-embedding
     # parameters x tokens: x0.0955), which on the bf16 machine predicts 0.76 against 0.754 measured.
