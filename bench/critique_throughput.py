@@ -311,6 +311,8 @@ def main() -> None:
 
     import torch
 
+    from critcore.provenance import git_info
+
     torch.set_num_threads(args.threads)
     machine = probes(seconds=0.2 if args.smoke else 3.0, precisions=("float32", "bfloat16", "qint8"))
     g = geometry()
@@ -362,6 +364,8 @@ def main() -> None:
                                   args.repeats, args))
     won = h is not None and h["ratio_median"] >= 1
     ref_tok_s = statistics.median(r["b_tok_s"] for r in rows) if rows else reference["tok_s"]
+    from critcore.provenance import git_info
+
     result = {
         "cpu": machine["cpu"], "matmul_peak_gflops": machine["matmul_peak_gflops"], "memory_gb_s": machine["memory_gb_s"],
         "items": len(items), "prompt_tokens": sum(reference["prompt_tokens"]), "max_new_tokens": args.max_new_tokens,
@@ -380,6 +384,7 @@ def main() -> None:
                    if k not in ("outputs", "roofline", "batches", "new_tokens", "prompt_tokens")} for r in sweep],
         "peak_rss_mb": {e: r["peak_rss_mb"] for e, r in best.items()},
         "loadavg_start": [round(x, 2) for x in machine["loadavg"]], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "git": git_info(),
     }
     print("roofline:")
     print(table(result["roofline"]))

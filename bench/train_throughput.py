@@ -519,6 +519,7 @@ def main(argv=None) -> int:
     from critcore import data
     from critcore.hardware import reuse_freed_memory
     from critcore.metrics import mcnemar_exact
+    from critcore.provenance import git_info
 
     transformers.logging.set_verbosity_error()
     train_pairs = data.load({"format": "jsonl", "path": args.train, "limit": args.pairs, "stratify": None,
@@ -608,7 +609,8 @@ def main(argv=None) -> int:
                      "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
                      "accelerate": accelerate.__version__, "cpus": os.cpu_count(),
                      "loadavg_start": [round(x, 2) for x in machine["loadavg"]],
-                     "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.machine()}
+                     "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.machine(),
+                     "git": git_info()}
 
     # table
     print()

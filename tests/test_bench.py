@@ -19,6 +19,10 @@ def smoke(script: str, *args: str, env: dict | None = None, stderr: bool = False
     return proc.stdout + proc.stderr if stderr else proc.stdout
 
 
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def written(out: str) -> dict:
     """The JSON a bench wrote, from its `wrote PATH` line."""
     return json.loads(Path(re.search(r"^wrote (\S+)", out, re.M).group(1)).read_text())
@@ -35,6 +39,7 @@ def test_critique_throughput_smoke(shared_data):
     assert last["ratio"] >= 1.0  # the fast engine is never slower than the reference
     result = written(out)
     assert result["cpu"]["model"] and result["memory_gb_s"] > 0 and result["matmul_peak_gflops"]["float32"] > 0
+    assert result["git"]["commit"] == head_commit()  # the code it measured
     stages = {(r["stage"], r["engine"]) for r in result["roofline"]}
     assert {("critique prefill", "transformers"), ("critique decode", "transformers")} <= stages
     assert all(0 < r["fraction"] for r in result["roofline"])
@@ -55,7 +60,7 @@ def test_train_throughput_smoke(shared_data):
     out = smoke("train_throughput.py")
     assert "ratio critcore/trl" in out and "scoring" in out
     result = written(out)
-    assert result["cpu"]["model"] and result["memory_gb_s"] > 0
+    assert result["cpu"]["model"] and result["memory_gb_s"] > 0 and result["env"]["git"]["commit"] == head_commit()
     assert [r["stage"] for r in result["roofline"]] == ["training", "scoring"]
     assert all(0 < r["fraction"] and r["bound"] == "compute" for r in result["roofline"])
     training, mine = result["roofline"][0], [r for r in result["runs"] if r["side"] == "critcore"]
