@@ -18,14 +18,14 @@ before and after each timed run, with the CPU that other processes used meanwhil
 (bench/loadmeter.py: the load average counts the benchmark itself); a ratio taken while others used
 more than a quarter of a core is flagged and left out of the headline. The CPU (model, SIMD flags),
 its matmul peak (fp32 and bf16) and its memory bandwidth are measured in the same run
-(bench/roofline.py), for MFU: 6 x the Linear weights a token passes through (`matmul_params`) x the real tokens, per second, over
-the peak of the precision used. Scoring: critcore's score_pairs against a plain per-pair
+(bench/roofline.py), for MFU: 6 x the Linear weights a token passes through (`matmul_params`) x
+the real tokens, per second, over the peak of the precision used. Scoring: critcore's score_pairs against a plain per-pair
 transformers loop (each sequence alone), fp32, on the validation pairs: the speed ratio and the
 largest score difference. `roofline` in the JSON has one row per stage (training, scoring):
 throughput, the bound and the fraction of it reached, with the peer's fraction beside it. The
 scoring fraction is the median of --scoring-rounds rounds (5), each against an fp32 peak probed
-beside it (`fraction_rounds`), and each training run is measured against a peak probed beside it
-(`peak_gflops` of each run; `fraction_runs`), since this kind of VM's peak drifts within minutes. --repeats 0
+beside it (`fraction_rounds`), and each training run against a peak probed beside it (`peak_gflops`
+of each run; `fraction_runs`), since this kind of VM's peak drifts within minutes. --repeats 0
 --no-warmup measures scoring alone.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
@@ -467,11 +467,11 @@ def compare_scoring(args, val_pairs) -> dict:
 
 def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> list[dict]:
     """Training (critcore, TRL's fraction beside it) and scoring (critcore, the plain loop's beside
-    it), each timed run against the peak probed beside it, the median run. The arithmetic: 2 FLOPs per Linear weight (`geometry`) and token forward, 6 forward and
-    backward, plus attention itself (which MFU leaves out). Training streams the weights three
-    times per micro-batch (forward, and the two products of the backward pass) and AdamW's seven
-    tensors once per step; scoring streams them once per batch. Both are compute-bound by far
-    (thousands of tokens share each weight read)."""
+    it), each timed run against the peak probed beside it, the median run. The arithmetic: 2 FLOPs
+    per Linear weight (`geometry`) and token forward, 6 forward and backward, plus attention itself
+    (which MFU leaves out). Training streams the weights three times per micro-batch (forward, and
+    the two products of the backward pass) and AdamW's seven tensors once per step; scoring streams
+    them once per batch. Both are compute-bound by far (thousands of tokens share each weight read)."""
     peaks, bw = machine["matmul_peak_gflops"], machine["memory_gb_s"]
     n_params, rows = g["matmul_params"], []
     lengths = [len(f[k]) for f in runs[0]["_features"] for k in ("chosen", "rejected")] if runs else []
@@ -487,7 +487,7 @@ def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> lis
     by_side = {s: [r for r in runs if r["side"] == s] for s in ("critcore", "trl")}
     if by_side["critcore"]:
         rs = sorted((training(r) for r in by_side["critcore"]), key=lambda x: x["fraction"])
-        row = dict(rs[len(rs) // 2], fraction_runs=[x["fraction"] for x in rs])  # the median run, against its own probe
+        row = dict(rs[len(rs) // 2], fraction_runs=[x["fraction"] for x in rs])  # the median run
         if by_side["trl"]:
             peer = sorted(training(r)["fraction"] for r in by_side["trl"])
             row.update(peer="TRL RewardTrainer", peer_fraction=peer[len(peer) // 2])
