@@ -10,9 +10,10 @@ process reports generation seconds, tokens generated, the seconds spent in the p
 (prefill: the forward passes over whole prompts, timed by hooks; transformers only, since
 CTranslate2 overlaps a batch's prompt pass with its decoding) and its peak memory (max RSS, model
 included). Engines: transformers in fp32 (the reference, named "transformers"), in bf16 (only
-where the CPU has bf16 natively: elsewhere it is emulated, some 100x slower, and is skipped with the reason in `skipped`) and in qint8
-(torch's dynamic int8 of every Linear layer, applied here: critcore does not offer it),
-ctranslate2 (float32 and int8), and llama.cpp (llama-cpp-python on the GGUF file, batch 1 only, when it is installed).
+where the CPU has bf16 natively: elsewhere it is emulated, some 100x slower, and is skipped with
+the reason in `skipped`) and in qint8 (torch's dynamic int8 of every Linear layer, applied here:
+critcore does not offer it), ctranslate2 (float32 and int8), and llama.cpp (llama-cpp-python on the
+GGUF file, batch 1 only, when it is installed).
 
 1. A sweep measures every engine at every batch size (--batches; studies critique at 32).
 2. The fast engine is the fastest in the sweep among the configurations that passed the quality
@@ -364,8 +365,6 @@ def main() -> None:
                                   args.repeats, args))
     won = h is not None and h["ratio_median"] >= 1
     ref_tok_s = statistics.median(r["b_tok_s"] for r in rows) if rows else reference["tok_s"]
-    from critcore.provenance import git_info
-
     result = {
         "cpu": machine["cpu"], "matmul_peak_gflops": machine["matmul_peak_gflops"], "memory_gb_s": machine["memory_gb_s"],
         "items": len(items), "prompt_tokens": sum(reference["prompt_tokens"]), "max_new_tokens": args.max_new_tokens,

@@ -119,10 +119,6 @@ def bench_module(name: str):
     return bench
 
 
-def critique_bench():
-    return bench_module("critique_throughput")
-
-
 def test_the_flop_count_is_the_linear_weights_every_token_passes_through(tmp_path):
     """MiniLM (BERT): per layer the four attention projections and the two feed-forward ones; its
     position and token-type tables are looked up and its pooler sees one token per sequence, so
@@ -146,7 +142,7 @@ def test_the_flop_count_is_the_linear_weights_every_token_passes_through(tmp_pat
 def test_critique_throughput_counts_only_verdicts_of_this_kind_of_cpu(tmp_path):
     """A quality verdict taken on a CPU of the other kind (native bf16 or not) does not qualify an
     engine here; the fp32 reference always does; no file on record leaves only the reference."""
-    bench = critique_bench()
+    bench = bench_module("critique_throughput")
     record = {"engines": {"ctranslate2:int8": {"verdict": "pass", "cpu": {"native_bf16": True}},
                           "transformers:qint8": {"verdict": "fail: 0.0% of texts identical", "cpu": {"native_bf16": False}}}}
     path = tmp_path / "critique_quality.json"
@@ -166,7 +162,7 @@ def test_the_prefill_clock_times_every_prompt_of_a_batch(shared_data):
     row either."""
     import time
 
-    bench = critique_bench()
+    bench = bench_module("critique_throughput")
     args = type("Args", (), {"data": str(ROOT.parent / "shared" / "data" / "mix" / "train.jsonl"), "items": 4,
                              "max_chars": 1200, "seed": 0})()
     texts = bench.load_items(args)
