@@ -5,7 +5,8 @@
 # used during every timed run, and flags (and leaves out of its median) a run where they used over
 # a quarter of a core.
 #
-#   bench/run_quiet.sh            # writes outputs/results/bench/<kind>/ (kind: native-bf16 or fp32)
+#   bench/run_quiet.sh            # writes outputs/results/bench/<kind>/ (critcore.hardware.cpu_kind:
+#                                 # fp32, native-bf16 or native-bf16-amx)
 #   bench/run_quiet.sh --quality  # first the quality check of the int8 engines on this CPU (bench/critique_quality.py)
 #   bench/run_quiet.sh --reduced  # tiny sizes, a few minutes: checks that the whole run completes
 #
@@ -34,7 +35,7 @@ for arg in "$@"; do
     *) echo "run_quiet.sh: unknown option $arg (--reduced, --quality)" >&2; exit 2 ;;
   esac
 done
-KIND=$($PY -c "from critcore.hardware import native_bf16; print('native-bf16' if native_bf16() else 'fp32')")
+KIND=$($PY -c "from critcore.hardware import cpu_kind; print(cpu_kind())")
 OUT=${OUT:-outputs/results/bench/$KIND}
 QUALITY_JSON=outputs/results/bench/critique_quality.json
 if [[ $REDUCED == 1 ]]; then

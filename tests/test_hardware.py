@@ -42,6 +42,32 @@ def test_an_isa_cap_below_bf16_turns_native_bf16_off_and_is_recorded(cap, native
     assert info["native_bf16"] == (flags_say if native is None else native)
 
 
+AMX = "avx2 fma avx512f avx512_bf16 amx_tile amx_bf16"
+
+
+@pytest.mark.parametrize("flags, cap, kind", [
+    ("avx2 fma", None, "fp32"),
+    ("avx2 fma avx512f avx512_bf16", None, "native-bf16"),
+    (AMX, None, "native-bf16-amx"),
+    (AMX, "avx512_core_amx", "native-bf16-amx"),
+    (AMX, "AVX512_CORE_BF16", "native-bf16"),  # capped below AMX: AVX512-BF16 does the bf16 matmuls
+    (AMX, "AVX2", "fp32"),
+])
+def test_cpu_kind_files_figures_by_what_runs_the_bf16_matmuls(monkeypatch, flags, cap, kind):
+    """Figures of an AMX CPU are not filed with those of a CPU with AVX512-BF16 alone, nor those of
+    either under a cap with an AVX2 CPU's (bench/run_quiet.sh writes outputs/results/bench/<kind>/)."""
+    for name in hardware.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: {"flags": flags})
+    hardware.native_bf16.cache_clear()
+    try:
+        assert hardware.cpu_kind() == kind
+    finally:
+        hardware.native_bf16.cache_clear()
+
+
 def test_probes_measure_something():
     before = torch.get_num_threads()
     torch.set_num_threads(1)

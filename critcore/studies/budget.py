@@ -58,7 +58,9 @@ CRITIQUE_MODELS = ("smollm2", "gemma3-270m")  # the local critics Profile.critiq
 
 
 def profile_kind() -> str:
-    """The PROFILES entry of this CPU's kind."""
+    """The PROFILES entry of this CPU's kind. An AMX CPU takes the "native-bf16" one, scaled by its
+    fp32 peak: on a 2-core Intel Xeon with AMX (2026-12-05) bench/rq1_small.yaml was projected at
+    4.2 min and ran in 4.7 (outputs/results/bench/native-bf16-amx/quiet_run.json)."""
     from ..hardware import native_bf16
 
     return "native-bf16" if native_bf16() else "fp32"
