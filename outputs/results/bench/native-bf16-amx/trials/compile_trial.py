@@ -16,6 +16,7 @@ import train_throughput as tt
 val = data.load({"format": "jsonl", "path": str(tt.DATA / "validation.jsonl"), "limit": None, "stratify": None, "seed": 0}).pairs
 eager = RewardModel.load("minilm").eval()
 comp = RewardModel.load("minilm").eval()
+comp.hf.load_state_dict(eager.hf.state_dict())  # the reward head is initialised at random: the same one on both
 feats, _ = Formatter(eager.tokenizer, 256).encode_pairs(val)
 seqs = [f["chosen"] for f in feats] + [f["rejected"] for f in feats]
 g = tt.geometry("minilm")
