@@ -25,8 +25,10 @@ largest score difference. `roofline` in the JSON has one row per stage (training
 throughput, the bound and the fraction of it reached, with the peer's fraction beside it. The
 scoring fraction is the median of --scoring-rounds rounds (5), each against an fp32 peak probed
 beside it (`fraction_rounds`), and each training run against a peak probed beside it (`peak_gflops`
-of each run; `fraction_runs`), since this kind of VM's peak drifts within minutes. --repeats 0
---no-warmup measures scoring alone.
+of each run; `fraction_runs`), since this kind of VM's peak drifts within minutes. Each row also
+gives the spread of those probes (`peak_spread`) and the median run against the median probe
+(`fraction_of_medians`): where the two fractions part, the machine's speed moved under the bench.
+--repeats 0 --no-warmup measures scoring alone.
 
     python bench/train_throughput.py --backbone minilm --pairs 256 --max-length 256 --repeats 3
     python bench/train_throughput.py --backbone smollm2 --pairs 64 --max-length 256 --repeats 3
@@ -465,6 +467,17 @@ def compare_scoring(args, val_pairs) -> dict:
             "critcore_meter": meter.record()}
 
 
+def probe_spread(row_of, median_run: dict, peaks: list[float]) -> dict:
+    """How far a stage's fraction can be trusted on this machine: the spread of the peaks probed
+    beside its timed runs ((max - min) / median), and the fraction of the medians (the median run's
+    time against the median probe), which a quiet, steady machine makes equal to the median of
+    the per-run fractions. On a 2-core Intel Xeon the probes moved from 161 to 233 GFLOP/s within
+    one bench, so a run and the probe beside it can catch the machine at different speeds."""
+    median = statistics.median(peaks)
+    return {"peak_spread": round((max(peaks) - min(peaks)) / median, 3),
+            "fraction_of_medians": row_of(dict(median_run, peak_gflops=median))["fraction"]}
+
+
 def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> list[dict]:
     """Training (critcore, TRL's fraction beside it) and scoring (critcore, the plain loop's beside
     it), each timed run against the peak probed beside it, the median run. The arithmetic: 2 FLOPs
@@ -486,8 +499,11 @@ def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> lis
 
     by_side = {s: [r for r in runs if r["side"] == s] for s in ("critcore", "trl")}
     if by_side["critcore"]:
-        rs = sorted((training(r) for r in by_side["critcore"]), key=lambda x: x["fraction"])
-        row = dict(rs[len(rs) // 2], fraction_runs=[x["fraction"] for x in rs])  # the median run
+        mine = by_side["critcore"]
+        rs = sorted((training(r) for r in mine), key=lambda x: x["fraction"])
+        median_run = sorted(mine, key=lambda r: r["train_loop_s"])[len(mine) // 2]
+        row = dict(rs[len(rs) // 2], fraction_runs=[x["fraction"] for x in rs],  # the median run
+                   **probe_spread(training, median_run, [r["peak_gflops"] for r in mine]))
         if by_side["trl"]:
             peer = sorted(training(r)["fraction"] for r in by_side["trl"])
             row.update(peer="TRL RewardTrainer", peer_fraction=peer[len(peer) // 2])
@@ -502,6 +518,9 @@ def roofline_rows(result: dict, runs: list[dict], machine: dict, g: dict) -> lis
 
     beside = sorted((scoring(r["seconds"], r["peak_gflops"]) for r in sc["rounds"]), key=lambda x: x["fraction"])
     row = beside[len(beside) // 2]  # the median round, against the peak probed next to it
+    median_round = sorted(sc["rounds"], key=lambda r: r["seconds"])[len(sc["rounds"]) // 2]
+    row.update(**probe_spread(lambda r: scoring(r["seconds"], r["peak_gflops"]), median_round,
+                              [r["peak_gflops"] for r in sc["rounds"]]))
     row.update(fraction_rounds=[x["fraction"] for x in beside], peer="plain per-sequence loop",
                peer_fraction=round(flops / sc["plain_loop_s"] / (peaks["float32"] * 1e9), 3),
                fraction_against_first_probe=scoring(sc["critcore_s"], peaks["float32"])["fraction"])

@@ -70,10 +70,25 @@ def test_train_throughput_smoke(shared_data):
     scoring = result["roofline"][1]  # each timed scoring round against a peak probed beside it
     assert len(result["scoring"]["rounds"]) == 1 and scoring["fraction_rounds"] == [scoring["fraction"]]
     assert scoring["bound_value"] == f"{result['scoring']['rounds'][0]['peak_gflops']} GFLOP/s"
+    for row in training, scoring:  # one run, one round: the medians are that run's
+        assert row["peak_spread"] == 0 and row["fraction_of_medians"] == row["fraction"]
     fast = "bf16" if result["cpu"]["native_bf16"] else "fp32"
     assert result["side_precision"] == {"critcore": fast, "trl": fast}  # --precision default: what is fast here
     assert ("emulated" in result["precision_note"]) != result["cpu"]["native_bf16"]
     assert {r["bf16"] for r in result["runs"]} == {fast == "bf16"}
+
+
+def test_a_stage_says_how_far_its_probes_moved_and_its_fraction_of_the_medians():
+    """Where the peak moves between probes, the median of per-run fractions and the median run
+    against the median probe part: both are recorded, with the probes' spread."""
+    spread = bench_module("train_throughput").probe_spread
+    rounds = [{"seconds": 10.0, "peak_gflops": 100.0}, {"seconds": 11.0, "peak_gflops": 200.0},
+              {"seconds": 12.0, "peak_gflops": 150.0}]
+    row_of = lambda r: {"fraction": round(1000 / r["seconds"] / r["peak_gflops"], 3)}  # noqa: E731
+    assert sorted(row_of(r)["fraction"] for r in rounds)[1] == 0.556  # the median of per-round fractions
+    assert spread(row_of, rounds[1], [r["peak_gflops"] for r in rounds]) == {
+        "peak_spread": 0.667, "fraction_of_medians": 0.606}  # (200 - 100) / 150; 11 s against 150
+    assert spread(row_of, rounds[0], [200.0, 200.0])["peak_spread"] == 0
 
 
 def test_train_throughput_skips_emulated_bf16(shared_data):
