@@ -267,13 +267,18 @@ def test_two_process_training_logs_and_scores_as_one(trained):
     # gradients were summed, which Adam amplifies where a gradient is near zero (on an AMD EPYC
     # with AVX512-BF16: 1.3e-4 in loss by step 4 and 3.6e-4 in test scores; under 1e-4 on the
     # AVX2 EPYC before it).
+    # A pair whose margin is that close to 0 can change sides: on an Intel Xeon with AMX, step 3's
+    # losses were 5.7e-7 apart and one of its 8 pairs flipped. So after step 1, accuracies may
+    # differ by one pair.
     assert rows2[0]["loss"] == pytest.approx(rows1[0]["loss"], abs=1e-6)
+    assert rows2[0]["accuracy"] == rows1[0]["accuracy"]
     for a, b in zip(rows1, rows2):
         assert b["loss"] == pytest.approx(a["loss"], abs=2e-3)
-        assert b["accuracy"] == a["accuracy"] and b["lr"] == pytest.approx(a["lr"], rel=1e-9)
+        assert abs(b["accuracy"] - a["accuracy"]) * 8 <= 1 + 1e-9 and b["lr"] == pytest.approx(a["lr"], rel=1e-9)
     s1, s2 = (json.loads((run / "train" / "summary.json").read_text()) for run in (one, two))
     assert s2["train_pairs"] == s1["train_pairs"] == 32
-    assert s2["validation"]["acc"] == s1["validation"]["acc"]
+    assert s2["validation"]["n"] == s1["validation"]["n"]
+    assert abs(s2["validation"]["acc"] - s1["validation"]["acc"]) * s1["validation"]["n"] <= 1 + 1e-9
     # the test set scored once, in pair order, as one process scores it
     import pandas as pd
 
